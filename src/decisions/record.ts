@@ -1,0 +1,83 @@
+import { randomBytes } from 'node:crypto';
+
+/**
+ * The fixed set of reason codes a decision can carry. Every entry point (CONNECT, HTTP, DNS, `check`)
+ * uses these and only these, so queries and alerts can group on them. docs/decision-log.md documents each.
+ */
+export const REASONS = [
+  'rule_allow', // an allow rule matched and no deny rule did
+  'rule_deny', // a deny rule matched (deny wins)
+  'no_rule', // no allow rule matched (default deny)
+  'private_address', // every resolved address was refused by the address guard
+  'address_not_allowed', // the name matched, but its addresses lie outside the rule's CIDRs (or inside a denied CIDR)
+  'auth_required', // credentials missing or wrong (407)
+  'bad_request', // malformed request or target (400)
+  'dns_failure', // resolution failed or timed out
+  'upstream_error', // upstream refused, reset or failed (502)
+  'upstream_timeout', // upstream did not answer in time (504)
+  'limit_exceeded', // a connection limit was hit (503)
+  'method_not_allowed', // the host matched, but the rule does not allow this HTTP method
+  'qtype_refused', // DNS: the query type is not allowed for this name
+  'name_too_long', // DNS: label or name over the limits
+  'rate_limited', // DNS: the client exceeded its query rate
+  'malformed', // DNS: the packet could not be parsed
+  'shutting_down', // the proxy was draining and refused new work
+] as const;
+export type Reason = (typeof REASONS)[number];
+
+export type Verdict = 'allow' | 'deny';
+export type Mode = 'enforce' | 'report';
+
+/** One decision: what was asked, what was decided and why, and (for tunnels) what happened after. */
+export interface DecisionRecord {
+  /** ISO-8601 time the decision was made. */
+  time: string;
+  /** Unique, sortable id (time-prefixed), echoed to the client in X-Agent-Egress-Decision. */
+  id: string;
+  /** Agent name, or null when the request carried no identity and no source rule matched. */
+  agent: string | null;
+  /** Client address and port as seen by the proxy. */
+  client: string;
+  /** CONNECT, GET, POST, …, or DNS. */
+  method: string;
+  /** Normalised destination host (name or canonical IP literal); the raw target when it could not be parsed. */
+  host: string;
+  /** Destination port; null for DNS. */
+  port: number | null;
+  /** Path for plain HTTP (query string dropped unless configured); null otherwise. */
+  path: string | null;
+  /** The address actually connected to (or that would be); null when nothing was resolved. */
+  address: string | null;
+  verdict: Verdict;
+  /** `report` means the policy would have denied but the request was forwarded. */
+  mode: Mode;
+  /** Name of the rule that decided; null for default deny or refusals before the policy. */
+  rule: string | null;
+  reason: Reason;
+  /** HTTP status returned to the client (200 for an established tunnel); DNS: rcode number. */
+  status: number | null;
+  bytesUp: number;
+  bytesDown: number;
+  timings: { dnsMs: number | null; connectMs: number | null; totalMs: number | null };
+  /** Hash of the policy the decision was made with. */
+  policyHash: string | null;
+  /** Free-form detail, e.g. the Host header mismatch, the addresses the guard refused, the DNS qtype. */
+  detail?: Record<string, unknown>;
+}
+
+let lastMs = 0;
+let seq = 0;
+const node = randomBytes(3).toString('hex');
+
+/**
+ * Time-ordered id: 11 base36 chars of ms time, a per-ms sequence, and a per-process random part
+ * (so workers sharing one store never collide). Lexicographic order = creation order within a process.
+ */
+export function newDecisionId(now = Date.now()): string {
+  if (now === lastMs) seq++;
+  else {
+    lastMs = now;
+    seq = 0;
+  }
+  return now.toString(36).padStart(9, '0') + seq.toString(36).padStart(3, '0') + node;
+}

@@ -1,0 +1,107 @@
+import { domainToASCII } from 'node:url';
+import { canonicalIp, type IpFamily } from './ip.js';
+
+/**
+ * A destination host in its one canonical form. Names: lower-case, punycode, no trailing dot.
+ * Addresses: canonical IP text (see canonicalIp). The two kinds never mix: an address only ever
+ * matches CIDR rules, a name only host rules.
+ */
+export type NormalizedHost =
+  | { kind: 'name'; value: string }
+  | { kind: 'ip'; family: IpFamily; value: string };
+
+export class HostError extends Error {
+  override name = 'HostError';
+}
+
+const MAX_NAME = 253;
+const MAX_LABEL = 63;
+// Letters, digits, hyphen; underscore too, since real names (service records, some buckets) carry it.
+const LABEL = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$/;
+const PATTERN_LABEL = /^[a-z0-9_*](?:[a-z0-9_*-]*[a-z0-9_*])?$/;
+// Anything that can smuggle a second meaning into a host: authority, path, query, fragment, escapes, space.
+const FORBIDDEN = /[\s@/\\?#%:[\]<>^|"'`{}]/;
+
+/**
+ * Normalise a host as written in a request target, a Host header, a CLI argument or a policy entry.
+ * IP literals in every spelling (2130706433, 0x7f.1, 127.1, 0177.0.0.1, [v6%zone], ::ffff:a.b.c.d)
+ * become one canonical address; names become lower-case punycode without one trailing dot.
+ * Throws HostError for anything a host cannot be.
+ */
+export function normalizeHost(input: string): NormalizedHost {
+  if (input.length === 0) throw new HostError('empty host');
+  if (input.length > 1024) throw new HostError('host too long');
+  if (input.startsWith('[')) {
+    if (!input.endsWith(']')) throw new HostError('unterminated IPv6 literal');
+    const ip = canonicalIp(input.slice(1, -1).replace(/%25/i, '%'));
+    if (!ip || ip.family !== 6) throw new HostError('bad IPv6 literal');
+    return { kind: 'ip', family: 6, value: ip.address };
+  }
+  if (input.includes(':')) {
+    // A bare IPv6 literal (policy entries, the `check` command); never a name.
+    const ip = canonicalIp(input);
+    if (!ip || ip.family !== 6) throw new HostError('a host cannot contain ":" (bracket IPv6 literals)');
+    return { kind: 'ip', family: 6, value: ip.address };
+  }
+  if (FORBIDDEN.test(input)) throw new HostError('host contains a character a host name cannot have');
+  let name = input.endsWith('.') ? input.slice(0, -1) : input;
+  if (name.length === 0) throw new HostError('empty host');
+  // WHATWG's IPv4 parser: if the last label is numeric, the whole host must be an IPv4 address
+  // (decimal, octal, hex, short forms) — exactly how curl, browsers and undici read it.
+  const labels = name.split('.');
+  const last = labels[labels.length - 1];
+  if (/^(?:0x[0-9a-f]*|\d+)$/i.test(last)) {
+    let url: URL;
+    try {
+      url = new URL(`http://${name}/`);
+    } catch {
+      throw new HostError('host looks like an IPv4 address but is not a valid one');
+    }
+    const ip = canonicalIp(url.hostname);
+    if (!ip || ip.family !== 4) throw new HostError('bad IPv4 literal');
+    return { kind: 'ip', family: 4, value: ip.address };
+  }
+  if (!/^[\x21-\x7e]*$/.test(name)) {
+    const ascii = domainToASCII(name);
+    if (!ascii) throw new HostError('invalid internationalised name');
+    name = ascii;
+  }
+  name = name.toLowerCase();
+  checkName(name, LABEL);
+  return { kind: 'name', value: name };
+}
+
+/**
+ * Normalise a host pattern from a policy or a flag: the same rules as normalizeHost, with `*` allowed
+ * inside labels. A pattern without `*` is returned exactly as normalizeHost would return it, so a
+ * pattern and a request spelled differently still meet.
+ */
+export function normalizeHostPattern(input: string): NormalizedHost {
+  if (input === '*') return { kind: 'name', value: '*' };
+  if (!input.includes('*')) return normalizeHost(input);
+  if (FORBIDDEN.test(input)) throw new HostError('pattern contains a character a host name cannot have');
+  let name = input.endsWith('.') ? input.slice(0, -1) : input;
+  const labels = name.split('.').map((l) => {
+    if (l.includes('*') || /^[\x21-\x7e]*$/.test(l)) return l.toLowerCase();
+    const ascii = domainToASCII(l);
+    if (!ascii) throw new HostError(`invalid internationalised label ${JSON.stringify(l)}`);
+    return ascii;
+  });
+  name = labels.join('.');
+  checkName(name, PATTERN_LABEL);
+  return { kind: 'name', value: name };
+}
+
+function checkName(name: string, labelRe: RegExp): void {
+  if (name.length > MAX_NAME) throw new HostError('name longer than 253 characters');
+  for (const label of name.split('.')) {
+    if (label.length === 0) throw new HostError('empty label in name');
+    if (label.length > MAX_LABEL) throw new HostError('label longer than 63 characters');
+    if (!labelRe.test(label)) throw new HostError(`label ${JSON.stringify(label)} has a character a host name cannot have`);
+  }
+}
+
+/** Text form for records and messages: IPv6 in brackets when with a port. */
+export function hostText(h: NormalizedHost): string {
+  return h.value;
+}

@@ -1,0 +1,138 @@
+import type { Mode, Reason, Verdict } from '../decisions/record.js';
+import type { NormalizedHost } from '../net/host.js';
+
+/** A port range, inclusive. A single port p is [p, p]. */
+export type PortRange = readonly [number, number];
+
+/** Where in which file a policy element was written, for error messages and `check` output. */
+export interface SourcePos {
+  file: string;
+  line: number;
+}
+
+/** One rule as written (after validation and normalisation of its patterns). */
+export interface RuleSpec {
+  name: string;
+  action: 'allow' | 'deny';
+  /** Normalised host patterns: exact names, `*.suffix`, mid-label globs, or the deliberate `*`. */
+  hosts: string[];
+  /** CIDRs in canonical form (IPv4 and IPv6). */
+  cidrs: string[];
+  /** null = the default (allow rules: 443 only; deny rules: every port). */
+  ports: PortRange[] | null;
+  /** Upper-case HTTP methods for plain HTTP; null = any. CONNECT is never subject to methods. */
+  methods: string[] | null;
+  /** Extra DNS query types this rule enables in the filtering resolver (e.g. TXT); null = none. */
+  dnsTypes: string[] | null;
+  pos: SourcePos;
+}
+
+export interface AgentSpec {
+  name: string;
+  /** Overrides the policy mode for this agent. */
+  mode: Mode | null;
+  /** Lower-case hex SHA-256 of the agent's token, or null. */
+  tokenSha256: string | null;
+  /** Name of the environment variable holding the token, or null. */
+  tokenEnv: string | null;
+  /** Source CIDRs that identify this agent without credentials. */
+  sources: string[];
+  /** Client-certificate subject CN or SAN values that identify this agent on a TLS listener. */
+  certNames: string[];
+  /** Whether the shared (top-level) rules apply to this agent too. Default true. */
+  sharedRules: boolean;
+  rules: RuleSpec[];
+  pos: SourcePos;
+}
+
+export interface PolicySpec {
+  /** File the policy came from ('<flags>' for a policy built only from CLI flags). */
+  file: string;
+  /** sha256 (hex, first 16 chars) of the canonical JSON of the spec; recorded with every decision. */
+  hash: string;
+  mode: Mode;
+  requireAuth: boolean;
+  /** CIDRs the address guard lets through (explicit exemptions). */
+  guardExempt: string[];
+  rules: RuleSpec[];
+  agents: AgentSpec[];
+}
+
+/** What an entry point asks the policy. */
+export interface DecisionRequest {
+  /** Identified agent name, or null for an anonymous client (shared rules only). */
+  agent: string | null;
+  host: NormalizedHost;
+  /** Destination port; null for DNS (ports do not apply). */
+  port: number | null;
+  /** HTTP method for plain HTTP; undefined for CONNECT and DNS. */
+  method?: string;
+  /** DNS query type (A, AAAA, TXT, …); only for DNS. */
+  qtype?: string;
+}
+
+/** The pure decision before any resolution. */
+export interface PolicyDecision {
+  verdict: Verdict;
+  reason: Reason;
+  /** Name of the deciding rule (the deny rule that won, or the first allow rule that matched). */
+  rule: string | null;
+  mode: Mode;
+  /**
+   * For an allowed name: the address constraints to apply after resolution (opaque to callers,
+   * pass back to vetAddresses). null when nothing is to be checked beyond the address guard.
+   */
+  constraint: AddressConstraint | null;
+}
+
+export interface AddressConstraint {
+  /** When non-null, a resolved address must lie in one of these (from matching allow rules that name CIDRs). */
+  allowCidrs: string[] | null;
+  /** Resolved addresses inside these are refused (from matching deny rules with CIDRs). */
+  denyCidrs: string[];
+  /** Rule names behind the constraint, for the record. */
+  rules: string[];
+}
+
+/** Result of identifying the agent behind a request. */
+export type Identity =
+  | { ok: true; agent: string | null }
+  | { ok: false; reason: 'auth_required'; message: string };
+
+export interface IdentifyInput {
+  /** From Proxy-Authorization Basic, when present. */
+  username?: string;
+  password?: string;
+  /** Whether a Proxy-Authorization header was present at all (even if unparseable). */
+  authPresent: boolean;
+  /** Client IP address (canonical). */
+  sourceAddress: string;
+  /** Verified client-certificate names (CN and SANs), on a TLS listener with --client-ca. */
+  certNames?: string[];
+}
+
+export class PolicyError extends Error {
+  constructor(
+    readonly errors: { file: string; line: number; column: number; message: string }[],
+  ) {
+    super(errors.map((e) => `${e.file}:${e.line}:${e.column}: ${e.message}`).join('\n'));
+    this.name = 'PolicyError';
+  }
+}
+
+/** A policy compiled for fast, pure decisions (indexes built once, globs compiled once). */
+export interface CompiledPolicy {
+  readonly spec: PolicySpec;
+  readonly hash: string;
+  /** The pure decision: no I/O, no clock, no randomness. Every entry point calls this. */
+  decide(req: DecisionRequest): PolicyDecision;
+  /**
+   * After resolution: which of the resolved (canonical) addresses the deciding rules accept
+   * (allow-rule CIDRs, deny-rule CIDRs). The address guard is separate (net/guard).
+   */
+  vetAddresses(constraint: AddressConstraint | null, addresses: string[]): { allowed: string[]; refused: string[] };
+  /** Who is asking: Proxy-Authorization, then client certificate, then source CIDRs. */
+  identify(input: IdentifyInput): Identity;
+  /** The mode in force for an agent (agent override, else the policy's). */
+  modeFor(agent: string | null): Mode;
+}
