@@ -1,0 +1,83 @@
+import { getServers } from 'node:dns';
+import type { Logger } from 'pino';
+import type { DecisionSink } from '../decisions/sink.js';
+import type { AddressGuard } from '../net/guard.js';
+import type { CompiledPolicy } from '../policy/types.js';
+import { DnsCache } from './cache.js';
+import { DnsConfigError, parseEndpoint } from './endpoint.js';
+import { RateLimiter } from './rate-limit.js';
+import { FilteringResolver } from './resolver.js';
+import { bindServers } from './server.js';
+import { Upstream } from './upstream.js';
+import { RCODE } from './wire.js';
+
+export { DnsConfigError } from './endpoint.js';
+
+export interface DnsFilterOptions {
+  /** "127.0.0.1:5353", "[::1]:5353", "0.0.0.0:53"; UDP and TCP on the same port (port 0 = ephemeral). */
+  listen: string;
+  /** "IP", "IP:PORT", "[v6]:PORT"; empty = the system's (dns.getServers()). */
+  upstreams: string[];
+  /** Called per query, so a reload takes effect at once. */
+  policy: () => CompiledPolicy;
+  /** The address guard for A/AAAA answers. */
+  guard: () => AddressGuard;
+  /** Every DNS decision is one DecisionRecord (method 'DNS', port null, host = qname, status = rcode). */
+  sink: DecisionSink;
+  /** Answer for names the policy refuses. Default NXDOMAIN. Refused query types always get REFUSED. */
+  refuseWith?: 'NXDOMAIN' | 'REFUSED';
+  /** Per client address; default 50/s with a burst of 100. */
+  rateLimit?: { perSecond: number; burst: number } | null;
+  /** Default 10 000; 0 disables the cache. */
+  cacheMaxEntries?: number;
+  /** Per upstream attempt; default 2000 ms. */
+  upstreamTimeoutMs?: number;
+  /** Default 128. */
+  maxTcpConnections?: number;
+  /** Default 10 000 ms. */
+  tcpIdleMs?: number;
+  /** Queries handled at once; default 1024. */
+  maxInFlight?: number;
+  logger?: Logger;
+}
+
+export interface DnsFilterHandle {
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Start the filtering resolver: agents resolve only names their policy could reach; everything else
+ * is answered locally (NXDOMAIN/REFUSED) without any upstream query. Throws DnsConfigError for a
+ * bad listen/upstream value and the socket error when the port cannot be bound.
+ */
+export async function startDnsFilter(opts: DnsFilterOptions): Promise<DnsFilterHandle> {
+  const listen = parseEndpoint(opts.listen, null);
+  const upstreamTexts = opts.upstreams.length > 0 ? opts.upstreams : getServers();
+  if (upstreamTexts.length === 0) throw new DnsConfigError('no upstream DNS servers: pass --dns-server');
+  const servers = upstreamTexts.map((u) => parseEndpoint(u, 53));
+  const rl = opts.rateLimit === undefined ? { perSecond: 50, burst: 100 } : opts.rateLimit;
+  const resolver = new FilteringResolver({
+    policy: opts.policy,
+    guard: opts.guard,
+    sink: opts.sink,
+    upstream: new Upstream({ servers, timeoutMs: opts.upstreamTimeoutMs ?? 2000 }),
+    refuseRcode: opts.refuseWith === 'REFUSED' ? RCODE.REFUSED : RCODE.NXDOMAIN,
+    rateLimit: rl ? new RateLimiter(rl) : null,
+    cache: new DnsCache({ maxEntries: opts.cacheMaxEntries ?? 10_000 }),
+    logger: opts.logger,
+  });
+  const bound = await bindServers(
+    listen,
+    resolver,
+    {
+      maxTcpConnections: opts.maxTcpConnections ?? 128,
+      tcpIdleMs: opts.tcpIdleMs ?? 10_000,
+      maxInFlight: opts.maxInFlight ?? 1024,
+    },
+    opts.logger,
+  );
+  opts.logger?.info({ address: bound.address, port: bound.port, upstreams: upstreamTexts }, 'dns: filtering resolver listening');
+  return bound;
+}

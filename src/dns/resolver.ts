@@ -1,0 +1,256 @@
+import * as packet from 'dns-packet';
+import type { DecodedPacket, Question } from 'dns-packet';
+import type { Logger } from 'pino';
+import { newDecisionId, type DecisionRecord, type Mode, type Reason, type Verdict } from '../decisions/record.js';
+import type { DecisionSink } from '../decisions/sink.js';
+import type { AddressGuard } from '../net/guard.js';
+import { normalizeHost } from '../net/host.js';
+import type { CompiledPolicy, PolicyDecision } from '../policy/types.js';
+import { DnsCache, type UpstreamAnswer } from './cache.js';
+import { clientAddress, endpointText } from './endpoint.js';
+import { filterAnswer } from './filter.js';
+import { RateLimiter } from './rate-limit.js';
+import { Upstream, UpstreamError } from './upstream.js';
+import { RCODE, clientUdpSize, encodeResponse, formErrFromHeader, isResponse, opcodeOf, typeName } from './wire.js';
+
+export interface ResolverDeps {
+  policy: () => CompiledPolicy;
+  guard: () => AddressGuard;
+  sink: DecisionSink;
+  upstream: Upstream;
+  refuseRcode: number;
+  rateLimit: RateLimiter | null;
+  cache: DnsCache;
+  logger?: Logger;
+}
+
+export interface Client {
+  address: string;
+  port: number;
+  transport: 'udp' | 'tcp';
+}
+
+const MAX_NAME = 253;
+const MAX_LABEL = 63;
+
+/**
+ * One DNS query in, at most one response out. Order matters for what leaves the host: the rate
+ * limit, the packet, the agent, the name and the policy are all checked before the upstream is
+ * asked anything, so a refused name is never sent anywhere.
+ */
+export class FilteringResolver {
+  constructor(private readonly d: ResolverDeps) {}
+
+  /** Never throws; null = send nothing. */
+  async handle(buf: Buffer, client: Client): Promise<Buffer | null> {
+    try {
+      return await this.handleUnsafe(buf, client);
+    } catch (err) {
+      this.d.logger?.error({ err, client: endpointText(client.address, client.port) }, 'dns: query handler failed');
+      return servfailFromHeader(buf);
+    }
+  }
+
+  private async handleUnsafe(buf: Buffer, client: Client): Promise<Buffer | null> {
+    const t0 = performance.now();
+    const source = clientAddress(client.address);
+    if (isResponse(buf)) return null; // never answer answers (reflection loops)
+    let policy = this.d.policy();
+    const rec = newRecord(endpointText(client.address, client.port), policy.hash, buf.length);
+    rec.detail = { transport: client.transport };
+    const finish = (
+      o: { verdict: Verdict; mode?: Mode; reason: Reason; rule?: string | null; status: number | null },
+      out: Buffer | null,
+    ): Buffer | null => {
+      rec.verdict = o.verdict;
+      rec.mode = o.mode ?? 'enforce';
+      rec.reason = o.reason;
+      rec.rule = o.rule ?? null;
+      rec.status = o.status;
+      rec.bytesDown = out?.length ?? 0;
+      rec.timings.totalMs = round(performance.now() - t0);
+      this.d.sink.write(rec);
+      return out;
+    };
+
+    if (this.d.rateLimit) {
+      const r = this.d.rateLimit.take(source);
+      if (!r.ok) {
+        // UDP: silence (answering a flood of spoofed sources would make us a reflector).
+        // TCP cannot be spoofed, so the client is told. One record per run of refusals.
+        const out = client.transport === 'tcp' ? refusedFromHeader(buf) : null;
+        if (r.report) return finish({ verdict: 'deny', reason: 'rate_limited', status: out ? RCODE.REFUSED : null }, out);
+        return out;
+      }
+    }
+
+    let q: DecodedPacket;
+    try {
+      q = packet.decode(buf);
+    } catch {
+      const out = formErrFromHeader(buf);
+      return finish({ verdict: 'deny', reason: 'malformed', status: out ? RCODE.FORMERR : null }, out);
+    }
+    const maxSize = client.transport === 'udp' ? clientUdpSize(q) : null;
+    const reply = (rcode: number, parts: Omit<Parameters<typeof encodeResponse>[1], 'rcode'> = {}): Buffer =>
+      encodeResponse(q, { rcode, ...parts }, maxSize);
+
+    if (opcodeOf(buf) !== 0) {
+      return finish({ verdict: 'deny', reason: 'bad_request', status: RCODE.NOTIMP }, reply(RCODE.NOTIMP));
+    }
+    const question = q.questions?.length === 1 ? q.questions[0] : null;
+    if (!question) {
+      return finish({ verdict: 'deny', reason: 'malformed', status: RCODE.FORMERR }, reply(RCODE.FORMERR));
+    }
+    const wireType = question.type as string;
+    const qtype = typeName(wireType);
+    const qclass = question.class ?? 'IN';
+    rec.host = question.name;
+    rec.detail.qtype = qtype;
+
+    const identity = policy.identify({ authPresent: false, sourceAddress: source });
+    if (!identity.ok) {
+      return finish({ verdict: 'deny', reason: 'auth_required', status: RCODE.REFUSED }, reply(RCODE.REFUSED));
+    }
+    const agent = identity.agent;
+    rec.agent = agent;
+
+    const name = checkName(question.name);
+    if (!name.ok) {
+      return finish({ verdict: 'deny', reason: name.reason, status: this.d.refuseRcode }, reply(this.d.refuseRcode));
+    }
+    const qname = name.value;
+    rec.host = qname;
+    if (qclass !== 'IN') {
+      rec.detail.qclass = qclass;
+      return finish({ verdict: 'deny', reason: 'qtype_refused', status: RCODE.REFUSED }, reply(RCODE.REFUSED));
+    }
+
+    const decision = policy.decide({ agent, host: { kind: 'name', value: qname }, port: null, qtype });
+    const report = decision.verdict === 'deny' && decision.mode === 'report';
+    const outcome = { verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule };
+    if (decision.verdict === 'deny' && !report) {
+      // The name goes nowhere: that is the whole point (DNS exfiltration).
+      const rcode = decision.reason === 'qtype_refused' ? RCODE.REFUSED : this.d.refuseRcode;
+      return finish({ ...outcome, status: rcode }, reply(rcode));
+    }
+
+    const key = DnsCache.key(qname, wireType, qclass);
+    let up = this.d.cache.get(key);
+    if (up) rec.detail.cached = true;
+    else {
+      const u0 = performance.now();
+      try {
+        const res = await this.d.upstream.query(
+          { name: qname, type: question.type, class: 'IN' } as Required<Question>,
+          ((q.flags ?? 0) & packet.CHECKING_DISABLED) !== 0,
+        );
+        rec.timings.dnsMs = round(performance.now() - u0);
+        up = fromUpstream(res);
+      } catch (err) {
+        rec.timings.dnsMs = round(performance.now() - u0);
+        rec.detail.error = err instanceof UpstreamError ? err.message : String(err);
+        return finish({ ...outcome, verdict: 'deny', reason: 'dns_failure', status: RCODE.SERVFAIL }, reply(RCODE.SERVFAIL));
+      }
+      this.d.cache.set(key, up);
+    }
+    if (up.rcode !== RCODE.NOERROR && up.rcode !== RCODE.NXDOMAIN) {
+      rec.detail.upstreamRcode = up.rcode;
+      return finish({ ...outcome, verdict: 'deny', reason: 'dns_failure', status: RCODE.SERVFAIL }, reply(RCODE.SERVFAIL));
+    }
+
+    // A reload while we waited on the upstream must not let the old policy judge the answer's aliases.
+    policy = this.d.policy();
+    const f = filterAnswer({ policy, guard: this.d.guard(), agent, qname, wireType, qtype, decision }, up);
+    if (!f.ok) {
+      rec.detail.cnameTarget = f.target;
+      if (f.chainTooLong) rec.detail.chainTooLong = true;
+      const d: PolicyDecision | null = f.decision;
+      return finish(
+        { verdict: 'deny', reason: d?.reason ?? 'bad_request', rule: d?.rule ?? null, status: this.d.refuseRcode },
+        reply(this.d.refuseRcode),
+      );
+    }
+    if (f.stripped.length) rec.detail.stripped = f.stripped;
+    if (f.reportedTarget) rec.detail.cnameTarget = f.reportedTarget.name;
+    rec.address = f.kept[0] ?? null;
+    const out = reply(up.rcode, { answers: f.answers, authorities: f.authorities });
+    if (f.kept.length === 0 && f.stripped.length > 0) {
+      // Every address was refused: an empty NOERROR, recorded as the guard's (never report-mode) deny.
+      const byGuard = f.stripped.some((s) => s.why !== 'rule_cidr');
+      return finish({ verdict: 'deny', mode: 'enforce', reason: byGuard ? 'private_address' : 'address_not_allowed', rule: decision.rule, status: up.rcode }, out);
+    }
+    if (f.reportedTarget && !report) {
+      const d = f.reportedTarget.decision;
+      return finish({ verdict: 'deny', mode: 'report', reason: d.reason, rule: d.rule, status: up.rcode }, out);
+    }
+    return finish({ ...outcome, status: up.rcode }, out);
+  }
+}
+
+type NameCheck = { ok: true; value: string } | { ok: false; reason: Reason };
+
+/** The qname as the policy sees it; over-long or invalid names are refused before anything else. */
+function checkName(raw: string): NameCheck {
+  const n = raw.endsWith('.') ? raw.slice(0, -1) : raw;
+  if (n.length > MAX_NAME || n.split('.').some((l) => l.length > MAX_LABEL)) return { ok: false, reason: 'name_too_long' };
+  try {
+    const h = normalizeHost(n);
+    // An IP literal is not a name anyone resolves; there is nothing for the policy's host rules to match.
+    if (h.kind !== 'name') return { ok: false, reason: 'bad_request' };
+    return { ok: true, value: h.value };
+  } catch {
+    return { ok: false, reason: 'bad_request' };
+  }
+}
+
+function fromUpstream(res: DecodedPacket): UpstreamAnswer {
+  return {
+    rcode: (res.flags ?? 0) & 0x0f,
+    answers: (res.answers ?? []).filter((a) => a.type !== 'OPT'),
+    authorities: (res.authorities ?? []).filter((a) => a.type === 'SOA'),
+  };
+}
+
+function newRecord(client: string, policyHash: string | null, bytesUp: number): DecisionRecord & { detail: Record<string, unknown> } {
+  const now = Date.now();
+  return {
+    time: new Date(now).toISOString(),
+    id: newDecisionId(now),
+    agent: null,
+    client,
+    method: 'DNS',
+    host: '',
+    port: null,
+    path: null,
+    address: null,
+    verdict: 'deny',
+    mode: 'enforce',
+    rule: null,
+    reason: 'malformed',
+    status: null,
+    bytesUp,
+    bytesDown: 0,
+    timings: { dnsMs: null, connectMs: null, totalMs: null },
+    policyHash,
+    detail: {},
+  };
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}
+
+function headerOnlyReply(buf: Buffer, rcode: number): Buffer | null {
+  const out = formErrFromHeader(buf);
+  if (out) out.writeUInt16BE((out.readUInt16BE(2) & ~0x0f) | rcode, 2);
+  return out;
+}
+
+function servfailFromHeader(buf: Buffer): Buffer | null {
+  return headerOnlyReply(buf, RCODE.SERVFAIL);
+}
+
+function refusedFromHeader(buf: Buffer): Buffer | null {
+  return headerOnlyReply(buf, RCODE.REFUSED);
+}
