@@ -1,0 +1,135 @@
+import { HostError, normalizeHost, type NormalizedHost } from './host.js';
+
+/** Where a request wants to go: a normalised host and a port. */
+export interface Target {
+  host: NormalizedHost;
+  port: number;
+}
+
+/** A malformed target. The message is one line, fixed text: safe to show a client, never echoes input. */
+export class TargetError extends Error {
+  override name = 'TargetError';
+}
+
+const MAX_AUTHORITY = 1100;
+// Decimal, no sign, no leading zero, at most five digits; the range is checked after.
+const PORT = /^[1-9][0-9]{0,4}$/;
+// Control characters and space: never part of a target; the HTTP parser should have refused them already.
+const CONTROL = /[\x00-\x20\x7f]/;
+// Inside brackets: hex groups, dots for an IPv4 tail, and an optional RFC 6874 zone (`%25` + unreserved).
+const BRACKETED = /^\[[0-9a-fA-F:.]+(?:%25[A-Za-z0-9_.~-]+)?\]$/;
+const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//;
+
+function parsePort(text: string): number {
+  if (!PORT.test(text)) throw new TargetError('port must be a decimal number from 1 to 65535');
+  const port = Number(text);
+  if (port > 65535) throw new TargetError('port must be a decimal number from 1 to 65535');
+  return port;
+}
+
+function parseHost(text: string): NormalizedHost {
+  if (text.length === 0) throw new TargetError('empty host');
+  if (text.startsWith('[') && !BRACKETED.test(text)) throw new TargetError('bad IPv6 literal');
+  // '%' is allowed only as the zone introducer inside brackets (checked above); elsewhere it is an escape.
+  if (!text.startsWith('[') && text.includes('%')) throw new TargetError('percent-escapes are not allowed in a host');
+  try {
+    return normalizeHost(text);
+  } catch (err) {
+    if (err instanceof HostError) throw new TargetError(`bad host: ${err.message}`);
+    throw err;
+  }
+}
+
+/** Split "host:port" / "[v6]:port" / "host" (when the port may be absent) without interpreting either part. */
+function splitAuthority(authority: string, portRequired: boolean): { host: string; port: string | null } {
+  if (authority.includes('@')) throw new TargetError('credentials (user@) are not allowed in the target');
+  if (authority.startsWith('[')) {
+    const close = authority.indexOf(']');
+    if (close === -1) throw new TargetError('unterminated IPv6 literal');
+    const rest = authority.slice(close + 1);
+    if (rest === '') {
+      if (portRequired) throw new TargetError('a port is required (host:port)');
+      return { host: authority, port: null };
+    }
+    if (rest[0] !== ':') throw new TargetError('unexpected text after IPv6 literal');
+    return { host: authority.slice(0, close + 1), port: rest.slice(1) };
+  }
+  const colon = authority.lastIndexOf(':');
+  if (colon === -1) {
+    if (portRequired) throw new TargetError('a port is required (host:port)');
+    return { host: authority, port: null };
+  }
+  const host = authority.slice(0, colon);
+  if (host.includes(':')) throw new TargetError('IPv6 literals must be in brackets ([v6]:port)');
+  return { host, port: authority.slice(colon + 1) };
+}
+
+function checkRaw(text: string): void {
+  if (text.length === 0) throw new TargetError('empty target');
+  if (text.length > MAX_AUTHORITY) throw new TargetError('target too long');
+  if (CONTROL.test(text)) throw new TargetError('whitespace or control characters in target');
+}
+
+/** CONNECT's authority-form: "host:port" or "[v6]:port"; the port is required. */
+export function parseConnectTarget(authority: string): Target {
+  checkRaw(authority);
+  if (/[/?#\\]/.test(authority)) throw new TargetError('CONNECT target must be host:port, without a path');
+  const { host, port } = splitAuthority(authority, true);
+  return { host: parseHost(host), port: parsePort(port!) };
+}
+
+interface UrlParts {
+  target: Target;
+  path: string;
+  query: string;
+}
+
+/** Parse an absolute http(s) URL by hand: the path is kept byte-exact, never decoded or re-encoded. */
+function parseAbsolute(url: string, schemes: Record<string, number>, allowFragment: boolean): UrlParts {
+  const m = SCHEME.exec(url);
+  if (!m) throw new TargetError('expected an absolute http:// URL');
+  const scheme = m[1].toLowerCase();
+  const defaultPort = schemes[scheme];
+  if (defaultPort === undefined) {
+    if (scheme === 'https') {
+      throw new TargetError('https:// URLs must be sent through the proxy with CONNECT, not as a plain request');
+    }
+    throw new TargetError('only http:// URLs are accepted');
+  }
+  let rest = url.slice(m[0].length);
+  const hash = rest.indexOf('#');
+  if (hash !== -1) {
+    if (!allowFragment) throw new TargetError('fragments (#) are not allowed in a request target');
+    rest = rest.slice(0, hash);
+  }
+  // The authority ends at the first '/' or '?'. A backslash stays inside it and is refused by the host
+  // check, so a `\`-as-`/` reading (WHATWG) can never pick a different host than ours.
+  const end = rest.search(/[/?]/);
+  const authority = end === -1 ? rest : rest.slice(0, end);
+  const tail = end === -1 ? '' : rest.slice(end);
+  const { host, port } = splitAuthority(authority, false);
+  const target: Target = { host: parseHost(host), port: port === null ? defaultPort : parsePort(port) };
+  const q = tail.indexOf('?');
+  let path = q === -1 ? tail : tail.slice(0, q);
+  const query = q === -1 ? '' : tail.slice(q);
+  if (path === '') path = '/';
+  return { target, path, query };
+}
+
+/** Absolute-form target of a plain HTTP proxy request: http:// only (default port 80), no userinfo or fragment. */
+export function parseProxyUrl(url: string): { target: Target; path: string; query: string } {
+  checkRaw(url);
+  return parseAbsolute(url, { http: 80 }, false);
+}
+
+/** A target as typed for `check`: "host:port", "[v6]:port", or an http(s):// URL (default 80 / 443). */
+export function parseCheckTarget(text: string): Target {
+  checkRaw(text);
+  if (SCHEME.test(text)) return parseAbsolute(text, { http: 80, https: 443 }, true).target;
+  return parseConnectTarget(text);
+}
+
+/** "host:port", with IPv6 literals in brackets. */
+export function formatAuthority(t: Target): string {
+  return t.host.kind === 'ip' && t.host.family === 6 ? `[${t.host.value}]:${t.port}` : `${t.host.value}:${t.port}`;
+}
