@@ -1,0 +1,105 @@
+import { createHash } from 'node:crypto';
+import type { DecisionRecord } from './record.js';
+
+/** The hash a chain starts from when nothing was ever deleted. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+/**
+ * Canonical JSON: object keys sorted at every level, no whitespace, undefined dropped. Two processes
+ * (or two versions) serialising the same record must produce the same bytes, or the chain breaks.
+ */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') {
+    const s = JSON.stringify(value);
+    return s === undefined ? 'null' : s;
+  }
+  if (Array.isArray(value)) return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
+  const obj = value as Record<string, unknown>;
+  const parts: string[] = [];
+  for (const k of Object.keys(obj).sort()) {
+    if (obj[k] === undefined) continue;
+    parts.push(`${JSON.stringify(k)}:${canonicalJson(obj[k])}`);
+  }
+  return `{${parts.join(',')}}`;
+}
+
+/** hash_n = sha256(hash_{n-1} + canonical JSON of record n), hex. */
+export function chainHash(prevHash: string, canonical: string): string {
+  return createHash('sha256').update(prevHash).update(canonical).digest('hex');
+}
+
+/** One stored row as the verifier sees it. */
+export interface ChainRow {
+  seq: number;
+  id: string;
+  json: string;
+  hash: string;
+  /** The indexed copies of record fields, checked against the JSON so a query cannot be fooled. */
+  columns: { id: string; timeMs: number; verdict: string; agent: string | null; host: string; reason: string; rule: string | null };
+}
+
+export type ChainProblem = 'altered' | 'removed' | 'inserted';
+
+export type VerifyResult =
+  | { ok: true; checked: number; firstSeq: number | null; lastSeq: number | null; headHash: string }
+  | { ok: false; checked: number; problem: ChainProblem; seq: number; id: string; message: string };
+
+/**
+ * Walk rows in write order starting from `startHash` (the anchor, or the hash of the row before the
+ * first one checked). Reports the first break. A break is classified by looking one row ahead:
+ * - a gap in seq before the row: records were removed;
+ * - the next row chains from the previous one: this row was inserted;
+ * - otherwise: this row was altered (content or hash).
+ */
+export function verifyChain(rows: Iterable<ChainRow>, startHash: string, startSeq: number | null): VerifyResult {
+  let prevHash = startHash;
+  let prevSeq = startSeq;
+  let checked = 0;
+  let firstSeq: number | null = null;
+  let pending: ChainRow | null = null;
+  const it = rows[Symbol.iterator]();
+  const next = (): ChainRow | null => {
+    const r = it.next();
+    return r.done ? null : r.value;
+  };
+  let row = next();
+  while (row) {
+    firstSeq ??= row.seq;
+    const mismatch = columnMismatch(row);
+    if (mismatch) return { ok: false, checked, problem: 'altered', seq: row.seq, id: row.id, message: `record ${row.id} (seq ${row.seq}): indexed ${mismatch} differs from the hashed record` };
+    if (chainHash(prevHash, row.json) !== row.hash) {
+      if (prevSeq !== null && row.seq !== prevSeq + 1) {
+        return { ok: false, checked, problem: 'removed', seq: row.seq, id: row.id, message: `records between seq ${prevSeq} and ${row.seq} were removed (chain breaks before ${row.id})` };
+      }
+      pending = next();
+      if (pending && chainHash(prevHash, pending.json) === pending.hash) {
+        return { ok: false, checked, problem: 'inserted', seq: row.seq, id: row.id, message: `record ${row.id} (seq ${row.seq}) was inserted: the next record chains from the one before it` };
+      }
+      return { ok: false, checked, problem: 'altered', seq: row.seq, id: row.id, message: `record ${row.id} (seq ${row.seq}) was altered: its hash does not match its content and the previous hash` };
+    }
+    checked++;
+    prevHash = row.hash;
+    prevSeq = row.seq;
+    row = next();
+  }
+  return { ok: true, checked, firstSeq, lastSeq: prevSeq, headHash: prevHash };
+}
+
+function columnMismatch(row: ChainRow): string | null {
+  let rec: DecisionRecord;
+  try {
+    rec = JSON.parse(row.json) as DecisionRecord;
+  } catch {
+    return 'JSON';
+  }
+  const c = row.columns;
+  if (rec.id !== c.id) return 'id';
+  const t = Date.parse(rec.time);
+  if ((Number.isFinite(t) ? t : 0) !== c.timeMs) return 'time';
+  if (rec.verdict !== c.verdict) return 'verdict';
+  if ((rec.agent ?? null) !== c.agent) return 'agent';
+  if (rec.host !== c.host) return 'host';
+  if (rec.reason !== c.reason) return 'reason';
+  if ((rec.rule ?? null) !== c.rule) return 'rule';
+  return null;
+}

@@ -1,0 +1,504 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import type { DecisionRecord } from '../record.js';
+import { DEFAULT_LIMIT, MAX_LIMIT, hostGlobToSqlite, type QueryFilter } from '../query.js';
+import { GENESIS_HASH, canonicalJson, chainHash, verifyChain, type ChainRow, type VerifyResult } from '../chain.js';
+import type { Summary } from '../summary.js';
+import { StoreUnavailableError, type DecisionStore, type QueryPage, type StoreStats, type TailPage } from './types.js';
+
+export const DEFAULT_DB_FILE = 'decisions.sqlite';
+
+/** Anything with pino's error(obj, msg) shape. */
+export interface ErrorLogger {
+  error(obj: object, msg?: string): void;
+}
+
+export interface SqliteStoreOptions {
+  /** Directory holding the database file; created when missing. Default ./data. */
+  dataDir?: string;
+  fileName?: string;
+  /** Flush buffered records at least this often. Default 100 ms. */
+  flushIntervalMs?: number;
+  /** Flush as soon as this many records are buffered; also the size of one transaction. Default 500. */
+  batchSize?: number;
+  /** Records kept in memory while the store fails; beyond this new records are dropped. Default 100 000. */
+  maxPending?: number;
+  /** Wait after a failed open or write before trying again. Default 1000 ms. */
+  retryMs?: number;
+  busyTimeoutMs?: number;
+  retention?: {
+    maxAgeMs?: number;
+    maxBytes?: number;
+    /** How often the background retention runs. Default 60 s. */
+    intervalMs?: number;
+    /** Rows deleted per transaction; small so writers are never held up for long. Default 500. */
+    batchRows?: number;
+    /** Transactions per run. Default 20. */
+    maxBatchesPerRun?: number;
+  };
+  logger?: ErrorLogger;
+  onError?: (err: Error) => void;
+}
+
+interface Pending {
+  rec: DecisionRecord;
+  at: number;
+}
+
+interface Row {
+  seq: number;
+  id: string;
+  time_ms: number;
+  verdict: string;
+  agent: string | null;
+  host: string;
+  reason: string;
+  rule: string | null;
+  json: string;
+  hash: string;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS decisions (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL,
+  time_ms INTEGER NOT NULL,
+  verdict TEXT NOT NULL,
+  agent TEXT,
+  host TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  rule TEXT,
+  json TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_id ON decisions(id);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time_ms);
+CREATE INDEX IF NOT EXISTS decisions_verdict_time ON decisions(verdict, time_ms);
+CREATE INDEX IF NOT EXISTS decisions_agent_time ON decisions(agent, time_ms);
+CREATE INDEX IF NOT EXISTS decisions_host_time ON decisions(host, time_ms);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+`;
+
+/** time column value; a record with an unparseable time still gets stored (and verified) as 0. */
+export function timeMsOf(time: string): number {
+  const ms = Date.parse(time);
+  return Number.isFinite(ms) ? ms : 0;
+}
+
+function encodeCursor(timeMs: number, seq: number): string {
+  return Buffer.from(`${timeMs}:${seq}`).toString('base64url');
+}
+
+function decodeCursor(c: string): { timeMs: number; seq: number } {
+  const m = /^(-?\d{1,16}):(\d{1,16})$/.exec(Buffer.from(c, 'base64url').toString());
+  if (!m) throw new CursorError('cursor: not a cursor from a previous page');
+  return { timeMs: Number(m[1]), seq: Number(m[2]) };
+}
+
+export class CursorError extends Error {
+  override name = 'CursorError';
+}
+
+function where(f: QueryFilter, extra: string[] = [], params: unknown[] = []): { sql: string; params: unknown[] } {
+  const c = [...extra];
+  const p = [...params];
+  if (f.sinceMs !== undefined) (c.push('time_ms >= ?'), p.push(f.sinceMs));
+  if (f.untilMs !== undefined) (c.push('time_ms < ?'), p.push(f.untilMs));
+  if (f.verdict !== undefined) (c.push('verdict = ?'), p.push(f.verdict));
+  if (f.agent !== undefined) (c.push('agent = ?'), p.push(f.agent));
+  if (f.reason !== undefined) (c.push('reason = ?'), p.push(f.reason));
+  if (f.rule !== undefined) (c.push('rule = ?'), p.push(f.rule));
+  if (f.host !== undefined) {
+    // An exact host uses the index; a glob scans within the other conditions.
+    if (/[*?[]/.test(f.host)) (c.push('host GLOB ?'), p.push(hostGlobToSqlite(f.host)));
+    else (c.push('host = ?'), p.push(f.host.toLowerCase()));
+  }
+  return { sql: c.length ? `WHERE ${c.join(' AND ')}` : '', params: p };
+}
+
+/**
+ * SQLite decision store. Writes are buffered and committed in batches from a timer, never from the
+ * caller of write(). Every batch runs in BEGIN IMMEDIATE and reads the chain head inside it, so
+ * several processes can append to one file and the chain stays in commit order.
+ */
+export class SqliteDecisionStore implements DecisionStore {
+  readonly file: string;
+  private db: Database.Database | null = null;
+  private buffer: Pending[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private retentionTimer: NodeJS.Timeout | null = null;
+  private retryAt = 0;
+  private closed = false;
+  private lastErrorReport = 0;
+  private listeners = new Set<() => void>();
+  private counters = { dropped: 0, written: 0, retained: 0, failing: false };
+  private readonly o: Required<Omit<SqliteStoreOptions, 'retention' | 'logger' | 'onError' | 'dataDir' | 'fileName'>>;
+
+  constructor(
+    private readonly opts: SqliteStoreOptions & { readonly?: boolean; file?: string },
+  ) {
+    this.file = opts.file ?? path.resolve(opts.dataDir ?? './data', opts.fileName ?? DEFAULT_DB_FILE);
+    this.o = {
+      flushIntervalMs: opts.flushIntervalMs ?? 100,
+      batchSize: opts.batchSize ?? 500,
+      maxPending: opts.maxPending ?? 100_000,
+      retryMs: opts.retryMs ?? 1000,
+      busyTimeoutMs: opts.busyTimeoutMs ?? 5000,
+    };
+    if (!opts.readonly && opts.retention && (opts.retention.maxAgeMs || opts.retention.maxBytes)) {
+      this.retentionTimer = setInterval(() => this.runRetention(), opts.retention.intervalMs ?? 60_000);
+      this.retentionTimer.unref();
+    }
+  }
+
+  /** Open now (the writer also opens lazily on first flush); throws StoreUnavailableError. */
+  open(): Database.Database {
+    if (this.db) return this.db;
+    try {
+      if (this.opts.readonly) {
+        const db = new Database(this.file, { readonly: true, fileMustExist: true });
+        db.pragma(`busy_timeout = ${this.o.busyTimeoutMs}`);
+        this.db = db;
+      } else {
+        mkdirSync(path.dirname(this.file), { recursive: true });
+        const db = new Database(this.file);
+        try {
+          db.pragma(`busy_timeout = ${this.o.busyTimeoutMs}`);
+          db.pragma('journal_mode = WAL');
+          // NORMAL in WAL: a crash loses at most the last commits, never corrupts; FULL would fsync every batch.
+          db.pragma('synchronous = NORMAL');
+          db.exec(SCHEMA);
+        } catch (err) {
+          db.close();
+          throw err;
+        }
+        this.db = db;
+      }
+      return this.db;
+    } catch (err) {
+      throw new StoreUnavailableError(`decision store ${this.file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  // ---- write side (DecisionSink) ----
+
+  write(record: DecisionRecord): void {
+    if (this.closed || this.opts.readonly) {
+      this.counters.dropped++;
+      return;
+    }
+    if (this.buffer.length >= this.o.maxPending) {
+      this.counters.dropped++;
+      this.report(new Error(`decision store ${this.file}: ${this.o.maxPending} records pending, dropping new ones`));
+      return;
+    }
+    this.buffer.push({ rec: record, at: Date.now() });
+    if (this.buffer.length >= this.o.batchSize) this.schedule(0);
+    else this.schedule(this.o.flushIntervalMs);
+  }
+
+  private schedule(delay: number): void {
+    if (this.timer) {
+      if (delay > 0) return;
+      clearTimeout(this.timer);
+    }
+    const wait = Math.max(delay, this.retryAt - Date.now());
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.flush();
+      if (this.buffer.length > 0 && !this.closed) this.schedule(this.counters.failing ? this.o.retryMs : 0);
+    }, wait);
+    this.timer.unref();
+  }
+
+  /** Commit everything buffered (in batches). Returns false when the store failed; records stay buffered. */
+  flush(): boolean {
+    while (this.buffer.length > 0) {
+      let db: Database.Database;
+      try {
+        db = this.open();
+      } catch (err) {
+        return this.failed(err as Error);
+      }
+      const batch = this.buffer.slice(0, this.o.batchSize);
+      const rows: { rec: DecisionRecord; json: string }[] = [];
+      for (const p of batch) {
+        try {
+          rows.push({ rec: p.rec, json: canonicalJson(p.rec) });
+        } catch {
+          this.counters.dropped++; // unserialisable record (e.g. a BigInt in detail): it can never be stored
+        }
+      }
+      try {
+        this.insertTx(db).immediate(rows);
+      } catch (err) {
+        return this.failed(err as Error);
+      }
+      this.buffer.splice(0, batch.length);
+      this.counters.written += rows.length;
+      if (this.counters.failing) this.counters.failing = false;
+      for (const fn of this.listeners) {
+        try {
+          fn();
+        } catch {
+          /* a listener must not break the writer */
+        }
+      }
+    }
+    return true;
+  }
+
+  private insertTxCache: ReturnType<Database.Database['transaction']> | null = null;
+  private insertTx(db: Database.Database) {
+    if (this.insertTxCache) return this.insertTxCache as Database.Transaction<(rows: { rec: DecisionRecord; json: string }[]) => void>;
+    const last = db.prepare('SELECT hash FROM decisions ORDER BY seq DESC LIMIT 1').pluck();
+    const anchor = db.prepare("SELECT value FROM meta WHERE key = 'anchor_hash'").pluck();
+    const insert = db.prepare(
+      'INSERT INTO decisions (id, time_ms, verdict, agent, host, reason, rule, json, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    );
+    const tx = db.transaction((rows: { rec: DecisionRecord; json: string }[]) => {
+      let prev = (last.get() as string | undefined) ?? (anchor.get() as string | undefined) ?? GENESIS_HASH;
+      for (const { rec, json } of rows) {
+        const hash = chainHash(prev, json);
+        insert.run(rec.id, timeMsOf(rec.time), rec.verdict, rec.agent ?? null, rec.host, rec.reason, rec.rule ?? null, json, hash);
+        prev = hash;
+      }
+    });
+    this.insertTxCache = tx;
+    return tx;
+  }
+
+  private failed(err: Error): false {
+    this.counters.failing = true;
+    this.retryAt = Date.now() + this.o.retryMs;
+    // A broken handle (file replaced, disk gone) is reopened on the next attempt.
+    if (this.db && /SQLITE_(?:IOERR|CORRUPT|NOTADB|CANTOPEN|READONLY)/.test((err as { code?: string }).code ?? '')) {
+      try {
+        this.db.close();
+      } catch {
+        /* already unusable */
+      }
+      this.db = null;
+      this.insertTxCache = null;
+    }
+    const overflow = this.buffer.length - this.o.maxPending;
+    if (overflow > 0) {
+      this.buffer.splice(0, overflow);
+      this.counters.dropped += overflow;
+    }
+    this.report(err);
+    return false;
+  }
+
+  private report(err: Error): void {
+    const now = Date.now();
+    if (now - this.lastErrorReport < 10_000) return; // one line per 10 s, not one per record
+    this.lastErrorReport = now;
+    try {
+      this.opts.logger?.error({ err, file: this.file, pending: this.buffer.length, dropped: this.counters.dropped }, 'decision store write failed');
+      this.opts.onError?.(err);
+    } catch {
+      /* reporting must not throw into the proxy */
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.retentionTimer) clearInterval(this.retentionTimer);
+    this.timer = null;
+    if (this.buffer.length > 0 && !this.flush()) {
+      // One last try failed: these records are lost, and counted.
+      this.counters.dropped += this.buffer.length;
+      this.buffer = [];
+    }
+    this.listeners.clear();
+    try {
+      this.db?.close();
+    } catch {
+      /* closing a broken handle */
+    }
+    this.db = null;
+  }
+
+  stats(): StoreStats {
+    return {
+      pending: this.buffer.length,
+      dropped: this.counters.dropped,
+      written: this.counters.written,
+      lagMs: this.buffer.length ? Date.now() - this.buffer[0].at : 0,
+      failing: this.counters.failing,
+      retained: this.counters.retained,
+    };
+  }
+
+  onStored(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  // ---- retention ----
+
+  /** Delete old records from the start of the chain, keeping the last deleted hash as the anchor. */
+  runRetention(now = Date.now()): number {
+    const r = this.opts.retention;
+    if (!r || this.closed) return 0;
+    let deleted = 0;
+    try {
+      const db = this.open();
+      const batchRows = r.batchRows ?? 500;
+      const head = db.prepare('SELECT seq, time_ms, hash FROM decisions ORDER BY seq LIMIT ?');
+      const del = db.prepare('DELETE FROM decisions WHERE seq <= ?');
+      const setMeta = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value');
+      const liveBytes = (): number =>
+        ((db.pragma('page_count', { simple: true }) as number) - (db.pragma('freelist_count', { simple: true }) as number)) *
+        (db.pragma('page_size', { simple: true }) as number);
+      const step = db.transaction((): number => {
+        const rows = head.all(batchRows) as { seq: number; time_ms: number; hash: string }[];
+        let cut = -1;
+        if (r.maxBytes && liveBytes() > r.maxBytes) cut = rows.length - 1;
+        else if (r.maxAgeMs) {
+          const cutoff = now - r.maxAgeMs;
+          while (cut + 1 < rows.length && rows[cut + 1].time_ms < cutoff) cut++;
+        }
+        if (cut < 0) return 0;
+        del.run(rows[cut].seq);
+        setMeta.run('anchor_hash', rows[cut].hash);
+        setMeta.run('anchor_seq', String(rows[cut].seq));
+        return cut + 1;
+      });
+      for (let i = 0; i < (r.maxBatchesPerRun ?? 20); i++) {
+        const n = step.immediate();
+        deleted += n;
+        if (n === 0) break;
+      }
+    } catch (err) {
+      this.report(err as Error);
+    }
+    this.counters.retained += deleted;
+    return deleted;
+  }
+
+  // ---- read side ----
+
+  async query(f: QueryFilter): Promise<QueryPage> {
+    const db = this.open();
+    const limit = Math.min(f.limit ?? DEFAULT_LIMIT, MAX_LIMIT);
+    const extra: string[] = [];
+    const params: unknown[] = [];
+    if (f.cursor) {
+      const c = decodeCursor(f.cursor);
+      extra.push('(time_ms < ? OR (time_ms = ? AND seq < ?))');
+      params.push(c.timeMs, c.timeMs, c.seq);
+    }
+    const w = where(f, extra, params);
+    const rows = db
+      .prepare(`SELECT seq, time_ms, json FROM decisions ${w.sql} ORDER BY time_ms DESC, seq DESC LIMIT ?`)
+      .all(...w.params, limit + 1) as { seq: number; time_ms: number; json: string }[];
+    const more = rows.length > limit;
+    const page = more ? rows.slice(0, limit) : rows;
+    const last = page[page.length - 1];
+    return {
+      records: page.map((r) => JSON.parse(r.json) as DecisionRecord),
+      nextCursor: more && last ? encodeCursor(last.time_ms, last.seq) : null,
+    };
+  }
+
+  async get(id: string): Promise<DecisionRecord | null> {
+    const json = this.open().prepare('SELECT json FROM decisions WHERE id = ? LIMIT 1').pluck().get(id) as string | undefined;
+    return json ? (JSON.parse(json) as DecisionRecord) : null;
+  }
+
+  async summary(f: QueryFilter): Promise<Summary> {
+    const db = this.open();
+    const w = where(f);
+    const wd = where(f, ["verdict = 'deny'"]);
+    return db.transaction((): Summary => {
+      const totals = { allow: 0, deny: 0 };
+      for (const r of db.prepare(`SELECT verdict, count(*) AS n FROM decisions ${w.sql} GROUP BY verdict`).all(...w.params) as { verdict: string; n: number }[]) {
+        if (r.verdict === 'allow' || r.verdict === 'deny') totals[r.verdict] = r.n;
+      }
+      return {
+        sinceMs: f.sinceMs ?? null,
+        untilMs: f.untilMs ?? null,
+        totals,
+        topDeniedHosts: db.prepare(`SELECT host, count(*) AS count FROM decisions ${wd.sql} GROUP BY host ORDER BY count DESC, host LIMIT 10`).all(...wd.params) as Summary['topDeniedHosts'],
+        topAgents: db
+          .prepare(`SELECT agent, count(*) AS count, sum(verdict = 'deny') AS denies FROM decisions ${w.sql} GROUP BY agent ORDER BY count DESC LIMIT 10`)
+          .all(...w.params) as Summary['topAgents'],
+        deniesByReason: db.prepare(`SELECT reason, count(*) AS count FROM decisions ${wd.sql} GROUP BY reason ORDER BY count DESC, reason`).all(...wd.params) as Summary['deniesByReason'],
+        deniesPerMinute: db
+          .prepare(`SELECT (time_ms / 60000) * 60000 AS minute, count(*) AS count FROM decisions ${wd.sql} GROUP BY minute ORDER BY minute LIMIT 100000`)
+          .all(...wd.params) as Summary['deniesPerMinute'],
+      };
+    })();
+  }
+
+  async tailAfter(cursor: string | null, f: QueryFilter = {}, limit = 500): Promise<TailPage> {
+    const db = this.open();
+    const head = (db.prepare('SELECT max(seq) FROM decisions').pluck().get() as number | null) ?? 0;
+    if (cursor === null) return { records: [], cursor: String(head) };
+    if (!/^\d{1,16}$/.test(cursor)) throw new CursorError('cursor: not a tail cursor');
+    const w = where({ ...f, cursor: undefined, limit: undefined }, ['seq > ?', 'seq <= ?'], [Number(cursor), head]);
+    const rows = db.prepare(`SELECT seq, json FROM decisions ${w.sql} ORDER BY seq LIMIT ?`).all(...w.params, limit) as { seq: number; json: string }[];
+    const next = rows.length === limit ? rows[rows.length - 1].seq : head;
+    return { records: rows.map((r) => JSON.parse(r.json) as DecisionRecord), cursor: String(next) };
+  }
+
+  async verify(opts: { sinceMs?: number } = {}): Promise<VerifyResult> {
+    const db = this.open();
+    return db.transaction((): VerifyResult => {
+      const meta = (k: string) => db.prepare('SELECT value FROM meta WHERE key = ?').pluck().get(k) as string | undefined;
+      let startHash = meta('anchor_hash') ?? GENESIS_HASH;
+      const anchorSeq = meta('anchor_seq');
+      let startSeq: number | null = anchorSeq !== undefined ? Number(anchorSeq) : 0;
+      let fromSeq = 0;
+      if (opts.sinceMs !== undefined) {
+        const first = db.prepare('SELECT min(seq) FROM decisions WHERE time_ms >= ?').pluck().get(opts.sinceMs) as number | null;
+        if (first === null) return { ok: true, checked: 0, firstSeq: null, lastSeq: null, headHash: startHash };
+        const before = db.prepare('SELECT seq, hash FROM decisions WHERE seq < ? ORDER BY seq DESC LIMIT 1').get(first) as { seq: number; hash: string } | undefined;
+        // Starting mid-chain trusts the row before the first one checked.
+        if (before) (startHash = before.hash, startSeq = before.seq);
+        fromSeq = first;
+      }
+      const it = db.prepare('SELECT * FROM decisions WHERE seq >= ? ORDER BY seq').iterate(fromSeq) as IterableIterator<Row>;
+      function* rows(): Generator<ChainRow> {
+        for (const r of it) {
+          yield { seq: r.seq, id: r.id, json: r.json, hash: r.hash, columns: { id: r.id, timeMs: r.time_ms, verdict: r.verdict, agent: r.agent, host: r.host, reason: r.reason, rule: r.rule } };
+        }
+      }
+      const gen = rows();
+      try {
+        return verifyChain(gen, startHash, startSeq);
+      } finally {
+        gen.return(undefined);
+      }
+    })();
+  }
+}
+
+/** The writer the proxy uses: never throws, even when the directory or file is unusable (it retries). */
+export function createSqliteStore(opts: SqliteStoreOptions = {}): SqliteDecisionStore {
+  const store = new SqliteDecisionStore(opts);
+  try {
+    store.open();
+  } catch (err) {
+    // Fail soft: the proxy keeps enforcing; writes are retried and counted as dropped if they never land.
+    try {
+      opts.logger?.error({ err, file: store.file }, 'decision store unavailable; will retry');
+      opts.onError?.(err as Error);
+    } catch {
+      /* never throw into the proxy */
+    }
+  }
+  return store;
+}
+
+/** A reader for the CLI: opens the file read-only (works while a proxy writes it); throws StoreUnavailableError. */
+export function openSqliteStoreReadOnly(opts: { dataDir?: string; file?: string }): SqliteDecisionStore {
+  const store = new SqliteDecisionStore({ ...opts, readonly: true });
+  store.open();
+  return store;
+}

@@ -1,0 +1,54 @@
+import type { DecisionRecord } from '../record.js';
+import type { DecisionSink } from '../sink.js';
+import type { QueryFilter } from '../query.js';
+import type { VerifyResult } from '../chain.js';
+import type { Summary } from '../summary.js';
+
+export interface QueryPage {
+  /** Newest first. */
+  records: DecisionRecord[];
+  /** Pass back as `cursor` for the next (older) page; null when this was the last page. */
+  nextCursor: string | null;
+}
+
+export interface TailPage {
+  /** Oldest first (write order), so a follower prints them in the order they were stored. */
+  records: DecisionRecord[];
+  /** Where to continue from. */
+  cursor: string;
+}
+
+export interface StoreStats {
+  /** Records accepted by write() and not yet committed. */
+  pending: number;
+  /** Records lost because the store failed or the buffer overflowed (since start). */
+  dropped: number;
+  /** Records committed (since start). */
+  written: number;
+  /** Age of the oldest pending record in ms; 0 when nothing is pending. */
+  lagMs: number;
+  /** Whether the last write attempt failed. */
+  failing: boolean;
+  /** Records deleted by retention (since start). */
+  retained: number;
+}
+
+/**
+ * The decision store. Small on purpose: a PostgreSQL store for fleets of proxies implements the same.
+ * write()/close() come from DecisionSink (never throw, never block on I/O); the read side is async.
+ */
+export interface DecisionStore extends DecisionSink {
+  query(filter: QueryFilter): Promise<QueryPage>;
+  get(id: string): Promise<DecisionRecord | null>;
+  summary(filter: QueryFilter): Promise<Summary>;
+  /** Records stored after `cursor` (null = start at the current head, returning none). */
+  tailAfter(cursor: string | null, filter?: QueryFilter, limit?: number): Promise<TailPage>;
+  verify(opts?: { sinceMs?: number }): Promise<VerifyResult>;
+  stats(): StoreStats;
+  /** Called after each committed batch (this process's writes only). */
+  onStored(fn: () => void): () => void;
+}
+
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError';
+}
