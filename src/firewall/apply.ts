@@ -1,0 +1,165 @@
+import type { IpFamily } from '../net/ip.js';
+import { runTool, FirewallExecError } from './exec.js';
+import { CHAIN, LOG_CHAIN, parseIptablesSave, renderIptables, renderIptablesRemoval, type IptablesState } from './iptables.js';
+import { NFT_COUNTERS, NFT_FAMILY, NFT_TABLE, renderNftables, renderNftablesRemoval } from './nftables.js';
+import type { FirewallOptions } from './options.js';
+
+/** `auto` uses whatever `iptables` points at; `nft`/`legacy` pick the variant explicitly. */
+export type IptablesBackend = 'auto' | 'nft' | 'legacy';
+
+export interface RefusedCounters {
+  packets: number;
+  bytes: number;
+}
+
+export interface FamilyStatus {
+  family: IpFamily;
+  /** Our chain exists, is jumped to from OUTPUT and ends in the refusing rule. */
+  inPlace: boolean;
+  refused: RefusedCounters;
+}
+
+export interface FirewallStatus {
+  tool: 'iptables' | 'nftables';
+  /** True only when every family is confined. */
+  inPlace: boolean;
+  families: FamilyStatus[];
+  refused: RefusedCounters;
+}
+
+const FAMILIES: IpFamily[] = [4, 6];
+
+function iptBin(family: IpFamily, backend: IptablesBackend, op: 'save' | 'restore'): string {
+  const base = family === 4 ? 'iptables' : 'ip6tables';
+  return backend === 'auto' ? `${base}-${op}` : `${base}-${backend}-${op}`;
+}
+
+async function readIptables(family: IpFamily, backend: IptablesBackend): Promise<IptablesState> {
+  const { stdout } = await runTool(iptBin(family, backend, 'save'), ['-c', '-t', 'filter']);
+  return parseIptablesSave(stdout);
+}
+
+/** Put back what a previous state had of ours (or nothing, when it had nothing). */
+function restoreText(prev: IptablesState, current: IptablesState): string {
+  if (!prev.mainChain && !prev.logChain) {
+    return renderIptablesRemoval(current.jumps, { main: current.mainChain, log: current.logChain });
+  }
+  return [
+    '*filter',
+    `:${CHAIN} - [0:0]`,
+    `:${LOG_CHAIN} - [0:0]`,
+    ...current.jumps.map((j) => `-D OUTPUT ${j}`),
+    ...prev.savedRules,
+    ...prev.jumps.map((j) => `-I OUTPUT 1 ${j}`),
+    'COMMIT',
+    '',
+  ].join('\n');
+}
+
+/**
+ * Apply iptables rule texts (one per family, as renderIptables makes them) so that either both
+ * families end up with the new rules or neither changes: both are test-loaded first, then committed;
+ * should the second commit still fail, the first family is put back as it was.
+ */
+export async function applyIptablesTexts(texts: Record<IpFamily, string>, backend: IptablesBackend = 'auto'): Promise<void> {
+  const prev = { 4: await readIptables(4, backend), 6: await readIptables(6, backend) } as Record<IpFamily, IptablesState>;
+  for (const f of FAMILIES) await runTool(iptBin(f, backend, 'restore'), ['--noflush', '--test'], texts[f]);
+  await runTool(iptBin(4, backend, 'restore'), ['--noflush'], texts[4]);
+  try {
+    await runTool(iptBin(6, backend, 'restore'), ['--noflush'], texts[6]);
+  } catch (err) {
+    try {
+      const now = await readIptables(4, backend);
+      await runTool(iptBin(4, backend, 'restore'), ['--noflush'], restoreText(prev[4], now));
+    } catch (rollbackErr) {
+      throw new FirewallExecError(
+        `${(err as Error).message}; and putting the IPv4 rules back failed too: ${(rollbackErr as Error).message}`,
+        (err as FirewallExecError).command ?? '',
+        '',
+        null,
+      );
+    }
+    throw err;
+  }
+}
+
+/** Render for the current state (so existing jumps are replaced, not duplicated) and apply. */
+export async function applyIptables(o: FirewallOptions, backend: IptablesBackend = 'auto'): Promise<void> {
+  const texts = {} as Record<IpFamily, string>;
+  for (const f of FAMILIES) texts[f] = renderIptables(o, f, (await readIptables(f, backend)).jumps);
+  await applyIptablesTexts(texts, backend);
+}
+
+export async function removeIptables(backend: IptablesBackend = 'auto'): Promise<void> {
+  for (const f of FAMILIES) {
+    const st = await readIptables(f, backend);
+    if (!st.mainChain && !st.logChain && st.jumps.length === 0) continue;
+    await runTool(iptBin(f, backend, 'restore'), ['--noflush'], renderIptablesRemoval(st.jumps, { main: st.mainChain, log: st.logChain }));
+  }
+}
+
+export async function checkIptables(backend: IptablesBackend = 'auto'): Promise<FirewallStatus> {
+  const families: FamilyStatus[] = [];
+  for (const f of FAMILIES) {
+    const st = await readIptables(f, backend);
+    families.push({ family: f, inPlace: st.mainChain && st.logChain && st.jumps.length > 0 && st.closes, refused: st.refused });
+  }
+  return summarize('iptables', families);
+}
+
+function summarize(tool: FirewallStatus['tool'], families: FamilyStatus[]): FirewallStatus {
+  return {
+    tool,
+    inPlace: families.every((f) => f.inPlace),
+    families,
+    refused: {
+      packets: families.reduce((n, f) => n + f.refused.packets, 0),
+      bytes: families.reduce((n, f) => n + f.refused.bytes, 0),
+    },
+  };
+}
+
+/** `nft -f` commits the whole file in one transaction or nothing. */
+export async function applyNftablesText(text: string): Promise<void> {
+  await runTool('nft', ['-f', '-'], text);
+}
+
+export async function applyNftables(o: FirewallOptions): Promise<void> {
+  await applyNftablesText(renderNftables(o));
+}
+
+export async function removeNftables(): Promise<void> {
+  await runTool('nft', ['-f', '-'], renderNftablesRemoval());
+}
+
+interface NftJson {
+  nftables?: Array<Record<string, any>>;
+}
+
+export async function checkNftables(): Promise<FirewallStatus> {
+  let doc: NftJson;
+  try {
+    doc = JSON.parse((await runTool('nft', ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE])).stdout) as NftJson;
+  } catch (err) {
+    // A missing table is "not in place"; any other failure is an error the caller must see.
+    if (err instanceof FirewallExecError && /No such file or directory/.test(err.stderr)) {
+      return summarize('nftables', FAMILIES.map((family) => ({ family, inPlace: false, refused: { packets: 0, bytes: 0 } })));
+    }
+    throw err;
+  }
+  const items = doc.nftables ?? [];
+  const chains = new Set(items.filter((i) => i.chain).map((i) => i.chain.name as string));
+  const hooked = items.some((i) => i.chain?.name === 'output' && i.chain.hook === 'output');
+  const confineRules = items.filter((i) => i.rule?.chain === 'confine').map((i) => i.rule);
+  const last = confineRules[confineRules.length - 1];
+  const closes = !!last && JSON.stringify(last.expr).includes('"jump":{"target":"refuse"}');
+  // One inet table confines both families at once, so both are in place or neither is.
+  const inPlace = hooked && chains.has('confine') && chains.has('refuse') && closes;
+  return summarize(
+    'nftables',
+    FAMILIES.map((family) => {
+      const c = items.find((i) => i.counter?.name === NFT_COUNTERS[family])?.counter;
+      return { family, inPlace, refused: { packets: Number(c?.packets ?? 0), bytes: Number(c?.bytes ?? 0) } };
+    }),
+  );
+}

@@ -1,0 +1,134 @@
+import type { IpFamily } from '../net/ip.js';
+import { cidrArg, type FirewallOptions } from './options.js';
+
+/** Our chains: everything we own lives here, so removal never touches anyone else's rules. */
+export const CHAIN = 'AGENT_EGRESS';
+export const LOG_CHAIN = 'AGENT_EGRESS_LOG';
+
+// Neighbour discovery: without it IPv6 cannot even find the proxy on the link. 255 = link-local only.
+const ND_TYPES = [133, 135, 136];
+
+/** The rules of our two chains (no table header, no jumps) for one family. */
+export function iptablesChainRules(o: FirewallOptions, family: IpFamily): string[] {
+  const a = (rest: string) => `-A ${CHAIN} ${rest}`;
+  const r: string[] = [];
+  r.push(a('-o lo -j RETURN'));
+  r.push(a('-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN'));
+  if (family === 6) {
+    for (const t of ND_TYPES) r.push(a(`-p ipv6-icmp -m icmp6 --icmpv6-type ${t} -m hl --hl-eq 255 -j RETURN`));
+  }
+  for (const uid of o.proxyUids) r.push(a(`-m owner --uid-owner ${uid} -j RETURN`));
+  for (const p of o.proxies) {
+    if (p.family === family) r.push(a(`-d ${p.address} -p tcp -m tcp --dport ${p.port} -j RETURN`));
+  }
+  for (const d of o.dnsServers) {
+    if (d.family !== family) continue;
+    for (const proto of ['udp', 'tcp']) r.push(a(`-d ${d.address} -p ${proto} -m ${proto} --dport ${d.port} -j RETURN`));
+  }
+  for (const d of o.allowDests) {
+    if (d.cidr.family !== family) continue;
+    if (d.ports.length === 0) {
+      r.push(a(`-d ${cidrArg(d.cidr)} -j RETURN`));
+      continue;
+    }
+    // multiport takes at most 15 ports per rule.
+    for (let i = 0; i < d.ports.length; i += 15) {
+      const ports = d.ports.slice(i, i + 15).join(',');
+      for (const proto of ['tcp', 'udp']) {
+        r.push(a(`-d ${cidrArg(d.cidr)} -p ${proto} -m multiport --dports ${ports} -j RETURN`));
+      }
+    }
+  }
+  r.push(a(`-j ${LOG_CHAIN}`));
+  const l = (rest: string) => `-A ${LOG_CHAIN} ${rest}`;
+  r.push(l(`-m limit --limit ${o.logPerMinute}/min --limit-burst 5 -j LOG --log-prefix "${o.logPrefix}"`));
+  if (o.action === 'drop') {
+    r.push(l('-j DROP'));
+  } else {
+    // A reset makes TCP clients fail at once instead of hanging until their own timeout.
+    r.push(l('-p tcp -j REJECT --reject-with tcp-reset'));
+    r.push(l(`-j REJECT --reject-with ${family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable'}`));
+  }
+  return r;
+}
+
+/** The OUTPUT jumps into our chain: all traffic, or only the confined users' traffic. */
+export function iptablesJumps(o: FirewallOptions): string[] {
+  if (o.agentUids.length === 0) return [`-I OUTPUT 1 -j ${CHAIN}`];
+  return o.agentUids.map((uid) => `-I OUTPUT 1 -m owner --uid-owner ${uid} -j ${CHAIN}`);
+}
+
+/**
+ * One iptables-restore transaction (use with --noflush). Declaring our chains flushes them, so the
+ * new rules replace the old in the same commit; `removeJumps` are the existing OUTPUT jumps to drop
+ * first (exact specs from iptables-save), which makes re-applying idempotent.
+ */
+export function renderIptables(o: FirewallOptions, family: IpFamily, removeJumps: string[] = []): string {
+  const lines = [
+    `# agent-egress companion firewall (IPv${family}); load with ${family === 4 ? 'iptables' : 'ip6tables'}-restore --noflush`,
+    '*filter',
+    `:${CHAIN} - [0:0]`,
+    `:${LOG_CHAIN} - [0:0]`,
+    ...removeJumps.map((spec) => `-D OUTPUT ${spec}`),
+    ...iptablesChainRules(o, family),
+    ...iptablesJumps(o),
+    'COMMIT',
+  ];
+  return lines.join('\n') + '\n';
+}
+
+/** Transaction that takes everything of ours out and leaves every other rule as it was. */
+export function renderIptablesRemoval(removeJumps: string[], chainsPresent: { main: boolean; log: boolean }): string {
+  const lines = ['*filter', ...removeJumps.map((spec) => `-D OUTPUT ${spec}`)];
+  // Flush both before deleting either: the main chain references the log chain.
+  if (chainsPresent.main) lines.push(`-F ${CHAIN}`);
+  if (chainsPresent.log) lines.push(`-F ${LOG_CHAIN}`);
+  if (chainsPresent.main) lines.push(`-X ${CHAIN}`);
+  if (chainsPresent.log) lines.push(`-X ${LOG_CHAIN}`);
+  lines.push('COMMIT');
+  return lines.join('\n') + '\n';
+}
+
+export interface IptablesState {
+  mainChain: boolean;
+  logChain: boolean;
+  /** Rule specs (after `-A OUTPUT `) of the OUTPUT rules that jump to our chain. */
+  jumps: string[];
+  /** Whether our chain ends in the jump to the refusing chain (i.e. it closes, not just allows). */
+  closes: boolean;
+  /** Packets and bytes refused by the final REJECT/DROP rules since the rules were loaded. */
+  refused: { packets: number; bytes: number };
+  /** Our chains' rule lines as saved, for restoring the previous state after a failed apply. */
+  savedRules: string[];
+}
+
+const COUNTED = /^\[(\d+):(\d+)\]\s+(.*)$/;
+
+/** Read our part of `iptables-save -c -t filter` output. */
+export function parseIptablesSave(text: string): IptablesState {
+  const st: IptablesState = { mainChain: false, logChain: false, jumps: [], closes: false, refused: { packets: 0, bytes: 0 }, savedRules: [] };
+  let inFilter = false;
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line.startsWith('*')) inFilter = line === '*filter';
+    if (!inFilter) continue;
+    if (line === `:${CHAIN} - [0:0]` || line.startsWith(`:${CHAIN} `)) st.mainChain = true;
+    if (line.startsWith(`:${LOG_CHAIN} `)) st.logChain = true;
+    const m = COUNTED.exec(line);
+    const rule = m ? m[3] : line;
+    if (!rule.startsWith('-A ')) continue;
+    if (rule.startsWith('-A OUTPUT ') && rule.endsWith(`-j ${CHAIN}`)) st.jumps.push(rule.slice('-A OUTPUT '.length));
+    if (rule.startsWith(`-A ${CHAIN} `)) {
+      st.savedRules.push(rule);
+      st.closes = rule === `-A ${CHAIN} -j ${LOG_CHAIN}`;
+    }
+    if (rule.startsWith(`-A ${LOG_CHAIN} `)) {
+      st.savedRules.push(rule);
+      if (m && /-j (REJECT|DROP)\b/.test(rule)) {
+        st.refused.packets += Number(m[1]);
+        st.refused.bytes += Number(m[2]);
+      }
+    }
+  }
+  return st;
+}

@@ -1,0 +1,157 @@
+import { canonicalIp, parseCidr, type Cidr, type IpFamily } from '../net/ip.js';
+
+/** Input a user gave that cannot become a rule set; the CLI exits 2 on it. */
+export class FirewallOptionError extends Error {
+  override name = 'FirewallOptionError';
+}
+
+export interface Endpoint {
+  family: IpFamily;
+  /** Canonical address text. */
+  address: string;
+  port: number;
+}
+
+export interface AllowedDest {
+  cidr: Cidr;
+  /** TCP/UDP ports; empty = every port and protocol. */
+  ports: number[];
+}
+
+export type FirewallAction = 'reject' | 'drop';
+
+/** Everything a rule set is rendered from, already validated: renderers never fail on it. */
+export interface FirewallOptions {
+  /** Proxy listeners the agent may open TCP connections to. */
+  proxies: Endpoint[];
+  /** Users whose traffic is not confined at all (same-host mode: the proxy process itself). */
+  proxyUids: number[];
+  /** When non-empty, only these users are confined; everyone else is left alone. Empty = the whole namespace. */
+  agentUids: number[];
+  /** Resolvers the agent may query (UDP and TCP). Default none: the proxy resolves names. */
+  dnsServers: Endpoint[];
+  allowDests: AllowedDest[];
+  action: FirewallAction;
+  logPrefix: string;
+  /** Log at most this many refused packets per minute, so a tight loop cannot flood the kernel log. */
+  logPerMinute: number;
+}
+
+export interface RawFirewallFlags {
+  proxy?: string[];
+  proxyUid?: string[];
+  agentUid?: string[];
+  dnsServer?: string[];
+  allowDest?: string[];
+  action?: string;
+  logPrefix?: string;
+  logRate?: string;
+}
+
+export const DEFAULT_LOG_PREFIX = 'agent-egress-drop: ';
+
+/** Parse `ADDR:PORT` / `[V6]:PORT`; `defaultPort` allows a bare address. */
+export function parseEndpoint(text: string, defaultPort?: number): Endpoint {
+  let host = text;
+  let portText: string | undefined;
+  if (text.startsWith('[')) {
+    const close = text.indexOf(']');
+    if (close === -1) throw new FirewallOptionError(`unterminated IPv6 literal in ${JSON.stringify(text)}`);
+    host = text.slice(1, close);
+    const rest = text.slice(close + 1);
+    if (rest !== '') {
+      if (!rest.startsWith(':')) throw new FirewallOptionError(`bad endpoint ${JSON.stringify(text)}`);
+      portText = rest.slice(1);
+    }
+  } else if ((text.match(/:/g) ?? []).length === 1) {
+    [host, portText] = text.split(':');
+  }
+  const ip = canonicalIp(host);
+  // Names are refused: a rule resolved once at apply time would silently go stale.
+  if (!ip) throw new FirewallOptionError(`${JSON.stringify(text)}: firewall rules need an IP address, not a name`);
+  let port = defaultPort;
+  if (portText !== undefined) port = parsePort(portText, text);
+  if (port === undefined) throw new FirewallOptionError(`${JSON.stringify(text)}: a port is required (ADDR:PORT or [V6]:PORT)`);
+  return { family: ip.family, address: ip.address, port };
+}
+
+function parsePort(s: string, ctx: string): number {
+  if (!/^\d{1,5}$/.test(s) || Number(s) < 1 || Number(s) > 65535) {
+    throw new FirewallOptionError(`bad port ${JSON.stringify(s)} in ${JSON.stringify(ctx)}`);
+  }
+  return Number(s);
+}
+
+function parseUid(s: string): number {
+  if (!/^\d{1,10}$/.test(s) || Number(s) > 0xfffffffe) throw new FirewallOptionError(`bad uid ${JSON.stringify(s)} (numeric uid expected)`);
+  return Number(s);
+}
+
+/** `CIDR` or `CIDR:PORT[,PORT...]`; IPv6 CIDRs with ports are written `[fd00::/64]:443`. */
+export function parseAllowedDest(text: string): AllowedDest {
+  let cidrText = text;
+  let portsText: string | undefined;
+  if (text.startsWith('[')) {
+    const close = text.indexOf(']');
+    if (close === -1) throw new FirewallOptionError(`unterminated bracket in ${JSON.stringify(text)}`);
+    cidrText = text.slice(1, close);
+    const rest = text.slice(close + 1);
+    if (rest !== '') {
+      if (!rest.startsWith(':')) throw new FirewallOptionError(`bad destination ${JSON.stringify(text)}`);
+      portsText = rest.slice(1);
+    }
+  } else if ((text.match(/:/g) ?? []).length === 1) {
+    [cidrText, portsText] = text.split(':');
+  }
+  let cidr: Cidr;
+  try {
+    cidr = parseCidr(cidrText);
+  } catch (err) {
+    throw new FirewallOptionError(`${JSON.stringify(text)}: ${(err as Error).message}`);
+  }
+  const ports = portsText === undefined ? [] : portsText.split(',').map((p) => parsePort(p, text));
+  return { cidr, ports: [...new Set(ports)].sort((a, b) => a - b) };
+}
+
+// Printable ASCII without quotes/backslash: the prefix lands inside quoted rule text for two tools.
+const PREFIX_RE = /^[A-Za-z0-9 _.:=-]{1,28}$/;
+
+export function parseFirewallOptions(raw: RawFirewallFlags): FirewallOptions {
+  const proxies = dedupe((raw.proxy ?? []).map((p) => parseEndpoint(p)), epKey);
+  if (proxies.length === 0) throw new FirewallOptionError('at least one --proxy ADDR:PORT is required (the agent could reach nothing)');
+  const action = raw.action ?? 'reject';
+  if (action !== 'reject' && action !== 'drop') throw new FirewallOptionError(`--action must be reject or drop, not ${JSON.stringify(action)}`);
+  const logPrefix = raw.logPrefix ?? DEFAULT_LOG_PREFIX;
+  // iptables limits LOG prefixes to 29 bytes including the terminator.
+  if (!PREFIX_RE.test(logPrefix)) throw new FirewallOptionError('--log-prefix: 1-28 characters of letters, digits, space, _ . : = -');
+  let logPerMinute = 10;
+  if (raw.logRate !== undefined) {
+    if (!/^\d{1,4}$/.test(raw.logRate) || Number(raw.logRate) < 1) throw new FirewallOptionError('--log-rate: log lines per minute, 1-9999');
+    logPerMinute = Number(raw.logRate);
+  }
+  return {
+    proxies,
+    proxyUids: [...new Set((raw.proxyUid ?? []).map(parseUid))],
+    agentUids: [...new Set((raw.agentUid ?? []).map(parseUid))],
+    dnsServers: dedupe((raw.dnsServer ?? []).map((d) => parseEndpoint(d, 53)), epKey),
+    allowDests: dedupe((raw.allowDest ?? []).map(parseAllowedDest), (d) => `${d.cidr.text}|${d.ports.join(',')}`),
+    action,
+    logPrefix,
+    logPerMinute,
+  };
+}
+
+function epKey(e: Endpoint): string {
+  return `${e.address}|${e.port}`;
+}
+
+function dedupe<T>(items: T[], key: (t: T) => string): T[] {
+  const seen = new Set<string>();
+  return items.filter((i) => (seen.has(key(i)) ? false : (seen.add(key(i)), true)));
+}
+
+/** Bare address of a CIDR that covers exactly one host, else the CIDR text: the rule tools accept both. */
+export function cidrArg(c: Cidr): string {
+  const max = c.family === 4 ? 32 : 128;
+  return c.range[1] === max ? c.text.slice(0, c.text.lastIndexOf('/')) : c.text;
+}
