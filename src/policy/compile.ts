@@ -1,0 +1,395 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import ipaddr from 'ipaddr.js';
+import type { Mode } from '../decisions/record.js';
+import { parseCidr, type Cidr } from '../net/ip.js';
+import { CidrIndex, NameIndex } from './host-index.js';
+import type {
+  AddressConstraint,
+  AgentSpec,
+  CompiledPolicy,
+  DecisionRequest,
+  Identity,
+  IdentifyInput,
+  PolicyDecision,
+  PolicySpec,
+  PortRange,
+  RuleSpec,
+} from './types.js';
+
+/** A compiled policy plus what compiling noticed but did not refuse (e.g. an unset token_env). */
+export interface CompiledPolicyWithWarnings extends CompiledPolicy {
+  readonly warnings: string[];
+}
+
+/** The query types every resolvable name gets; anything else needs a rule's dns_types. */
+const ORDINARY_QTYPES = new Set(['A', 'AAAA', 'CNAME', 'HTTPS', 'SVCB']);
+const ALLOW_DEFAULT_PORTS: PortRange[] = [[443, 443]];
+const NO_STRINGS: readonly string[] = Object.freeze([]);
+
+interface CRule {
+  readonly name: string;
+  readonly allow: boolean;
+  /** Lower decides first: an agent's own rules (negative) before shared rules, each in file order. */
+  readonly order: number;
+  /** null = every port. */
+  readonly ports: readonly PortRange[] | null;
+  readonly methods: ReadonlySet<string> | null;
+  readonly dnsTypes: ReadonlySet<string> | null;
+  /** The rule's CIDRs when it also names hosts (they constrain resolved addresses); null otherwise. */
+  readonly cidrs: readonly string[] | null;
+  /** For an allow rule with cidrs: the constraint when it is the only rule deciding (shared, frozen). */
+  readonly solo: AddressConstraint | null;
+}
+
+/** One list's rules, indexed. */
+interface RuleSet {
+  readonly names: NameIndex<CRule>;
+  readonly addrs: CidrIndex<CRule>;
+  /** Deny rules with CIDRs: they also refuse resolved addresses of allowed names. */
+  readonly denyCidrRules: readonly CRule[];
+}
+
+interface CAgent {
+  readonly name: string;
+  readonly order: number;
+  readonly mode: Mode;
+  readonly sets: readonly RuleSet[];
+  readonly denyCidrRules: readonly CRule[];
+  /** Deny-CIDR part of every constraint when no deny-CIDR rule depends on port or method. */
+  readonly staticDeny: { cidrs: readonly string[]; rules: readonly string[] } | null;
+  /** sha256 of the token; null = credentials can never match this agent. */
+  readonly digest: Buffer | null;
+}
+
+function compileRule(r: RuleSpec, order: number): CRule {
+  const allow = r.action === 'allow';
+  const cidrs = r.hosts.length > 0 && r.cidrs.length > 0 ? Object.freeze([...r.cidrs]) : null;
+  return {
+    name: r.name,
+    allow,
+    order,
+    ports: r.ports ?? (allow ? ALLOW_DEFAULT_PORTS : null),
+    methods: r.methods ? new Set(r.methods) : null,
+    dnsTypes: r.dnsTypes ? new Set(r.dnsTypes) : null,
+    cidrs,
+    solo: allow && cidrs ? Object.freeze({ allowCidrs: cidrs as string[], denyCidrs: NO_STRINGS as string[], rules: [r.name] }) : null,
+  };
+}
+
+function buildSet(rules: RuleSpec[], firstOrder: number): RuleSet {
+  const names = new NameIndex<CRule>();
+  const addrs = new CidrIndex<CRule>();
+  const denyCidrRules: CRule[] = [];
+  rules.forEach((r, i) => {
+    const c = compileRule(r, firstOrder + i);
+    for (const h of r.hosts) names.add(h, c);
+    for (const cidr of r.cidrs) addrs.add(cidr, c);
+    if (!c.allow && r.cidrs.length > 0) denyCidrRules.push({ ...c, cidrs: Object.freeze([...r.cidrs]) });
+  });
+  return { names, addrs, denyCidrRules };
+}
+
+function inPorts(ports: readonly PortRange[], port: number): boolean {
+  for (let i = 0; i < ports.length; i++) if (port >= ports[i][0] && port <= ports[i][1]) return true;
+  return false;
+}
+
+const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
+
+/**
+ * Compile a validated spec into indexes and closures for pure, allocation-light decisions.
+ * `env` is read once, here: a token_env that is unset leaves that agent's credentials unmatchable
+ * (fail closed) and adds a warning instead of failing the load.
+ */
+export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process.env): CompiledPolicyWithWarnings {
+  const warnings: string[] = [];
+  const hash = spec.hash || policyHash(spec);
+  const shared = buildSet(spec.rules, 0);
+  const anonymous = makeAgent(null, spec, shared, env, warnings, -1);
+  const agents = new Map<string, CAgent>();
+  const byCert = new Map<string, CAgent>();
+  const bySource = new CidrIndex<CAgent>();
+  spec.agents.forEach((a, i) => {
+    const ca = makeAgent(a, spec, shared, env, warnings, i);
+    agents.set(a.name, ca);
+    for (const c of a.certNames) if (!byCert.has(c)) byCert.set(c, ca);
+    for (const s of a.sources) bySource.add(s, ca);
+    if (!a.tokenSha256 && !a.tokenEnv && a.sources.length === 0 && a.certNames.length === 0) {
+      warnings.push(`agent ${JSON.stringify(a.name)} has no token, sources or cert_names: nothing can identify it`);
+    }
+  });
+
+  // Parsed once: vetAddresses runs per connection and must not re-parse the policy's CIDRs.
+  const cidrCache = new Map<string, Cidr>();
+  const cidrOf = (text: string): Cidr | null => {
+    let c = cidrCache.get(text);
+    if (c === undefined) {
+      try {
+        c = parseCidr(text);
+      } catch {
+        return null;
+      }
+      cidrCache.set(text, c);
+    }
+    return c;
+  };
+
+  // Per-decision scratch. decide() is synchronous, so one set of slots serves every call.
+  let sPort: number | null = null;
+  let sMethod: string | null = null;
+  let sQtype: string | null = null;
+  let sIsIp = false;
+  let sDenyOnly = false;
+  let bestAllow: CRule | null = null;
+  let bestDeny: CRule | null = null;
+  let methodMiss = false;
+  let unconstrained = false;
+  let qtypeOk = false;
+  const cidrAllows: CRule[] = [];
+
+  const visit = (r: CRule): void => {
+    if (sPort !== null && r.ports !== null && !inPorts(r.ports, sPort)) return;
+    if (r.allow) {
+      if (sDenyOnly) return;
+      if (sMethod !== null && r.methods !== null && !r.methods.has(sMethod)) {
+        methodMiss = true;
+        return;
+      }
+      if (bestAllow === null || r.order < bestAllow.order) bestAllow = r;
+      if (r.cidrs === null || sIsIp) unconstrained = true;
+      else cidrAllows.push(r);
+      if (sQtype !== null && r.dnsTypes !== null && r.dnsTypes.has(sQtype)) qtypeOk = true;
+    } else {
+      // A deny rule with methods denies only those methods, which only plain HTTP has.
+      if (r.methods !== null && (sMethod === null || !r.methods.has(sMethod))) return;
+      if (bestDeny === null || r.order < bestDeny.order) bestDeny = r;
+    }
+  };
+
+  const deny = (reason: PolicyDecision['reason'], rule: string | null, mode: Mode): PolicyDecision => ({
+    verdict: 'deny',
+    reason,
+    rule,
+    mode,
+    constraint: null,
+  });
+
+  function decide(req: DecisionRequest): PolicyDecision {
+    const agent = req.agent === null ? anonymous : agents.get(req.agent);
+    if (agent === undefined) return deny('no_rule', null, spec.mode);
+    sPort = req.port;
+    sMethod = req.method !== undefined && req.method !== 'CONNECT' ? upper(req.method) : null;
+    sQtype = req.qtype !== undefined ? upper(req.qtype) : null;
+    sIsIp = req.host.kind === 'ip';
+    sDenyOnly = false;
+    bestAllow = null;
+    bestDeny = null;
+    methodMiss = false;
+    unconstrained = false;
+    qtypeOk = false;
+    cidrAllows.length = 0;
+    const host = req.host;
+    for (const set of agent.sets) {
+      if (host.kind === 'name') set.names.lookup(host.value, visit);
+      else set.addrs.lookup(host.value, host.family, visit);
+    }
+    if (host.kind === 'ip' && host.family === 6 && bestDeny === null) {
+      // An IPv4-mapped IPv6 literal reaches the IPv4 host: IPv4 deny rules must still catch it.
+      const v4 = mappedV4(host.value);
+      if (v4 !== null) {
+        sDenyOnly = true;
+        for (const set of agent.sets) set.addrs.lookup(v4, 4, visit);
+      }
+    }
+    const mode = agent.mode;
+    const d = bestDeny as CRule | null;
+    if (d !== null) return deny('rule_deny', d.name, mode);
+    if (sQtype !== null && !qtypeOk && !ORDINARY_QTYPES.has(sQtype)) return deny('qtype_refused', null, mode);
+    const a = bestAllow as CRule | null;
+    if (a === null) return deny(methodMiss ? 'method_not_allowed' : 'no_rule', null, mode);
+    return { verdict: 'allow', reason: 'rule_allow', rule: a.name, mode, constraint: sIsIp ? null : constraintFor(agent) };
+  }
+
+  function constraintFor(agent: CAgent): AddressConstraint | null {
+    let denyCidrs: readonly string[] = NO_STRINGS;
+    let denyRules: readonly string[] = NO_STRINGS;
+    if (agent.staticDeny !== null) {
+      denyCidrs = agent.staticDeny.cidrs;
+      denyRules = agent.staticDeny.rules;
+    } else if (agent.denyCidrRules.length > 0) {
+      const cs: string[] = [];
+      const rs: string[] = [];
+      for (const r of agent.denyCidrRules) {
+        if (sPort !== null && r.ports !== null && !inPorts(r.ports, sPort)) continue;
+        if (r.methods !== null && (sMethod === null || !r.methods.has(sMethod))) continue;
+        cs.push(...r.cidrs!);
+        rs.push(r.name);
+      }
+      denyCidrs = cs;
+      denyRules = rs;
+    }
+    if (unconstrained || cidrAllows.length === 0) {
+      if (denyCidrs.length === 0) return null;
+      return { allowCidrs: null, denyCidrs: denyCidrs as string[], rules: denyRules as string[] };
+    }
+    if (cidrAllows.length === 1 && denyCidrs.length === 0) return cidrAllows[0].solo;
+    const allowCidrs: string[] = [];
+    const rules: string[] = [];
+    for (const r of cidrAllows) {
+      if (rules.includes(r.name)) continue;
+      rules.push(r.name);
+      for (const c of r.cidrs!) if (!allowCidrs.includes(c)) allowCidrs.push(c);
+    }
+    return { allowCidrs, denyCidrs: denyCidrs as string[], rules: [...rules, ...denyRules] };
+  }
+
+  function vetAddresses(constraint: AddressConstraint | null, addresses: string[]): { allowed: string[]; refused: string[] } {
+    if (constraint === null) return { allowed: [...addresses], refused: [] };
+    const allowed: string[] = [];
+    const refused: string[] = [];
+    for (const address of addresses) {
+      (acceptable(constraint, address) ? allowed : refused).push(address);
+    }
+    return { allowed, refused };
+  }
+
+  /** Fail closed: an address or CIDR that cannot be parsed never counts as acceptable. */
+  function acceptable(c: AddressConstraint, address: string): boolean {
+    let addr: ipaddr.IPv4 | ipaddr.IPv6;
+    try {
+      addr = ipaddr.parse(address);
+    } catch {
+      return false;
+    }
+    const mapped = addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress() ? (addr as ipaddr.IPv6).toIPv4Address() : null;
+    for (const text of c.denyCidrs) {
+      const cidr = cidrOf(text);
+      if (cidr === null || within(addr, cidr) || (mapped !== null && within(mapped, cidr))) return false;
+    }
+    if (c.allowCidrs === null) return true;
+    for (const text of c.allowCidrs) {
+      const cidr = cidrOf(text);
+      if (cidr !== null && within(addr, cidr)) return true;
+    }
+    return false;
+  }
+
+  function identify(input: IdentifyInput): Identity {
+    if (input.authPresent) {
+      const a = input.username !== undefined ? agents.get(input.username) : undefined;
+      // Always hash and compare, so an unknown user costs the same as a wrong password.
+      const given = sha256(input.password ?? '');
+      const ok = timingSafeEqual(given, a?.digest ?? UNMATCHABLE) && a !== undefined && a.digest !== null && input.password !== undefined;
+      if (ok) return { ok: true, agent: a!.name };
+      return { ok: false, reason: 'auth_required', message: 'invalid proxy credentials' };
+    }
+    if (input.certNames && input.certNames.length > 0) {
+      let best: CAgent | null = null;
+      for (const n of input.certNames) {
+        const a = byCert.get(n);
+        if (a !== undefined && (best === null || a.order < best.order)) best = a;
+      }
+      if (best !== null) return { ok: true, agent: best.name };
+    }
+    const src = sourceAddress(input.sourceAddress);
+    if (src !== null) {
+      let best: CAgent | null = null;
+      bySource.lookup(src.address, src.family, (a) => {
+        if (best === null || a.order < best.order) best = a;
+      });
+      if (best !== null) return { ok: true, agent: (best as CAgent).name };
+    }
+    if (spec.requireAuth) return { ok: false, reason: 'auth_required', message: 'proxy credentials required' };
+    return { ok: true, agent: null };
+  }
+
+  const modeFor = (agent: string | null): Mode => (agent === null ? spec.mode : agents.get(agent)?.mode ?? spec.mode);
+
+  return { spec, hash, decide, vetAddresses, identify, modeFor, warnings };
+}
+
+/** Stand-in compared against when there is no digest, so failures take as long as mismatches. */
+const UNMATCHABLE = Buffer.alloc(32);
+
+function makeAgent(
+  a: AgentSpec | null,
+  spec: PolicySpec,
+  shared: RuleSet,
+  env: NodeJS.ProcessEnv,
+  warnings: string[],
+  order: number,
+): CAgent {
+  const sets: RuleSet[] = [];
+  // An agent's own rules come first when naming the deciding rule (orders below the shared rules').
+  if (a !== null && a.rules.length > 0) sets.push(buildSet(a.rules, -a.rules.length));
+  if (a === null || a.sharedRules) sets.push(shared);
+  const denyCidrRules = sets.flatMap((s) => s.denyCidrRules);
+  const staticOk = denyCidrRules.every((r) => r.ports === null && r.methods === null);
+  const staticDeny =
+    staticOk && denyCidrRules.length > 0
+      ? {
+          cidrs: Object.freeze([...new Set(denyCidrRules.flatMap((r) => r.cidrs!))]),
+          rules: Object.freeze(denyCidrRules.map((r) => r.name)),
+        }
+      : null;
+  let digest: Buffer | null = null;
+  if (a?.tokenSha256) digest = Buffer.from(a.tokenSha256, 'hex');
+  else if (a?.tokenEnv) {
+    const v = env[a.tokenEnv];
+    if (v) digest = sha256(v);
+    else warnings.push(`agent ${JSON.stringify(a.name)}: token_env ${a.tokenEnv} is not set; its credentials will never match`);
+  }
+  return { name: a?.name ?? '', order, mode: a?.mode ?? spec.mode, sets, denyCidrRules, staticDeny, digest };
+}
+
+function within(addr: ipaddr.IPv4 | ipaddr.IPv6, cidr: Cidr): boolean {
+  if (addr.kind() !== cidr.range[0].kind()) return false;
+  return addr.match(cidr.range as [ipaddr.IPv4, number]);
+}
+
+function upper(s: string): string {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 97 && c <= 122) return s.toUpperCase();
+  }
+  return s;
+}
+
+function mappedV4(v6: string): string | null {
+  if (!v6.startsWith('::ffff:')) return null;
+  try {
+    const a = ipaddr.IPv6.parse(v6);
+    return a.isIPv4MappedAddress() ? a.toIPv4Address().toString() : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Client addresses arrive IPv4-mapped on dual-stack listeners; sources are written as IPv4. */
+function sourceAddress(text: string): { address: string; family: 4 | 6 } | null {
+  try {
+    const a = ipaddr.parse(text);
+    if (a.kind() === 'ipv4') return { address: a.toString(), family: 4 };
+    const v6 = a as ipaddr.IPv6;
+    if (v6.isIPv4MappedAddress()) return { address: v6.toIPv4Address().toString(), family: 4 };
+    return { address: v6.toRFC5952String(), family: 6 };
+  } catch {
+    return null;
+  }
+}
+
+/** sha256 (hex, first 16) of the spec's canonical JSON, without file and positions: same rules, same hash. */
+export function policyHash(spec: PolicySpec): string {
+  return createHash('sha256').update(canonicalJson(spec)).digest('hex').slice(0, 16);
+}
+
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const keys = Object.keys(v)
+      .filter((k) => k !== 'pos' && k !== 'file' && k !== 'hash')
+      .sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}
