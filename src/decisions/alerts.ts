@@ -1,0 +1,199 @@
+import { Counter, type Registry } from 'prom-client';
+import { request } from 'undici';
+import type { DecisionRecord } from './record.js';
+import type { DecisionSink } from './sink.js';
+
+export interface SpikeAlert {
+  type: 'deny_spike';
+  level: 'warn';
+  time: string;
+  agent: string | null;
+  /** Denies in the window when the alert fired. */
+  denies: number;
+  windowMs: number;
+  threshold: number;
+  /** The agent's baseline (EWMA of denies per window) before the spike. */
+  baseline: number;
+  multiplier: number;
+  topDestinations: { host: string; port: number | null; count: number }[];
+}
+
+export interface SpikeOptions {
+  /** Sliding window length. Default 60 s. */
+  windowMs?: number;
+  /** Minimum denies in the window to count as a spike. Default 20. */
+  threshold?: number;
+  /** Also require denies > multiplier x baseline. Default 3. */
+  multiplier?: number;
+  /** EWMA smoothing of the per-window deny count (0..1). Default 0.2. */
+  alpha?: number;
+  /** Re-arm only after the window's denies fall to threshold x rearmRatio. Default 0.5. */
+  rearmRatio?: number;
+  /** Agents tracked; the least recently seen is evicted. Default 1000. */
+  maxAgents?: number;
+  webhook?: { url: string; timeoutMs?: number; retries?: number; headers?: Record<string, string> };
+  registry?: Registry;
+  /** Where the warn-level record goes (e.g. the JSON-lines logger). */
+  onAlert?: (alert: SpikeAlert) => void;
+  logger?: { warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
+}
+
+interface AgentState {
+  /** Deny times (ms) and destinations inside the window, oldest first. */
+  events: { t: number; host: string; port: number | null }[];
+  baseline: number;
+  /** End of the window period the baseline last absorbed. */
+  periodEnd: number;
+  periodCount: number;
+  firing: boolean;
+}
+
+/**
+ * Per-agent deny spike detector. A spike needs both: denies in the sliding window >= threshold and
+ * > multiplier x the agent's own baseline (an EWMA of denies per window, updated once per window
+ * period and not while firing, so a long attack does not become the new normal). It fires once,
+ * then re-arms when the window drops below threshold x rearmRatio (hysteresis).
+ */
+export class SpikeDetector implements DecisionSink {
+  private readonly o: Required<Omit<SpikeOptions, 'webhook' | 'registry' | 'onAlert' | 'logger'>>;
+  private readonly agents = new Map<string, AgentState>();
+  private readonly counter: Counter<'agent'> | null;
+  private readonly inflight = new Set<Promise<void>>();
+  private closed = false;
+
+  constructor(private readonly opts: SpikeOptions = {}) {
+    this.o = {
+      windowMs: opts.windowMs ?? 60_000,
+      threshold: opts.threshold ?? 20,
+      multiplier: opts.multiplier ?? 3,
+      alpha: opts.alpha ?? 0.2,
+      rearmRatio: opts.rearmRatio ?? 0.5,
+      maxAgents: opts.maxAgents ?? 1000,
+    };
+    this.counter = opts.registry
+      ? new Counter({ name: 'agent_egress_spike_alerts_total', help: 'Deny spike alerts fired, by agent', labelNames: ['agent'], registers: [opts.registry] })
+      : null;
+  }
+
+  write(r: DecisionRecord): void {
+    if (this.closed || r.verdict !== 'deny') return;
+    try {
+      this.observe(r, Date.parse(r.time) || Date.now());
+    } catch {
+      /* never throw into the proxy */
+    }
+  }
+
+  private observe(r: DecisionRecord, now: number): void {
+    const key = r.agent ?? '';
+    let st = this.agents.get(key);
+    if (st) this.agents.delete(key); // re-insert: Map order doubles as LRU
+    else {
+      if (this.agents.size >= this.o.maxAgents) this.agents.delete(this.agents.keys().next().value as string);
+      st = { events: [], baseline: 0, periodEnd: now + this.o.windowMs, periodCount: 0, firing: false };
+    }
+    this.agents.set(key, st);
+    // Fold finished periods into the baseline (idle periods count as zero).
+    while (now >= st.periodEnd) {
+      if (!st.firing) st.baseline = st.baseline * (1 - this.o.alpha) + st.periodCount * this.o.alpha;
+      st.periodCount = 0;
+      st.periodEnd += this.o.windowMs;
+      if (st.periodEnd + this.o.windowMs * 50 < now) st.periodEnd = now + this.o.windowMs; // long idle: stop looping
+    }
+    st.periodCount++;
+    st.events.push({ t: now, host: r.host, port: r.port });
+    const from = now - this.o.windowMs;
+    let drop = 0;
+    while (drop < st.events.length && st.events[drop].t <= from) drop++;
+    if (drop) st.events.splice(0, drop);
+    const n = st.events.length;
+    if (st.firing) {
+      if (n <= this.o.threshold * this.o.rearmRatio) st.firing = false;
+      return;
+    }
+    if (n >= this.o.threshold && n > this.o.multiplier * st.baseline) {
+      st.firing = true;
+      this.fire(r.agent, st, now);
+    }
+  }
+
+  /** Call periodically (or rely on later denies) to re-arm agents whose window emptied. */
+  tick(now = Date.now()): void {
+    for (const st of this.agents.values()) {
+      if (!st.firing) continue;
+      const n = st.events.filter((e) => e.t > now - this.o.windowMs).length;
+      if (n <= this.o.threshold * this.o.rearmRatio) st.firing = false;
+    }
+  }
+
+  private fire(agent: string | null, st: AgentState, now: number): void {
+    const counts = new Map<string, { host: string; port: number | null; count: number }>();
+    for (const e of st.events) {
+      const k = `${e.host}:${e.port}`;
+      const c = counts.get(k);
+      if (c) c.count++;
+      else counts.set(k, { host: e.host, port: e.port, count: 1 });
+    }
+    const alert: SpikeAlert = {
+      type: 'deny_spike',
+      level: 'warn',
+      time: new Date(now).toISOString(),
+      agent,
+      denies: st.events.length,
+      windowMs: this.o.windowMs,
+      threshold: this.o.threshold,
+      baseline: Math.round(st.baseline * 100) / 100,
+      multiplier: this.o.multiplier,
+      topDestinations: [...counts.values()].sort((a, b) => b.count - a.count).slice(0, 10),
+    };
+    this.counter?.inc({ agent: agent ?? '' });
+    try {
+      this.opts.logger?.warn({ alert }, `deny spike: agent ${agent ?? '(anonymous)'} had ${alert.denies} denies in ${this.o.windowMs / 1000}s`);
+      this.opts.onAlert?.(alert);
+    } catch {
+      /* reporting must not throw */
+    }
+    if (this.opts.webhook) {
+      const p = this.post(alert).finally(() => this.inflight.delete(p));
+      this.inflight.add(p);
+    }
+  }
+
+  /** POST the alert as JSON directly (never through the proxy), retrying with exponential backoff. */
+  private async post(alert: SpikeAlert): Promise<void> {
+    const w = this.opts.webhook!;
+    const retries = w.retries ?? 3;
+    const timeout = w.timeoutMs ?? 5000;
+    let lastErr: unknown;
+    for (let attempt = 0; attempt <= retries; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(8000, 250 * 2 ** (attempt - 1))).unref());
+      try {
+        const res = await request(w.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...w.headers },
+          body: JSON.stringify(alert),
+          headersTimeout: timeout,
+          bodyTimeout: timeout,
+          signal: AbortSignal.timeout(timeout),
+        });
+        await res.body.dump();
+        if (res.statusCode >= 200 && res.statusCode < 300) return;
+        lastErr = new Error(`webhook answered ${res.statusCode}`);
+        if (res.statusCode >= 400 && res.statusCode < 500 && res.statusCode !== 429) break; // will not get better
+      } catch (err) {
+        lastErr = err;
+      }
+    }
+    try {
+      this.opts.logger?.error({ err: lastErr, url: w.url }, 'spike alert webhook failed');
+    } catch {
+      /* ignore */
+    }
+  }
+
+  /** Waits for webhook deliveries in flight (bounded by their retries and timeouts). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled([...this.inflight]);
+  }
+}
