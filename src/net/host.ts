@@ -44,7 +44,16 @@ export function normalizeHost(input: string): NormalizedHost {
     return { kind: 'ip', family: 6, value: ip.address };
   }
   if (FORBIDDEN.test(input)) throw new HostError('host contains a character a host name cannot have');
-  let name = input.endsWith('.') ? input.slice(0, -1) : input;
+  let name = input;
+  // IDNA mapping first: full-width digits and ideographic dots (`１２７。０。０。１`) map to an IPv4
+  // literal, which must be judged as an address, never slip through as a name.
+  if (!/^[\x21-\x7e]*$/.test(name)) {
+    const ascii = domainToASCII(name);
+    if (!ascii) throw new HostError('invalid internationalised name');
+    name = ascii;
+    if (FORBIDDEN.test(name)) throw new HostError('host contains a character a host name cannot have');
+  }
+  if (name.endsWith('.')) name = name.slice(0, -1);
   if (name.length === 0) throw new HostError('empty host');
   // WHATWG's IPv4 parser: if the last label is numeric, the whole host must be an IPv4 address
   // (decimal, octal, hex, short forms) — exactly how curl, browsers and undici read it.
@@ -60,11 +69,6 @@ export function normalizeHost(input: string): NormalizedHost {
     const ip = canonicalIp(url.hostname);
     if (!ip || ip.family !== 4) throw new HostError('bad IPv4 literal');
     return { kind: 'ip', family: 4, value: ip.address };
-  }
-  if (!/^[\x21-\x7e]*$/.test(name)) {
-    const ascii = domainToASCII(name);
-    if (!ascii) throw new HostError('invalid internationalised name');
-    name = ascii;
   }
   name = name.toLowerCase();
   checkName(name, LABEL);
@@ -97,7 +101,8 @@ function checkName(name: string, labelRe: RegExp): void {
   for (const label of name.split('.')) {
     if (label.length === 0) throw new HostError('empty label in name');
     if (label.length > MAX_LABEL) throw new HostError('label longer than 63 characters');
-    if (!labelRe.test(label)) throw new HostError(`label ${JSON.stringify(label)} has a character a host name cannot have`);
+    // No echo of the label: this message can reach a client, and the input is attacker-chosen.
+    if (!labelRe.test(label)) throw new HostError('a label has a character a host name cannot have');
   }
 }
 

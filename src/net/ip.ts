@@ -2,6 +2,8 @@ import ipaddr from 'ipaddr.js';
 
 export type IpFamily = 4 | 6;
 
+const ZONE = /^[A-Za-z0-9_.~-]{1,64}$/;
+
 /**
  * Parse an IP address in any spelling ipaddr.js accepts (IPv4 decimal, octal, hex, short forms; IPv6
  * with or without zone) to its canonical text: dotted quad for IPv4, RFC 5952 compressed for IPv6,
@@ -13,9 +15,15 @@ export function canonicalIp(text: string): { family: IpFamily; address: string }
   const pct = s.indexOf('%');
   if (pct !== -1) {
     if (!s.includes(':')) return null; // zones exist only on IPv6
+    // A zone is an interface name or index; anything else (spaces, slashes, escapes) is smuggling.
+    if (!ZONE.test(s.slice(pct + 1))) return null;
     s = s.slice(0, pct);
   }
-  if (s.includes(':')) s = dottedTailToHex(s);
+  if (s.includes(':')) {
+    const hex = dottedTailToHex(s);
+    if (hex === null) return null;
+    s = hex;
+  }
   if (!ipaddr.isValid(s)) return null;
   const parsed = ipaddr.parse(s);
   if (parsed.kind() === 'ipv4') return { family: 4, address: parsed.toString() };
@@ -26,11 +34,13 @@ export function canonicalIp(text: string): { family: IpFamily; address: string }
  * ipaddr.js reads any `…:a.b.c.d` tail as IPv4-mapped, turning the IPv4-compatible `::a.b.c.d` into
  * `::ffff:a.b.c.d`, a different address. Rewrite the tail as two hex groups so the bits stay as written.
  */
-function dottedTailToHex(s: string): string {
-  const m = /^(.*:)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  if (!m) return s;
+function dottedTailToHex(s: string): string | null {
+  if (!s.includes('.')) return s;
+  // Inside IPv6 the IPv4 tail is strict dotted decimal (RFC 4291, WHATWG): no octal, hex or short
+  // forms, which ipaddr.js would otherwise read in differing ways (0177 as 177, 0x7f as 127).
+  const m = /^(.*:)(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/.exec(s);
+  if (!m) return null;
   const o = m.slice(2).map(Number);
-  if (o.some((n) => n > 255)) return s;
   return `${m[1]}${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}`;
 }
 
