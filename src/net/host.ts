@@ -35,13 +35,13 @@ export function normalizeHost(input: string): NormalizedHost {
     if (!input.endsWith(']')) throw new HostError('unterminated IPv6 literal');
     const ip = canonicalIp(input.slice(1, -1).replace(/%25/i, '%'));
     if (!ip || ip.family !== 6) throw new HostError('bad IPv6 literal');
-    return { kind: 'ip', family: 6, value: ip.address };
+    return ipv6Host(ip.address);
   }
   if (input.includes(':')) {
     // A bare IPv6 literal (policy entries, the `check` command); never a name.
     const ip = canonicalIp(input);
     if (!ip || ip.family !== 6) throw new HostError('a host cannot contain ":" (bracket IPv6 literals)');
-    return { kind: 'ip', family: 6, value: ip.address };
+    return ipv6Host(ip.address);
   }
   if (FORBIDDEN.test(input)) throw new HostError('host contains a character a host name cannot have');
   let name = input;
@@ -94,6 +94,21 @@ export function normalizeHostPattern(input: string): NormalizedHost {
   name = labels.join('.');
   checkName(name, PATTERN_LABEL);
   return { kind: 'name', value: name };
+}
+
+/**
+ * An IPv4-mapped literal (::ffff:a.b.c.d) is the IPv4 host itself (the socket layer connects to a.b.c.d),
+ * so it becomes that IPv4 address and meets IPv4 CIDR rules. NAT64 and 6to4 forms are real IPv6
+ * destinations and stay IPv6 (the guard judges their embedded IPv4).
+ */
+function ipv6Host(address: string): NormalizedHost {
+  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(address);
+  if (m) {
+    const hi = parseInt(m[1], 16);
+    const lo = parseInt(m[2], 16);
+    return { kind: 'ip', family: 4, value: `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}` };
+  }
+  return { kind: 'ip', family: 6, value: address };
 }
 
 function checkName(name: string, labelRe: RegExp): void {

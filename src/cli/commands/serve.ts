@@ -1,0 +1,104 @@
+import { Command, Option } from 'commander';
+import pino from 'pino';
+import { PolicyError } from '../../policy/types.js';
+import { DEFAULT_LIMITS } from '../../proxy/options.js';
+import { formatListen } from '../../runtime/listen.js';
+import { startEgress, type EgressConfig } from '../../runtime/serve.js';
+import { listValue, parseDurationMs, parsePositiveInt, repeatable } from '../parse.js';
+
+const env = (name: string) => `AGENT_EGRESS_${name}`;
+
+function opt(flags: string, description: string, envName: string): Option {
+  return new Option(flags, description).env(env(envName));
+}
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('Run the egress proxy. Every setting is a flag and an AGENT_EGRESS_* environment variable.')
+    .addOption(opt('--listen <host:port>', 'proxy listen address (loopback by default)', 'LISTEN').default('127.0.0.1:3128'))
+    .addOption(opt('--policy <file>', 'policy YAML file (see docs/policy.md); reloaded on change and on SIGHUP', 'POLICY'))
+    .addOption(repeatable('--allow <pattern[:ports]>', 'allow a host pattern or CIDR, e.g. api.openai.com or "*.github.com:443,80"', env('ALLOW')))
+    .addOption(repeatable('--deny <pattern[:ports]>', 'deny a host pattern or CIDR (deny wins)', env('DENY')))
+    .addOption(repeatable('--allow-address <cidr>', 'exempt a range from the private-address guard (host rules still apply)', env('ALLOW_ADDRESS')))
+    .addOption(repeatable('--dns-server <ip[:port]>', 'resolve through these servers instead of the system resolver', env('DNS_SERVER')))
+    .addOption(opt('--log-file <path>', 'write decision records (JSON lines) here instead of stdout', 'LOG_FILE'))
+    .addOption(opt('--no-decision-log', 'do not write JSON-lines decision records', 'NO_DECISION_LOG'))
+    .addOption(opt('--log-query', 'keep query strings in recorded paths (off: queries often carry tokens)', 'LOG_QUERY'))
+    .addOption(opt('--log-level <level>', 'operational log level (stderr)', 'LOG_LEVEL').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .addOption(opt('--tls-cert <file>', 'serve the proxy over TLS with this certificate (clients use HTTPS_PROXY=https://…)', 'TLS_CERT'))
+    .addOption(opt('--tls-key <file>', 'private key for --tls-cert', 'TLS_KEY'))
+    .addOption(opt('--client-ca <file>', 'require client certificates signed by this CA; their CN/SAN identify agents (cert_names)', 'CLIENT_CA'))
+    .addOption(opt('--max-header-bytes <n>', 'request line + headers limit', 'MAX_HEADER_BYTES').argParser(parsePositiveInt).default(DEFAULT_LIMITS.maxHeaderBytes))
+    .addOption(opt('--headers-timeout <dur>', 'time to receive a request head (slowloris guard)', 'HEADERS_TIMEOUT').argParser(parseDurationMs).default(DEFAULT_LIMITS.headersTimeoutMs, '10s'))
+    .addOption(opt('--dns-timeout <dur>', 'name resolution deadline', 'DNS_TIMEOUT').argParser(parseDurationMs).default(DEFAULT_LIMITS.dnsTimeoutMs, '5s'))
+    .addOption(opt('--connect-timeout <dur>', 'upstream connect deadline', 'CONNECT_TIMEOUT').argParser(parseDurationMs).default(DEFAULT_LIMITS.connectTimeoutMs, '10s'))
+    .addOption(opt('--tunnel-idle-timeout <dur>', 'close a tunnel idle this long', 'TUNNEL_IDLE_TIMEOUT').argParser(parseDurationMs).default(DEFAULT_LIMITS.tunnelIdleMs, '5m'))
+    .addOption(opt('--request-idle-timeout <dur>', 'plain HTTP: upstream silent this long -> 504', 'REQUEST_IDLE_TIMEOUT').argParser(parseDurationMs).default(DEFAULT_LIMITS.requestIdleMs, '60s'))
+    .addOption(opt('--keep-alive-timeout <dur>', 'idle client keep-alive connections are closed after this', 'KEEP_ALIVE_TIMEOUT').argParser(parseDurationMs).default(DEFAULT_LIMITS.keepAliveMs, '30s'))
+    .addOption(opt('--max-connections <n>', 'concurrent client connections in total (503 beyond)', 'MAX_CONNECTIONS').argParser(parsePositiveInt).default(DEFAULT_LIMITS.maxConnections))
+    .addOption(opt('--max-connections-per-client <n>', 'concurrent connections from one client address (503 beyond)', 'MAX_CONNECTIONS_PER_CLIENT').argParser(parsePositiveInt).default(DEFAULT_LIMITS.maxConnectionsPerClient))
+    .addOption(opt('--shutdown-grace <dur>', 'on SIGTERM/SIGINT, time for in-flight work to finish', 'SHUTDOWN_GRACE').argParser(parseDurationMs).default(DEFAULT_LIMITS.shutdownGraceMs, '10s'))
+    .addOption(opt('--policy-poll <dur>', 'how often to check the policy file for changes (0 = only SIGHUP/API)', 'POLICY_POLL').argParser((v) => (v === '0' ? 0 : parseDurationMs(v))).default(1_000, '1s'))
+    .action(async (o) => {
+      const logger = pino({ level: o.logLevel }, pino.destination(2));
+      if (!!o.tlsCert !== !!o.tlsKey) {
+        console.error('agent-egress: --tls-cert and --tls-key go together');
+        process.exit(2);
+      }
+      const cfg: EgressConfig = {
+        listen: o.listen,
+        policyFile: o.policy,
+        flags: { allow: listValue(o.allow), deny: listValue(o.deny), allowAddress: listValue(o.allowAddress) },
+        dnsServers: listValue(o.dnsServer),
+        logFile: o.decisionLog === false ? null : o.logFile,
+        logQuery: !!o.logQuery,
+        watchMs: o.policyPoll,
+        tls: o.tlsCert ? { certFile: o.tlsCert, keyFile: o.tlsKey, clientCaFile: o.clientCa } : undefined,
+        limits: {
+          maxHeaderBytes: o.maxHeaderBytes,
+          headersTimeoutMs: o.headersTimeout,
+          dnsTimeoutMs: o.dnsTimeout,
+          connectTimeoutMs: o.connectTimeout,
+          tunnelIdleMs: o.tunnelIdleTimeout,
+          requestIdleMs: o.requestIdleTimeout,
+          keepAliveMs: o.keepAliveTimeout,
+          maxConnections: o.maxConnections,
+          maxConnectionsPerClient: o.maxConnectionsPerClient,
+          shutdownGraceMs: o.shutdownGrace,
+        },
+        logger,
+      };
+      let running;
+      try {
+        running = await startEgress(cfg);
+      } catch (err) {
+        // Never start half-configured: a bad policy or listen address is exit 2 with the reason.
+        if (err instanceof PolicyError) console.error(`agent-egress: invalid policy\n${err.message}`);
+        else console.error(`agent-egress: cannot start: ${(err as Error).message}`);
+        process.exit(2);
+      }
+      const r = running;
+      logger.info({ listen: formatListen(r.address), policy: o.policy ?? '<flags>', policyHash: r.holder.current().hash }, 'agent-egress proxy listening');
+      process.on('SIGHUP', () => void r.holder.reload('signal'));
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        logger.info({ signal }, 'shutting down: draining in-flight work');
+        r.close().then(
+          () => {
+            logger.info('stopped');
+            logger.flush?.();
+            process.exit(0);
+          },
+          (err) => {
+            logger.error({ err }, 'shutdown failed');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+}

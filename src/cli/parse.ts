@@ -1,0 +1,36 @@
+import { InvalidArgumentError, Option } from 'commander';
+
+const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "250ms", "10s", "5m", "2h", "30d", or a bare number of milliseconds. */
+export function parseDurationMs(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim());
+  if (!m) throw new InvalidArgumentError(`expected a duration like 500ms, 10s, 5m, 2h or 30d, got ${JSON.stringify(text)}`);
+  return Math.round(Number(m[1]) * UNITS[m[2] ?? 'ms']);
+}
+
+export function parsePositiveInt(text: string): number {
+  if (!/^\d+$/.test(text.trim()) || Number(text) < 1) throw new InvalidArgumentError(`expected a positive whole number, got ${JSON.stringify(text)}`);
+  return Number(text);
+}
+
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/**
+ * A repeatable option that can also come from AGENT_EGRESS_<NAME> (whitespace-separated values, since
+ * commas belong to port lists).
+ */
+export function repeatable(flags: string, description: string, envName: string): Option {
+  return new Option(flags, `${description} (repeatable; env ${envName}, space-separated)`)
+    .argParser(collect)
+    .env(envName);
+}
+
+/** Values from a repeatable option: a flag gives an array; the env var gives one string to split. */
+export function listValue(v: string[] | string | undefined): string[] {
+  if (v === undefined) return [];
+  if (typeof v === 'string') return v.split(/\s+/).filter(Boolean);
+  return v.flatMap((x) => (x.includes(' ') ? x.split(/\s+/).filter(Boolean) : [x]));
+}

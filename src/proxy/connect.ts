@@ -1,0 +1,125 @@
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import { formatAuthority, parseConnectTarget, TargetError } from '../net/target.js';
+import { clientLabel, emit, identify, type ProxyCore } from './core.js';
+import { dialVetted, DialError } from './dial.js';
+import { refuseSocket, wantsJson } from './respond.js';
+import { round, settle, startRecord } from './record.js';
+import { vetDestination } from './vet.js';
+
+const ESTABLISHED = 'HTTP/1.1 200 Connection established\r\n\r\n';
+
+/**
+ * CONNECT host:port. The client hears 200 only once the upstream socket is connected to a vetted
+ * address; bytes the client pipelined after the request (head) go upstream untouched, never parsed.
+ */
+export async function handleConnect(core: ProxyCore, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+  const t0 = performance.now();
+  socket.on('error', () => socket.destroy());
+  const ctx = core.context();
+  const rec = startRecord(clientLabel(socket), 'CONNECT', req.url ?? '', null, ctx.policy.hash);
+  const json = wantsJson(req.headers.accept);
+
+  if (core.draining()) {
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'shutting_down', rule: null, status: 503 });
+    refuseSocket(socket, { status: 503, reason: 'shutting_down', decisionId: rec.id }, json);
+    return emit(core, rec, t0);
+  }
+
+  let target;
+  try {
+    target = parseConnectTarget(req.url ?? '');
+  } catch (err) {
+    const message = err instanceof TargetError ? `bad CONNECT target: ${err.message}` : 'bad CONNECT target';
+    rec.host = (req.url ?? '').slice(0, 255);
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: 400 });
+    rec.detail = { error: message };
+    refuseSocket(socket, { status: 400, reason: 'bad_request', message, decisionId: rec.id }, json);
+    return emit(core, rec, t0);
+  }
+  rec.host = target.host.value;
+  rec.port = target.port;
+  const authority = formatAuthority(target);
+
+  const who = identify(core, ctx, req.headers, socket);
+  if (!who.ok) {
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'auth_required', rule: null, status: 407 });
+    refuseSocket(socket, { status: 407, reason: 'auth_required', message: who.message, decisionId: rec.id, target: authority }, json);
+    return emit(core, rec, t0);
+  }
+  rec.agent = who.agent;
+
+  const v = await vetDestination(ctx, who.agent, target);
+  rec.timings.dnsMs = round(v.dnsMs);
+  if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
+  if (!v.ok) {
+    settle(rec, { verdict: 'deny', mode: v.mode, reason: v.reason, rule: v.rule, status: v.status });
+    refuseSocket(socket, { status: v.status, reason: v.reason, rule: v.rule, message: v.message, decisionId: rec.id, target: authority }, json);
+    return emit(core, rec, t0);
+  }
+  if (socket.destroyed) {
+    // The client gave up while we resolved: record the decision, open nothing.
+    settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: null });
+    return emit(core, rec, t0);
+  }
+
+  const tc = performance.now();
+  let upstream: Socket;
+  try {
+    const d = await dialVetted(v.addresses, target.port, core.limits.connectTimeoutMs);
+    upstream = d.socket;
+    rec.address = d.address;
+  } catch (err) {
+    const timeout = err instanceof DialError && err.timeout;
+    const status = timeout ? 504 : 502;
+    const reason = timeout ? 'upstream_timeout' : 'upstream_error';
+    rec.timings.connectMs = round(performance.now() - tc);
+    rec.address = v.addresses[0];
+    // The policy allowed it; the failure is the upstream's, so the verdict stays and the reason says what broke.
+    settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
+    rec.detail = { ...rec.detail, error: (err as Error).message };
+    refuseSocket(socket, { status, reason, decisionId: rec.id, target: authority }, json);
+    return emit(core, rec, t0);
+  }
+  rec.timings.connectMs = round(performance.now() - tc);
+  settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: 200 });
+
+  if (socket.destroyed) {
+    upstream.destroy();
+    return emit(core, rec, t0);
+  }
+  tunnel(core, rec, t0, socket, upstream, head);
+}
+
+function tunnel(core: ProxyCore, rec: ReturnType<typeof startRecord>, t0: number, client: Socket, upstream: Socket, head: Buffer): void {
+  core.counters.activeTunnels++;
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    core.counters.activeTunnels--;
+    core.tunnels.delete(finish);
+    client.destroy();
+    upstream.destroy();
+    rec.bytesUp = upstream.bytesWritten;
+    rec.bytesDown = upstream.bytesRead;
+    emit(core, rec, t0);
+  };
+  core.tunnels.add(finish);
+  upstream.on('error', finish);
+  // Upstream closing first is the normal end of most tunnels: pipe() has already ended the client side,
+  // so let its buffered bytes drain and wait for the client to close (briefly) instead of cutting them.
+  upstream.on('close', () => {
+    if (!client.writableEnded) client.end();
+    client.setTimeout(5_000, finish);
+  });
+  client.on('close', finish);
+  client.on('error', finish);
+  // Activity either way reads or writes the client socket, so one idle timer covers both directions.
+  client.setTimeout(core.limits.tunnelIdleMs, finish);
+  client.setNoDelay(true);
+  client.write(ESTABLISHED);
+  if (head.length > 0) upstream.write(head);
+  client.pipe(upstream);
+  upstream.pipe(client);
+}

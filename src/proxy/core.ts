@@ -1,0 +1,69 @@
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { DecisionRecord } from '../decisions/record.js';
+import type { DecisionSink } from '../decisions/sink.js';
+import { canonicalIp } from '../net/ip.js';
+import type { Identity } from '../policy/types.js';
+import { parseProxyAuthorization } from './auth.js';
+import type { ProxyLimits, RecordOptions } from './options.js';
+import type { VetContext } from './vet.js';
+import type { IncomingHttpHeaders } from 'node:http';
+
+/** What the request handlers share: the current checks, where records go, limits, and live counters. */
+export interface ProxyCore {
+  context(): VetContext;
+  sink: DecisionSink;
+  limits: ProxyLimits;
+  recordOpts: RecordOptions;
+  logger: Logger;
+  counters: { activeTunnels: number; activeRequests: number };
+  /** True once shutdown started: new work is refused with 503. */
+  draining(): boolean;
+  /** Close hooks for open tunnels, so shutdown can end them after the grace period. */
+  tunnels: Set<() => void>;
+}
+
+export function emit(core: ProxyCore, rec: DecisionRecord, t0: number): void {
+  rec.timings.totalMs = Math.round((performance.now() - t0) * 100) / 100;
+  core.sink.write(rec);
+}
+
+/** Canonical client address: IPv4 clients on a dual-stack listener appear as ::ffff:a.b.c.d. */
+export function clientAddress(socket: Socket): string {
+  const raw = socket.remoteAddress ?? '';
+  if (raw.startsWith('::ffff:') && raw.includes('.')) return raw.slice(7);
+  return canonicalIp(raw)?.address ?? raw;
+}
+
+export function clientLabel(socket: Socket): string {
+  const a = clientAddress(socket);
+  return `${a.includes(':') ? `[${a}]` : a}:${socket.remotePort ?? 0}`;
+}
+
+/** Verified client-certificate names (CN and DNS/URI/email SANs) on a TLS listener; none otherwise. */
+export function certNames(socket: Socket): string[] | undefined {
+  const tls = socket as TLSSocket;
+  if (typeof tls.getPeerCertificate !== 'function' || !tls.authorized) return undefined;
+  const cert = tls.getPeerCertificate();
+  if (!cert || Object.keys(cert).length === 0) return undefined;
+  const names: string[] = [];
+  const cn = cert.subject?.CN;
+  if (typeof cn === 'string') names.push(cn);
+  for (const part of (cert.subjectaltname ?? '').split(/,\s*/)) {
+    const i = part.indexOf(':');
+    if (i > 0) names.push(part.slice(i + 1));
+  }
+  return names;
+}
+
+export function identify(core: ProxyCore, ctx: VetContext, headers: IncomingHttpHeaders, socket: Socket): Identity {
+  const cred = parseProxyAuthorization(headers['proxy-authorization']);
+  return ctx.policy.identify({
+    authPresent: cred.present,
+    username: cred.username,
+    password: cred.password,
+    sourceAddress: clientAddress(socket),
+    certNames: certNames(socket),
+  });
+}

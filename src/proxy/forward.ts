@@ -1,0 +1,228 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { pipeline } from 'node:stream/promises';
+import { errors as undiciErrors, type Agent } from 'undici';
+import { parseProxyUrl, TargetError, type Target } from '../net/target.js';
+import type { DecisionRecord } from '../decisions/record.js';
+import { clientLabel, emit, identify, type ProxyCore } from './core.js';
+import { dialVetted, DialError } from './dial.js';
+import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
+import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
+import { round, settle, startRecord } from './record.js';
+import { vetDestination, type VetOutcome } from './vet.js';
+
+const ORIGIN_FORM =
+  'this is a forward proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port, e.g. set HTTP_PROXY/HTTPS_PROXY to this address';
+
+/** Authority for the upstream Host header: the URL's host, with the port only when not the default. */
+function hostHeader(t: Target): string {
+  const h = t.host.kind === 'ip' && t.host.family === 6 ? `[${t.host.value}]` : t.host.value;
+  return t.port === 80 ? h : `${h}:${t.port}`;
+}
+
+function originFor(address: string, port: number): string {
+  return address.includes(':') ? `http://[${address}]:${port}` : `http://${address}:${port}`;
+}
+
+interface Admitted {
+  target: Target;
+  path: string;
+  query: string;
+  v: VetOutcome & { ok: true };
+}
+
+/**
+ * The checks shared by plain requests and upgrades: parse the absolute-form target, identify, decide,
+ * resolve, guard. Returns null after answering the client when the request is refused.
+ */
+async function admit(
+  core: ProxyCore,
+  req: IncomingMessage,
+  rec: DecisionRecord,
+  t0: number,
+  refuse: (r: Parameters<typeof refuseResponse>[1]) => void,
+): Promise<Admitted | null> {
+  const ctx = core.context();
+  rec.policyHash = ctx.policy.hash;
+  const url = req.url ?? '';
+  if (core.draining()) {
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'shutting_down', rule: null, status: 503 });
+    refuse({ status: 503, reason: 'shutting_down', decisionId: rec.id });
+    emit(core, rec, t0);
+    return null;
+  }
+  if (url.startsWith('/') || url === '*') {
+    rec.host = '';
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: 400 });
+    rec.detail = { error: 'origin-form request' };
+    refuse({ status: 400, reason: 'bad_request', message: ORIGIN_FORM, decisionId: rec.id });
+    emit(core, rec, t0);
+    return null;
+  }
+  let parsed;
+  try {
+    parsed = parseProxyUrl(url);
+  } catch (err) {
+    const message = err instanceof TargetError ? `bad request target: ${err.message}` : 'bad request target';
+    rec.host = url.slice(0, 255);
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: 400 });
+    rec.detail = { error: message };
+    refuse({ status: 400, reason: 'bad_request', message, decisionId: rec.id });
+    emit(core, rec, t0);
+    return null;
+  }
+  const { target } = parsed;
+  rec.host = target.host.value;
+  rec.port = target.port;
+  rec.path = core.recordOpts.logQuery ? parsed.path + parsed.query : parsed.path;
+  const authority = `${req.method} ${hostHeader(target)}`;
+
+  const who = identify(core, ctx, req.headers, req.socket);
+  if (!who.ok) {
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'auth_required', rule: null, status: 407 });
+    refuse({ status: 407, reason: 'auth_required', message: who.message, decisionId: rec.id, target: authority });
+    emit(core, rec, t0);
+    return null;
+  }
+  rec.agent = who.agent;
+
+  const v = await vetDestination(ctx, who.agent, target, req.method);
+  rec.timings.dnsMs = round(v.dnsMs);
+  if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
+  if (!v.ok) {
+    settle(rec, { verdict: 'deny', mode: v.mode, reason: v.reason, rule: v.rule, status: v.status });
+    refuse({ status: v.status, reason: v.reason, rule: v.rule, message: v.message, decisionId: rec.id, target: authority });
+    emit(core, rec, t0);
+    return null;
+  }
+  const sent = req.headers.host;
+  const expected = hostHeader(target);
+  if (sent !== undefined && sent.toLowerCase() !== expected) {
+    // RFC 9112 §3.2.2: the absolute-form authority wins; note the mismatch (it is how Host-based bypasses look).
+    rec.detail = { ...rec.detail, hostHeaderMismatch: String(sent).slice(0, 255) };
+  }
+  return { target, path: parsed.path, query: parsed.query, v };
+}
+
+/** Absolute-form plain HTTP, forwarded with undici to the vetted address; redirects are passed back, never followed. */
+export async function handleRequest(core: ProxyCore, agent: Agent, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const t0 = performance.now();
+  const rec = startRecord(clientLabel(req.socket), req.method ?? '', '', null, null);
+  const json = wantsJson(req.headers.accept);
+  const a = await admit(core, req, rec, t0, (r) => refuseResponse(res, r, json, r.status === 400 || r.status === 503));
+  if (!a) {
+    // A refused request's body is not wanted; drain it so keep-alive stays usable, or close when it is large.
+    req.resume();
+    return;
+  }
+  const { target, v } = a;
+  core.counters.activeRequests++;
+  const address = v.addresses[0];
+  rec.address = address;
+  let up = 0;
+  let down = 0;
+  const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+  if (hasBody) req.on('data', (c: Buffer) => (up += c.length));
+  const abort = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) abort.abort();
+  });
+  const tc = performance.now();
+  try {
+    const upstream = await agent.request({
+      origin: originFor(address, target.port),
+      path: a.path + a.query,
+      method: req.method as 'GET',
+      headers: forwardRequestHeaders(req.rawHeaders, hostHeader(target)),
+      body: hasBody ? req : null,
+      signal: abort.signal,
+      headersTimeout: core.limits.requestIdleMs,
+      bodyTimeout: core.limits.requestIdleMs,
+    });
+    rec.timings.connectMs = round(performance.now() - tc);
+    settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: upstream.statusCode });
+    res.writeHead(upstream.statusCode, forwardResponseHeaders(upstream.headers));
+    upstream.body.on('data', (c: Buffer) => (down += c.length));
+    await pipeline(upstream.body, res);
+  } catch (err) {
+    const timeout = err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError || err instanceof undiciErrors.ConnectTimeoutError;
+    if (!res.headersSent) {
+      const status = timeout ? 504 : 502;
+      const reason = timeout ? 'upstream_timeout' : 'upstream_error';
+      settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
+      rec.detail = { ...rec.detail, error: errorText(err) };
+      refuseResponse(res, { status, reason, decisionId: rec.id, target: `${req.method} ${hostHeader(target)}` }, json, true);
+    } else {
+      // Headers already went out: the only honest signal left is to cut the connection.
+      rec.detail = { ...rec.detail, error: errorText(err), truncated: true };
+      res.destroy();
+    }
+  } finally {
+    core.counters.activeRequests--;
+    rec.bytesUp = up;
+    rec.bytesDown = down;
+    emit(core, rec, t0);
+  }
+}
+
+function errorText(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  return (e.code ? `${e.code}: ` : '') + String(e.message ?? err).slice(0, 200);
+}
+
+/** Upgrade (WebSocket) on the plain-HTTP path: checked like any request, then a raw tunnel to the vetted address. */
+export async function handleUpgrade(core: ProxyCore, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+  const t0 = performance.now();
+  socket.on('error', () => socket.destroy());
+  const rec = startRecord(clientLabel(socket), req.method ?? '', '', null, null);
+  const json = wantsJson(req.headers.accept);
+  const a = await admit(core, req, rec, t0, (r) => refuseSocket(socket, r, json));
+  if (!a) return;
+  const { target, v } = a;
+  const tc = performance.now();
+  let upstream: Socket;
+  try {
+    const d = await dialVetted(v.addresses, target.port, core.limits.connectTimeoutMs);
+    upstream = d.socket;
+    rec.address = d.address;
+  } catch (err) {
+    const timeout = err instanceof DialError && err.timeout;
+    const status = timeout ? 504 : 502;
+    const reason = timeout ? 'upstream_timeout' : 'upstream_error';
+    settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
+    refuseSocket(socket, { status, reason, decisionId: rec.id }, json);
+    emit(core, rec, t0);
+    return;
+  }
+  rec.timings.connectMs = round(performance.now() - tc);
+  settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: 101 });
+  const headers = forwardRequestHeaders(req.rawHeaders, hostHeader(target));
+  const lines = [`${req.method} ${a.path}${a.query} HTTP/1.1`];
+  for (let i = 0; i < headers.length; i += 2) lines.push(`${headers[i]}: ${headers[i + 1]}`);
+  lines.push('Connection: Upgrade', `Upgrade: ${req.headers.upgrade}`);
+  upstream.write(lines.join('\r\n') + '\r\n\r\n');
+  if (head.length) upstream.write(head);
+  core.counters.activeTunnels++;
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    core.counters.activeTunnels--;
+    core.tunnels.delete(finish);
+    socket.destroy();
+    upstream.destroy();
+    rec.bytesUp = upstream.bytesWritten;
+    rec.bytesDown = upstream.bytesRead;
+    emit(core, rec, t0);
+  };
+  core.tunnels.add(finish);
+  upstream.on('error', finish);
+  upstream.on('close', () => {
+    if (!socket.writableEnded) socket.end();
+    socket.setTimeout(5_000, finish);
+  });
+  socket.on('close', finish);
+  socket.setTimeout(core.limits.tunnelIdleMs, finish);
+  socket.pipe(upstream);
+  upstream.pipe(socket);
+}

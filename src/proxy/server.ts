@@ -1,0 +1,187 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { Agent } from 'undici';
+import type { DecisionSink } from '../decisions/sink.js';
+import { handleConnect } from './connect.js';
+import { clientAddress, clientLabel, emit, type ProxyCore } from './core.js';
+import { handleRequest, handleUpgrade } from './forward.js';
+import { DEFAULT_LIMITS, type ProxyLimits, type RecordOptions } from './options.js';
+import { refuseSocket } from './respond.js';
+import { settle, startRecord } from './record.js';
+import type { VetContext } from './vet.js';
+
+export interface TlsListenerOptions {
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** CA bundle for client certificates; when set, clients must present one it signed. */
+  clientCa?: string | Buffer;
+}
+
+export interface ProxyServerOptions {
+  context: () => VetContext;
+  sink: DecisionSink;
+  logger: Logger;
+  limits?: Partial<ProxyLimits>;
+  record?: Partial<RecordOptions>;
+  tls?: TlsListenerOptions;
+}
+
+export interface ProxyStats {
+  activeConnections: number;
+  activeTunnels: number;
+  activeRequests: number;
+}
+
+/** One proxy listener: connection admission, the CONNECT / request / upgrade handlers, and graceful shutdown. */
+export class ProxyServer {
+  readonly server: Server;
+  private readonly core: ProxyCore;
+  private readonly agent: Agent;
+  private readonly sockets = new Set<Socket>();
+  private readonly perClient = new Map<string, number>();
+  private isDraining = false;
+
+  constructor(opts: ProxyServerOptions) {
+    const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.core = {
+      context: opts.context,
+      sink: opts.sink,
+      limits,
+      recordOpts: { logQuery: false, ...opts.record },
+      logger: opts.logger,
+      counters: { activeTunnels: 0, activeRequests: 0 },
+      draining: () => this.isDraining,
+      tunnels: new Set(),
+    };
+    // Upstream connections for plain HTTP are pooled per vetted address:port (the origin key is the IP).
+    this.agent = new Agent({
+      connect: { timeout: limits.connectTimeoutMs },
+      keepAliveTimeout: 4_000,
+      connections: 256,
+      pipelining: 1,
+    });
+    const httpOpts = {
+      maxHeaderSize: limits.maxHeaderBytes,
+      headersTimeout: limits.headersTimeoutMs,
+      // No whole-request deadline: large uploads are legitimate; idle timeouts bound them instead.
+      requestTimeout: 0,
+      keepAliveTimeout: limits.keepAliveMs,
+      connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
+      insecureHTTPParser: false,
+      requireHostHeader: false,
+    };
+    this.server = opts.tls
+      ? createHttpsServer({
+          ...httpOpts,
+          cert: opts.tls.cert,
+          key: opts.tls.key,
+          ca: opts.tls.clientCa,
+          requestCert: !!opts.tls.clientCa,
+          rejectUnauthorized: !!opts.tls.clientCa,
+          minVersion: 'TLSv1.2',
+        })
+      : createHttpServer(httpOpts);
+    this.server.on(opts.tls ? 'secureConnection' : 'connection', (s: Socket) => this.admitConnection(s));
+    this.server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      handleConnect(this.core, req, socket, head).catch((err) => this.crashGuard(err, socket));
+    });
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      handleUpgrade(this.core, req, socket, head).catch((err) => this.crashGuard(err, socket));
+    });
+    this.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      handleRequest(this.core, this.agent, req, res).catch((err) => this.crashGuard(err, req.socket));
+    });
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
+    this.server.on('tlsClientError', () => {
+      // A failed TLS handshake (wrong or missing client certificate) never reaches HTTP; nothing to answer.
+    });
+  }
+
+  /** Per-client and total connection limits, checked before a byte is parsed. */
+  private admitConnection(socket: Socket): void {
+    const ip = clientAddress(socket);
+    const n = (this.perClient.get(ip) ?? 0) + 1;
+    this.perClient.set(ip, n);
+    this.sockets.add(socket);
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      const left = (this.perClient.get(ip) ?? 1) - 1;
+      if (left <= 0) this.perClient.delete(ip);
+      else this.perClient.set(ip, left);
+    });
+    const { maxConnections, maxConnectionsPerClient } = this.core.limits;
+    if (this.sockets.size > maxConnections || n > maxConnectionsPerClient) {
+      const t0 = performance.now();
+      const rec = startRecord(clientLabel(socket), 'CONNECTION', '', null, this.core.context().policy.hash);
+      settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'limit_exceeded', rule: null, status: 503 });
+      rec.detail = { limit: n > maxConnectionsPerClient ? 'per_client' : 'total' };
+      refuseSocket(socket, { status: 503, reason: 'limit_exceeded', decisionId: rec.id });
+      emit(this.core, rec, t0);
+    }
+  }
+
+  private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    if (!socket.writable || err.code === 'ECONNRESET') {
+      socket.destroy();
+      return;
+    }
+    const t0 = performance.now();
+    const rec = startRecord(clientLabel(socket), 'UNPARSED', '', null, null);
+    let status = 400;
+    let message = 'malformed HTTP request';
+    if (err.code === 'HPE_HEADER_OVERFLOW') {
+      status = 431;
+      message = `request head larger than ${this.core.limits.maxHeaderBytes} bytes`;
+    } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      status = 408;
+      message = `request head not received within ${this.core.limits.headersTimeoutMs} ms`;
+    }
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status });
+    rec.detail = { error: err.code ?? 'parse_error' };
+    refuseSocket(socket, { status, reason: 'bad_request', message, decisionId: rec.id });
+    emit(this.core, rec, t0);
+  }
+
+  /** A handler bug must cost one connection, never the process. */
+  private crashGuard(err: unknown, socket: Socket): void {
+    this.core.logger.error({ err }, 'request handler failed');
+    socket.destroy();
+  }
+
+  listen(host: string, port: number): Promise<{ address: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host, port }, () => {
+        this.server.off('error', reject);
+        const a = this.server.address();
+        if (a && typeof a === 'object') resolve({ address: a.address, port: a.port });
+        else reject(new Error('no address'));
+      });
+    });
+  }
+
+  stats(): ProxyStats {
+    return { activeConnections: this.sockets.size, activeTunnels: this.core.counters.activeTunnels, activeRequests: this.core.counters.activeRequests };
+  }
+
+  /**
+   * Stop accepting, let in-flight requests and tunnels finish for up to graceMs, then cut what is left
+   * (each cut tunnel still writes its record). Records are flushed by the caller closing the sink.
+   */
+  async close(graceMs = this.core.limits.shutdownGraceMs): Promise<void> {
+    this.isDraining = true;
+    const closed = new Promise<void>((r) => this.server.close(() => r()));
+    this.server.closeIdleConnections();
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline && (this.core.counters.activeRequests > 0 || this.core.tunnels.size > 0)) {
+      await new Promise((r) => setTimeout(r, 50));
+      this.server.closeIdleConnections();
+    }
+    for (const finish of [...this.core.tunnels]) finish();
+    for (const s of this.sockets) s.destroy();
+    await closed;
+    await this.agent.close().catch(() => undefined);
+  }
+}

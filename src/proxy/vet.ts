@@ -1,0 +1,89 @@
+import type { Mode, Reason, Verdict } from '../decisions/record.js';
+import type { AddressGuard } from '../net/guard.js';
+import { ResolveError, type Resolver } from '../net/resolve.js';
+import type { Target } from '../net/target.js';
+import type { CompiledPolicy, PolicyDecision } from '../policy/types.js';
+
+/** Everything the checks need, captured once per request so a policy reload mid-request cannot mix two policies. */
+export interface VetContext {
+  policy: CompiledPolicy;
+  guard: AddressGuard;
+  resolver: Resolver;
+}
+
+interface Common {
+  decision: PolicyDecision | null;
+  /** Verdict and mode as recorded (report mode: verdict deny, forwarded anyway). */
+  verdict: Verdict;
+  mode: Mode;
+  reason: Reason;
+  rule: string | null;
+  dnsMs: number | null;
+  /** Addresses refused after resolution, with why (for the record). */
+  refused?: { address: string; why: string }[];
+}
+
+export type VetOutcome =
+  | (Common & { ok: true; addresses: string[] })
+  | (Common & { ok: false; status: number; message?: string });
+
+/**
+ * The one path from "who wants to go where" to "these vetted addresses, or no": policy decision, then
+ * (only for a name some allow rule could match) resolution, then the rule's address constraints and the
+ * address guard on every resolved address. The caller connects only to an address returned here.
+ */
+export async function vetDestination(ctx: VetContext, agent: string | null, target: Target, method?: string): Promise<VetOutcome> {
+  const decision = ctx.policy.decide({ agent, host: target.host, port: target.port, method });
+  const report = decision.verdict === 'deny' && decision.mode === 'report';
+  const base = { decision, verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule, dnsMs: null };
+  if (decision.verdict === 'deny' && !report) {
+    // Refused before any lookup: resolving a name the policy refuses would leak it to DNS.
+    return { ...base, ok: false, status: 403 };
+  }
+
+  let addresses: string[];
+  let dnsMs: number | null = null;
+  if (target.host.kind === 'ip') {
+    addresses = [target.host.value];
+  } else {
+    const t0 = performance.now();
+    try {
+      addresses = await ctx.resolver.resolve(target.host.value);
+    } catch (err) {
+      dnsMs = performance.now() - t0;
+      const timeout = err instanceof ResolveError && err.code === 'timeout';
+      const message = err instanceof ResolveError && err.code === 'not_found' ? `${target.host.value} does not resolve` : undefined;
+      return { ...base, dnsMs, ok: false, verdict: 'deny', reason: 'dns_failure', status: timeout ? 504 : 502, message };
+    }
+    dnsMs = performance.now() - t0;
+  }
+
+  const refused: { address: string; why: string }[] = [];
+  let ruleOk = addresses;
+  if (decision.constraint) {
+    const v = ctx.policy.vetAddresses(decision.constraint, addresses);
+    ruleOk = v.allowed;
+    for (const a of v.refused) refused.push({ address: a, why: 'rule_cidr' });
+  }
+  const passed: string[] = [];
+  for (const a of ruleOk) {
+    const g = ctx.guard.check(a, target.port);
+    if (g.ok) passed.push(a);
+    else refused.push({ address: a, why: g.range });
+  }
+  if (passed.length === 0) {
+    // The guard is never in report mode: an SSRF to a metadata address is not something to "observe".
+    const byGuard = refused.some((r) => r.why !== 'rule_cidr');
+    return {
+      ...base,
+      dnsMs,
+      refused,
+      ok: false,
+      verdict: 'deny',
+      mode: 'enforce',
+      reason: byGuard ? 'private_address' : 'address_not_allowed',
+      status: 403,
+    };
+  }
+  return { ...base, dnsMs, refused: refused.length ? refused : undefined, ok: true, addresses: passed };
+}

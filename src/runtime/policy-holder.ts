@@ -1,0 +1,77 @@
+import { unwatchFile, watchFile } from 'node:fs';
+import { applyFlags, compilePolicy, loadPolicyFile, type PolicyFlags } from '../policy/index.js';
+import type { PolicyHolder, PolicyState } from '../policy/holder.js';
+import type { CompiledPolicy, PolicySpec } from '../policy/types.js';
+
+/** Builds the policy from an optional file plus CLI flags; the file part can be reloaded. */
+export function buildPolicy(file: string | undefined, flags: PolicyFlags, env: NodeJS.ProcessEnv = process.env): CompiledPolicy {
+  const base: PolicySpec | null = file ? loadPolicyFile(file) : null;
+  return compilePolicy(applyFlags(base, flags), env);
+}
+
+/**
+ * The active policy, swapped whole on a successful reload. A reload that fails validation changes
+ * nothing but the failure count and lastError: the running policy keeps enforcing.
+ */
+export class FilePolicyHolder implements PolicyHolder {
+  private active: CompiledPolicy;
+  private st: PolicyState;
+  private readonly listeners: ((p: CompiledPolicy) => void)[] = [];
+  private watching = false;
+
+  constructor(
+    private readonly file: string | undefined,
+    private readonly flags: PolicyFlags,
+    private readonly onEvent: (e: { ok: boolean; trigger: string; hash?: string; error?: string }) => void = () => {},
+  ) {
+    this.active = buildPolicy(file, flags);
+    this.st = { policy: this.active, loadedAt: new Date().toISOString(), files: file ? [file] : [], reloads: 0, reloadFailures: 0, lastError: null };
+  }
+
+  current(): CompiledPolicy {
+    return this.active;
+  }
+
+  state(): PolicyState {
+    return { ...this.st, policy: this.active };
+  }
+
+  onChange(fn: (p: CompiledPolicy) => void): void {
+    this.listeners.push(fn);
+  }
+
+  async reload(trigger: 'file' | 'signal' | 'api'): Promise<{ ok: true; hash: string } | { ok: false; error: string }> {
+    let next: CompiledPolicy;
+    try {
+      next = buildPolicy(this.file, this.flags);
+    } catch (err) {
+      const error = (err as Error).message;
+      this.st.reloadFailures++;
+      this.st.lastError = { time: new Date().toISOString(), message: error };
+      this.onEvent({ ok: false, trigger, error });
+      return { ok: false, error };
+    }
+    this.active = next;
+    this.st = { ...this.st, policy: next, loadedAt: new Date().toISOString(), reloads: this.st.reloads + 1, lastError: null };
+    for (const fn of this.listeners) fn(next);
+    this.onEvent({ ok: true, trigger, hash: next.hash });
+    return { ok: true, hash: next.hash };
+  }
+
+  /**
+   * Poll the file's stat: unlike fs.watch this survives editors' rename-on-save and Kubernetes
+   * ConfigMap symlink swaps, at the cost of up to intervalMs delay.
+   */
+  watch(intervalMs = 1_000): void {
+    if (!this.file || this.watching) return;
+    this.watching = true;
+    watchFile(this.file, { interval: intervalMs, persistent: false }, (cur, prev) => {
+      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) void this.reload('file');
+    });
+  }
+
+  close(): void {
+    if (this.file && this.watching) unwatchFile(this.file);
+    this.watching = false;
+  }
+}
