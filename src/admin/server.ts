@@ -1,0 +1,223 @@
+import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify';
+import type { Registry } from 'prom-client';
+import type { Logger } from 'pino';
+import type { ServerResponse } from 'node:http';
+import { REASONS } from '../decisions/record.js';
+import { buildFilter, MAX_LIMIT, QueryError, type RawFilter } from '../decisions/query.js';
+import type { DecisionStore } from '../decisions/store/types.js';
+import { CursorError } from '../decisions/store/sqlite.js';
+import type { PolicyHolder } from '../policy/holder.js';
+import { AdminConfigError, bearerMatches, isLoopbackHost, parseListen } from './auth.js';
+import { PAGE_CSS, PAGE_HTML, PAGE_JS } from './page.js';
+
+export interface AdminServerOptions {
+  /** "127.0.0.1:3129"; port 0 picks a free one. */
+  listen: string;
+  /** Required unless listening on loopback. */
+  token?: string;
+  store: DecisionStore;
+  policy: PolicyHolder;
+  metricsRegistry: Registry;
+  ready: () => boolean;
+  logger?: Logger;
+  /** How often the SSE stream polls the store for other processes' writes. Default 1000 ms. */
+  streamPollMs?: number;
+}
+
+export interface AdminServer {
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+const FILTER_PROPS = {
+  since: { type: 'string', minLength: 1, maxLength: 64 },
+  until: { type: 'string', minLength: 1, maxLength: 64 },
+  decision: { type: 'string', enum: ['allow', 'deny'] },
+  agent: { type: 'string', minLength: 1, maxLength: 256 },
+  host: { type: 'string', minLength: 1, maxLength: 255 },
+  reason: { type: 'string', enum: [...REASONS] },
+  rule: { type: 'string', minLength: 1, maxLength: 256 },
+} as const;
+
+const filterQuery = { type: 'object', additionalProperties: false, properties: FILTER_PROPS } as const;
+const pageQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { ...FILTER_PROPS, limit: { type: 'integer', minimum: 1, maximum: MAX_LIMIT }, cursor: { type: 'string', minLength: 1, maxLength: 200 } },
+} as const;
+const errorBody = { type: 'object', properties: { statusCode: { type: 'integer' }, error: { type: 'string' }, message: { type: 'string' } } } as const;
+// Records are returned as stored; their shape is documented in docs/api.md and src/decisions/record.ts.
+const recordSchema = { type: 'object', additionalProperties: true } as const;
+
+/** Which paths answer without a token: liveness, and the static page that holds no data. */
+const PUBLIC = new Set(['/healthz', '/', '/ui.js', '/ui.css']);
+
+/**
+ * The admin API on its own listener. Refuses to start on a non-loopback address without a token,
+ * because every decision (hosts, agents, paths) is in there.
+ */
+export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
+  const { host, port } = parseListen(opts.listen);
+  if (!opts.token && !isLoopbackHost(host)) {
+    throw new AdminConfigError(
+      `refusing to start the admin API on ${opts.listen} without a token: set --admin-token or AGENT_EGRESS_ADMIN_TOKEN, or listen on 127.0.0.1`,
+    );
+  }
+  const app = Fastify({
+    ...(opts.logger ? { loggerInstance: opts.logger as FastifyBaseLogger } : { logger: false }),
+    disableRequestLogging: true,
+    forceCloseConnections: true,
+    // Reject unknown query parameters instead of silently dropping them (a typo would widen a query).
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
+  });
+  const streams = new Set<ServerResponse>();
+
+  app.addHook('onRequest', async (req, reply) => {
+    if (!opts.token) return;
+    const path = req.url.split('?', 1)[0];
+    if (PUBLIC.has(path)) return;
+    if (!bearerMatches(req.headers.authorization, opts.token)) {
+      reply.header('www-authenticate', 'Bearer realm="agent-egress"');
+      return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'a valid bearer token is required' });
+    }
+  });
+
+  app.setErrorHandler((err: FastifyError, _req, reply) => {
+    if (err.validation) {
+      const v = err.validation[0];
+      const p = v.params as { additionalProperty?: string; missingProperty?: string };
+      const name = v.instancePath.replace(/^\//, '') || p.additionalProperty || p.missingProperty || '';
+      const msg = p.additionalProperty ? `unknown parameter ${JSON.stringify(p.additionalProperty)}` : `${name} ${v.message ?? 'is invalid'}`;
+      return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `${err.validationContext ?? 'request'}: ${msg}`, param: name });
+    }
+    if (err instanceof QueryError) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message, param: err.param });
+    if (err instanceof CursorError) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message, param: 'cursor' });
+    const code = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (code === 500) opts.logger?.error({ err }, 'admin API error');
+    return reply.code(code).send({ statusCode: code, error: code === 500 ? 'Internal Server Error' : err.name, message: code === 500 ? 'internal error' : err.message });
+  });
+
+  app.get('/healthz', { schema: { response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } } } } } }, async () => ({ ok: true }));
+  app.get('/readyz', async (_req, reply) => {
+    const ready = opts.ready();
+    return reply.code(ready ? 200 : 503).send({ ready });
+  });
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', opts.metricsRegistry.contentType);
+    return opts.metricsRegistry.metrics();
+  });
+
+  app.get('/', async (_req, reply) => {
+    reply.header('content-security-policy', "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'");
+    return reply.type('text/html; charset=utf-8').send(PAGE_HTML);
+  });
+  app.get('/ui.js', async (_req, reply) => reply.type('text/javascript; charset=utf-8').send(PAGE_JS));
+  app.get('/ui.css', async (_req, reply) => reply.type('text/css; charset=utf-8').send(PAGE_CSS));
+
+  app.get<{ Querystring: RawFilter }>(
+    '/api/decisions',
+    {
+      schema: {
+        querystring: pageQuery,
+        response: { 200: { type: 'object', properties: { records: { type: 'array', items: recordSchema }, nextCursor: { type: ['string', 'null'] } } }, 400: errorBody },
+      },
+    },
+    async (req) => opts.store.query(buildFilter(req.query)),
+  );
+
+  app.get<{ Querystring: RawFilter }>('/api/decisions/summary', { schema: { querystring: filterQuery, response: { 400: errorBody } } }, async (req) =>
+    opts.store.summary(buildFilter(req.query)),
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/api/decisions/:id',
+    { schema: { params: { type: 'object', properties: { id: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' } }, required: ['id'] }, response: { 200: recordSchema, 400: errorBody, 404: errorBody } } },
+    async (req, reply) => {
+      const r = await opts.store.get(req.params.id);
+      if (!r) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no decision ${req.params.id}` });
+      return r;
+    },
+  );
+
+  // Server-Sent Events of decisions as they are committed to the store (so what the stream shows is
+  // exactly what a query will find). Woken by this process's commits, and polled for other writers.
+  app.get<{ Querystring: RawFilter }>('/api/decisions/stream', { schema: { querystring: filterQuery } }, async (req, reply) => {
+    const filter = buildFilter(req.query);
+    let cursor = (await opts.store.tailAfter(null)).cursor;
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    res.write(': connected\n\n');
+    streams.add(res);
+    let busy = false;
+    let again = false;
+    const pump = async (): Promise<void> => {
+      if (busy) {
+        again = true;
+        return;
+      }
+      busy = true;
+      try {
+        // Bounded: at most 20 pages per wake-up; the next wake-up continues.
+        for (let i = 0; i < 20 && !res.destroyed; i++) {
+          const page = await opts.store.tailAfter(cursor, filter, 500);
+          cursor = page.cursor;
+          for (const r of page.records) res.write(`id: ${r.id}\nevent: decision\ndata: ${JSON.stringify(r)}\n\n`);
+          if (page.records.length < 500) break;
+        }
+      } catch (err) {
+        opts.logger?.error({ err }, 'decision stream read failed');
+      } finally {
+        busy = false;
+      }
+      if (again) {
+        again = false;
+        void pump();
+      }
+    };
+    const off = opts.store.onStored(() => void pump());
+    const poll = setInterval(() => void pump(), opts.streamPollMs ?? 1000);
+    const beat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+    poll.unref();
+    beat.unref();
+    const stop = () => {
+      off();
+      clearInterval(poll);
+      clearInterval(beat);
+      streams.delete(res);
+    };
+    res.on('close', stop);
+  });
+
+  app.get('/api/policy', async () => {
+    const s = opts.policy.state();
+    const spec = s.policy.spec;
+    return {
+      hash: s.policy.hash,
+      loadedAt: s.loadedAt,
+      files: s.files,
+      reloads: s.reloads,
+      reloadFailures: s.reloadFailures,
+      lastError: s.lastError,
+      mode: spec.mode,
+      // Token hashes stay out of the API: a short token's hash can be brute-forced.
+      policy: { ...spec, agents: spec.agents.map((a) => ({ ...a, tokenSha256: a.tokenSha256 ? '<redacted>' : null })) },
+    };
+  });
+
+  app.post('/api/policy/reload', async (_req, reply) => {
+    const r = await opts.policy.reload('api');
+    return reply.code(r.ok ? 200 : 422).send(r);
+  });
+
+  app.addHook('onClose', async () => {
+    for (const s of streams) s.end();
+    streams.clear();
+  });
+
+  await app.listen({ host, port });
+  const addr = app.server.address();
+  if (!addr || typeof addr === 'string') throw new AdminConfigError('admin API did not bind a TCP address');
+  return { address: addr.address, port: addr.port, close: () => app.close() };
+}
