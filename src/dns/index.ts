@@ -7,15 +7,19 @@ import { DnsCache } from './cache.js';
 import { DnsConfigError, parseEndpoint } from './endpoint.js';
 import { RateLimiter } from './rate-limit.js';
 import { FilteringResolver } from './resolver.js';
-import { bindServers } from './server.js';
+import { bindServers, type BoundServer } from './server.js';
 import { Upstream } from './upstream.js';
 import { RCODE } from './wire.js';
 
 export { DnsConfigError } from './endpoint.js';
+export { parseCacheSize, parseRateLimit, parseRefuseCode } from './flags.js';
 
 export interface DnsFilterOptions {
-  /** "127.0.0.1:5353", "[::1]:5353", "0.0.0.0:53"; UDP and TCP on the same port (port 0 = ephemeral). */
-  listen: string;
+  /**
+   * "127.0.0.1:5353", "[::1]:5353", "0.0.0.0:53"; UDP and TCP on the same port (port 0 = ephemeral).
+   * Several addresses share one cache and one rate limiter.
+   */
+  listen: string | string[];
   /** "IP", "IP:PORT", "[v6]:PORT"; empty = the system's (dns.getServers()). */
   upstreams: string[];
   /** Called per query, so a reload takes effect at once. */
@@ -42,8 +46,11 @@ export interface DnsFilterOptions {
 }
 
 export interface DnsFilterHandle {
+  /** The first listener's address and port. */
   address: string;
   port: number;
+  /** Every listener, in the order given. */
+  listeners: { address: string; port: number }[];
   close(): Promise<void>;
 }
 
@@ -53,7 +60,8 @@ export interface DnsFilterHandle {
  * bad listen/upstream value and the socket error when the port cannot be bound.
  */
 export async function startDnsFilter(opts: DnsFilterOptions): Promise<DnsFilterHandle> {
-  const listen = parseEndpoint(opts.listen, null);
+  const listens = (Array.isArray(opts.listen) ? opts.listen : [opts.listen]).map((l) => parseEndpoint(l, null));
+  if (listens.length === 0) throw new DnsConfigError('no address to listen on');
   const upstreamTexts = opts.upstreams.length > 0 ? opts.upstreams : getServers();
   if (upstreamTexts.length === 0) throw new DnsConfigError('no upstream DNS servers: pass --dns-server');
   const servers = upstreamTexts.map((u) => parseEndpoint(u, 53));
@@ -68,16 +76,26 @@ export async function startDnsFilter(opts: DnsFilterOptions): Promise<DnsFilterH
     cache: new DnsCache({ maxEntries: opts.cacheMaxEntries ?? 10_000 }),
     logger: opts.logger,
   });
-  const bound = await bindServers(
-    listen,
-    resolver,
-    {
-      maxTcpConnections: opts.maxTcpConnections ?? 128,
-      tcpIdleMs: opts.tcpIdleMs ?? 10_000,
-      maxInFlight: opts.maxInFlight ?? 1024,
+  const limits = {
+    maxTcpConnections: opts.maxTcpConnections ?? 128,
+    tcpIdleMs: opts.tcpIdleMs ?? 10_000,
+    maxInFlight: opts.maxInFlight ?? 1024,
+  };
+  const bound: BoundServer[] = [];
+  try {
+    for (const ep of listens) bound.push(await bindServers(ep, resolver, limits, opts.logger));
+  } catch (e) {
+    await Promise.allSettled(bound.map((b) => b.close()));
+    throw e;
+  }
+  const listeners = bound.map((b) => ({ address: b.address, port: b.port }));
+  opts.logger?.info({ listeners, upstreams: upstreamTexts }, 'dns: filtering resolver listening');
+  return {
+    address: listeners[0].address,
+    port: listeners[0].port,
+    listeners,
+    close: async () => {
+      await Promise.allSettled(bound.map((b) => b.close()));
     },
-    opts.logger,
-  );
-  opts.logger?.info({ address: bound.address, port: bound.port, upstreams: upstreamTexts }, 'dns: filtering resolver listening');
-  return bound;
+  };
 }

@@ -296,6 +296,31 @@ describe('filtering resolver options', () => {
     }
   });
 
+  it('listens on several addresses sharing one cache', async () => {
+    const up = await startTestUpstream(ZONE);
+    const guard = new AddressGuard({});
+    const f = await startDnsFilter({
+      listen: ['127.0.0.1:0', '[::1]:0'],
+      upstreams: [`127.0.0.1:${up.port}`],
+      policy: () => policy,
+      guard: () => guard,
+      sink: new MemorySink(),
+    });
+    try {
+      expect(f.listeners.map((l) => l.address)).toEqual(['127.0.0.1', '::1']);
+      const v4 = new Resolver({ timeout: 3000, tries: 1 });
+      v4.setServers([`127.0.0.1:${f.listeners[0].port}`]);
+      const v6 = new Resolver({ timeout: 3000, tries: 1 });
+      v6.setServers([`[::1]:${f.listeners[1].port}`]);
+      expect(await v4.resolve4('api.example.com')).toEqual(['93.184.216.34']);
+      expect(await v6.resolve4('api.example.com')).toEqual(['93.184.216.34']);
+      expect(up.seen.filter((q) => q.name === 'api.example.com')).toHaveLength(1);
+    } finally {
+      await f.close();
+      await up.close();
+    }
+  });
+
   it('answers SERVFAIL when the upstream does not answer', async () => {
     const dgram = await import('node:dgram');
     const silent = dgram.createSocket('udp4');

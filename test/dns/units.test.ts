@@ -100,3 +100,19 @@ describe('endpoints', () => {
     expect(clientAddress('10.1.2.3')).toBe('10.1.2.3');
   });
 });
+
+describe('serve flag values', () => {
+  it('parses --dns-refuse-code, --dns-rate-limit and --dns-cache-size', async () => {
+    const { parseRefuseCode, parseRateLimit, parseCacheSize } = await import('../../src/dns/index.js');
+    expect(parseRefuseCode('nxdomain')).toBe('NXDOMAIN');
+    expect(parseRefuseCode('REFUSED')).toBe('REFUSED');
+    expect(() => parseRefuseCode('servfail')).toThrow(DnsConfigError);
+    expect(parseRateLimit('50')).toEqual({ perSecond: 50, burst: 100 });
+    expect(parseRateLimit('10/15')).toEqual({ perSecond: 10, burst: 15 });
+    expect(parseRateLimit('0')).toBeNull();
+    expect(() => parseRateLimit('fast')).toThrow(DnsConfigError);
+    expect(() => parseRateLimit('5/0')).toThrow(DnsConfigError);
+    expect(parseCacheSize('0')).toBe(0);
+    expect(() => parseCacheSize('-1')).toThrow(DnsConfigError);
+  });
+});
