@@ -1,6 +1,6 @@
 import { networkInterfaces } from 'node:os';
 import ipaddr from 'ipaddr.js';
-import { canonicalIp, parseCidr } from './ip.js';
+import { canonicalIp, parseCidr, parseIp } from './ip.js';
 
 /** range: a short code naming why, e.g. 'loopback', 'mapped:private', 'metadata', 'self', 'invalid'. */
 export type GuardResult = { ok: true } | { ok: false; range: string };
@@ -138,6 +138,8 @@ export class AddressGuard {
   private readonly selfKeys = new Set<string>();
   /** Ports of listeners bound to 0.0.0.0 / ::, which answer on every local address. */
   private readonly wildcardPorts = new Set<number>();
+  /** Ports of every listener: 0.0.0.0 / :: as a destination means "this host", whatever the bind address. */
+  private readonly allPorts = new Set<number>();
   private local: Set<string> = new Set();
 
   constructor(opts: GuardOptions = {}) {
@@ -151,6 +153,7 @@ export class AddressGuard {
       if (!ip) throw new Error(`listener address is not an IP address: ${JSON.stringify(l.address)}`);
       // A wildcard listener answers on every local address (a `::` socket is dual-stack by default,
       // and so is treated as covering IPv4 too).
+      this.allPorts.add(l.port);
       if (WILDCARDS.has(ip.address)) this.wildcardPorts.add(l.port);
       else this.selfKeys.add(`${ip.address}|${l.port}`);
     }
@@ -162,9 +165,9 @@ export class AddressGuard {
    * port only the ranges are judged: the listener check needs a port to mean anything.
    */
   check(address: string, port?: number): GuardResult {
-    const ip = canonicalIp(address);
+    const ip = parseAddress(address);
     if (!ip) return { ok: false, range: 'invalid' };
-    const w = toWords(ipaddr.parse(ip.address).toByteArray());
+    const w = ip.words;
     const embedded = ip.family === 6 ? this.embedded(w) : null;
     if (port !== undefined && this.isSelf(ip.address, w, embedded, port)) return { ok: false, range: 'self' };
     if (ip.family === 4) return this.judge4(w);
@@ -205,8 +208,9 @@ export class AddressGuard {
 
   /** The address itself and, for IPv4 hidden in IPv6, the IPv4 too (a mapped address reaches the IPv4 socket). */
   private isSelf(address: string, w: Words, embedded: { v4: number } | null, port: number): boolean {
-    if (this.selfKeys.size === 0 && this.wildcardPorts.size === 0) return false;
+    if (!this.allPorts.has(port)) return false;
     const v4 = embedded === null ? null : v4Text(embedded.v4);
+    if (WILDCARDS.has(address) || v4 === '0.0.0.0') return true;
     if (this.selfKeys.has(`${address}|${port}`)) return true;
     if (v4 !== null && this.selfKeys.has(`${v4}|${port}`)) return true;
     if (!this.wildcardPorts.has(port)) return false;
@@ -215,6 +219,20 @@ export class AddressGuard {
     if (w.length === 1) return inPrefix(w, LOOPBACK4);
     return embedded !== null && inPrefix(Uint32Array.of(embedded.v4), LOOPBACK4);
   }
+}
+
+// Canonical dotted quad (no leading zeros): the common case, read without going through ipaddr.js.
+const DOTTED = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
+function parseAddress(text: string): { family: 4 | 6; address: string; words: Words } | null {
+  const m = DOTTED.exec(text);
+  if (m) {
+    const n = ((+m[1] << 24) | (+m[2] << 16) | (+m[3] << 8) | +m[4]) >>> 0;
+    return { family: 4, address: text, words: Uint32Array.of(n) };
+  }
+  const ip = parseIp(text);
+  if (!ip) return null;
+  return { family: ip.family, address: ip.address, words: toWords(ip.bytes) };
 }
 
 /** Every address of this host that a wildcard listener answers on, canonical, plus loopback and the wildcards. */

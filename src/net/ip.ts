@@ -10,6 +10,12 @@ const ZONE = /^[A-Za-z0-9_.~-]{1,64}$/;
  * zone dropped (a zone only says which interface, never which host). Returns null when not an address.
  */
 export function canonicalIp(text: string): { family: IpFamily; address: string } | null {
+  const ip = parseIp(text);
+  return ip && { family: ip.family, address: ip.address };
+}
+
+/** canonicalIp plus the address bytes (4 or 16), for callers that test bits (the address guard). */
+export function parseIp(text: string): { family: IpFamily; address: string; bytes: number[] } | null {
   let s = text;
   if (s.startsWith('[') && s.endsWith(']')) s = s.slice(1, -1);
   const pct = s.indexOf('%');
@@ -24,10 +30,16 @@ export function canonicalIp(text: string): { family: IpFamily; address: string }
     if (hex === null) return null;
     s = hex;
   }
-  if (!ipaddr.isValid(s)) return null;
-  const parsed = ipaddr.parse(s);
-  if (parsed.kind() === 'ipv4') return { family: 4, address: parsed.toString() };
-  return { family: 6, address: (parsed as ipaddr.IPv6).toRFC5952String() };
+  let parsed: ipaddr.IPv4 | ipaddr.IPv6;
+  try {
+    // parse throws on anything invalid; no separate isValid pass (ipaddr.js parsing is not cheap).
+    parsed = ipaddr.parse(s);
+  } catch {
+    return null;
+  }
+  if (parsed.kind() === 'ipv4') return { family: 4, address: parsed.toString(), bytes: parsed.toByteArray() };
+  const v6 = parsed as ipaddr.IPv6;
+  return { family: 6, address: v6.toRFC5952String(), bytes: v6.toByteArray() };
 }
 
 /**

@@ -80,6 +80,11 @@ describe('AddressGuard self (the proxy own listeners)', () => {
     expect(g.check('::ffff:127.0.0.1', 8080)).toEqual({ ok: false, range: 'self' });
     expect(g.check('127.0.0.1', 8081)).toEqual({ ok: true });
     expect(g.check('127.0.0.1')).toEqual({ ok: true });
+    // the unspecified address as a destination is this host
+    expect(g.check('0.0.0.0', 8080)).toEqual({ ok: false, range: 'self' });
+    expect(g.check('::', 8080)).toEqual({ ok: false, range: 'self' });
+    expect(g.check('::ffff:0.0.0.0', 8080)).toEqual({ ok: false, range: 'self' });
+    expect(g.check('0.0.0.0', 8081)).toEqual({ ok: true });
   });
 
   it('a wildcard listener covers loopback, every local interface address and the unspecified address', () => {

@@ -40,7 +40,10 @@ describe('normalizeHost', () => {
     ['::1', ip6('::1')],
     ['[0:0:0:0:0:0:0:1]', ip6('::1')],
     ['[2001:DB8:0:0:0:0:0:1]', ip6('2001:db8::1')],
-    ['[::ffff:127.0.0.1]', ip6('::ffff:7f00:1')],
+    // mapped literals are the IPv4 host itself (the socket connects to the IPv4)
+    ['[::ffff:127.0.0.1]', ip4('127.0.0.1')],
+    ['::ffff:7f00:1', ip4('127.0.0.1')],
+    ['[::ffff:0:7f00:1]', ip6('::ffff:0:7f00:1')],
     ['[::127.0.0.1]', ip6('::7f00:1')],
     ['[fe80::1%25eth0]', ip6('fe80::1')],
     ['fe80::1%eth0', ip6('fe80::1')],
