@@ -11,7 +11,7 @@ import { clientAddress, endpointText } from './endpoint.js';
 import { filterAnswer } from './filter.js';
 import { RateLimiter } from './rate-limit.js';
 import { Upstream, UpstreamError } from './upstream.js';
-import { RCODE, clientUdpSize, encodeResponse, formErrFromHeader, isResponse, opcodeOf, typeName } from './wire.js';
+import { RCODE, clientOpt, clientUdpSize, encodeResponse, formErrFromHeader, isResponse, opcodeOf, typeName } from './wire.js';
 
 export interface ResolverDeps {
   policy: () => CompiledPolicy;
@@ -95,6 +95,10 @@ export class FilteringResolver {
     const reply = (rcode: number, parts: Omit<Parameters<typeof encodeResponse>[1], 'rcode'> = {}): Buffer =>
       encodeResponse(q, { rcode, ...parts }, maxSize);
 
+    if ((clientOpt(q)?.ednsVersion ?? 0) > 0) {
+      // RFC 6891 6.1.3: we speak EDNS version 0 only; the client may retry with it.
+      return finish({ verdict: 'deny', reason: 'malformed', status: RCODE.BADVERS }, reply(RCODE.BADVERS));
+    }
     if (opcodeOf(buf) !== 0) {
       return finish({ verdict: 'deny', reason: 'bad_request', status: RCODE.NOTIMP }, reply(RCODE.NOTIMP));
     }

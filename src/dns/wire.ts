@@ -1,7 +1,7 @@
 import * as packet from 'dns-packet';
 import type { Answer, DecodedPacket, OptAnswer, Question } from 'dns-packet';
 
-export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
+export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5, BADVERS: 16 } as const;
 
 const QR = 0x8000;
 const HEADER = 12;
@@ -55,6 +55,7 @@ export function clientUdpSize(q: DecodedPacket): number {
 }
 
 export interface ResponseParts {
+  /** Full rcode: values above 15 (BADVERS = 16) go partly into the OPT record, as EDNS requires. */
   rcode: number;
   answers?: Answer[];
   authorities?: Answer[];
@@ -70,7 +71,7 @@ export function encodeResponse(q: DecodedPacket, parts: ResponseParts, maxSize: 
   const flags =
     (q.flags ?? 0) & (packet.RECURSION_DESIRED | packet.CHECKING_DISABLED) | packet.RECURSION_AVAILABLE | (parts.rcode & 0x0f);
   const additionals: Answer[] = clientOpt(q)
-    ? [{ type: 'OPT', name: '.', udpPayloadSize: OUR_EDNS_SIZE, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] }]
+    ? [{ type: 'OPT', name: '.', udpPayloadSize: OUR_EDNS_SIZE, extendedRcode: parts.rcode >> 4, ednsVersion: 0, flags: 0, flag_do: false, options: [] }]
     : [];
   const full: packet.Packet = {
     type: 'response',

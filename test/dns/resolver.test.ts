@@ -219,6 +219,12 @@ describe('filtering resolver', () => {
     expect(sink.records.some((x) => x.reason === 'malformed')).toBe(true);
   });
 
+  it('answers BADVERS to an EDNS version it does not speak', async () => {
+    const r = await dig(filter.port, 'api.example.com', 'A', ['+edns=1', '+noednsneg']);
+    expect(r.status).toBe('BADVERS');
+    expect(r.answers).toEqual([]);
+  });
+
   it('rate-limits a flooding client while others are still served', async () => {
     const flooder = '127.0.0.2';
     const q = packet.encode({ type: 'query', id: 1, flags: packet.RECURSION_DESIRED, questions: [{ type: 'A', name: 'api.example.com' }] });
