@@ -1,0 +1,80 @@
+import { request } from 'undici';
+import type { DecisionRecord } from '../decisions/record.js';
+import type { RawFilter } from '../decisions/query.js';
+import type { QueryPage } from '../decisions/store/types.js';
+import type { Summary } from '../decisions/summary.js';
+
+export class AdminClientError extends Error {
+  override name = 'AdminClientError';
+}
+
+/** The CLI's way to the admin API (`--url`), for when the store file is not on this machine. */
+export class AdminClient {
+  private readonly base: string;
+  constructor(
+    url: string,
+    private readonly token?: string,
+  ) {
+    this.base = url.replace(/\/+$/, '');
+  }
+
+  private headers(): Record<string, string> {
+    return this.token ? { authorization: `Bearer ${this.token}` } : {};
+  }
+
+  private async getJson<T>(path: string, params: Record<string, string | number | undefined>): Promise<T> {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) if (v !== undefined) q.set(k, String(v));
+    const res = await request(`${this.base}${path}?${q}`, { headers: this.headers(), headersTimeout: 30_000, bodyTimeout: 30_000 });
+    const text = await res.body.text();
+    if (res.statusCode !== 200) {
+      let msg = text;
+      try {
+        msg = (JSON.parse(text) as { message?: string }).message ?? text;
+      } catch {
+        /* not JSON */
+      }
+      throw new AdminClientError(`admin API ${res.statusCode}: ${msg}`);
+    }
+    return JSON.parse(text) as T;
+  }
+
+  query(f: RawFilter): Promise<QueryPage> {
+    return this.getJson('/api/decisions', { ...f });
+  }
+
+  summary(f: RawFilter): Promise<Summary> {
+    const { limit: _l, cursor: _c, ...rest } = f;
+    return this.getJson('/api/decisions/summary', rest);
+  }
+
+  /** Follow the SSE stream until `signal` aborts. */
+  async stream(f: RawFilter, onRecord: (r: DecisionRecord) => void, signal: AbortSignal): Promise<void> {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(f)) if (v !== undefined && k !== 'limit' && k !== 'cursor') q.set(k, String(v));
+    const res = await request(`${this.base}/api/decisions/stream?${q}`, { headers: this.headers(), signal, bodyTimeout: 0 });
+    if (res.statusCode !== 200) {
+      const text = await res.body.text();
+      throw new AdminClientError(`admin API ${res.statusCode}: ${text}`);
+    }
+    let buf = '';
+    try {
+      for await (const chunk of res.body) {
+        buf += chunk.toString();
+        let end: number;
+        while ((end = buf.indexOf('\n\n')) !== -1) {
+          const event = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          const data = event
+            .split('\n')
+            .filter((l) => l.startsWith('data: '))
+            .map((l) => l.slice(6))
+            .join('\n');
+          if (data) onRecord(JSON.parse(data) as DecisionRecord);
+        }
+      }
+    } catch (err) {
+      if (!signal.aborted) throw err;
+    }
+  }
+}
