@@ -93,6 +93,35 @@ describe('load errors: every problem, with its line and column', () => {
     expect(() => loadPolicyFile(fixture('does-not-exist.yaml'))).toThrow(PolicyError);
   });
 
+  it.each([
+    'version: 1\nrules: nope\n',
+    'version: 1\nrules: [[1, 2]]\n',
+    'version: 1\nrules:\n  - {name: 5, action: 7, hosts: x, cidrs: 3, ports: {a: 1}, methods: [1], dns_types: [[]]}\n',
+    'version: 1\nrules:\n  - {name: a, action: allow, hosts: [null, 3, {x: 1}], ports: [null, true, [443]]}\n',
+    'version: 1\nagents: 5\n',
+    'version: 1\nagents:\n  - {name: [x], sources: 10.0.0.0/8, cert_names: [1], rules: {}, shared_rules: "no"}\n',
+    'version: 1\naddress_guard: [10.0.0.0/8]\n',
+    'version: 1\naddress_guard: {exempt: 10.0.0.0/8}\n',
+    'version: "1"\n',
+    '42\n',
+    '"just a string"\n',
+    'version: 1\n---\nversion: 1\n',
+    'a: &x [*x]\n',
+    'version: 1\nrules:\n  - &r {name: a, action: allow, hosts: [a.test]}\n  - *r\n',
+  ])('malformed input %j is a PolicyError, never a crash', (text) => {
+    let err: unknown;
+    try {
+      parsePolicyText(text, 'm.yaml');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(PolicyError);
+    for (const e of (err as PolicyError).errors) {
+      expect(e.line).toBeGreaterThanOrEqual(1);
+      expect(e.column).toBeGreaterThanOrEqual(1);
+    }
+  });
+
   it('missing version is an error', () => {
     expect(() => parsePolicyText('mode: enforce\n', 'v.yaml')).toThrow(/missing required key "version"/);
   });
