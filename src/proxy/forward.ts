@@ -122,7 +122,14 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
   let up = 0;
   let down = 0;
   const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
-  if (hasBody) req.on('data', (c: Buffer) => (up += c.length));
+  // Count through an iterator rather than a 'data' listener: a listener would start the flow before
+  // undici attaches, and the first chunks would be lost.
+  async function* countedBody() {
+    for await (const c of req) {
+      up += (c as Buffer).length;
+      yield c as Buffer;
+    }
+  }
   const abort = new AbortController();
   res.on('close', () => {
     if (!res.writableFinished) abort.abort();
@@ -134,7 +141,7 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
       path: a.path + a.query,
       method: req.method as 'GET',
       headers: forwardRequestHeaders(req.rawHeaders, hostHeader(target)),
-      body: hasBody ? req : null,
+      body: hasBody ? countedBody() : null,
       signal: abort.signal,
       headersTimeout: core.limits.requestIdleMs,
       bodyTimeout: core.limits.requestIdleMs,

@@ -181,7 +181,9 @@ export class ProxyServer {
     }
     for (const finish of [...this.core.tunnels]) finish();
     for (const s of this.sockets) s.destroy();
+    this.server.closeAllConnections();
     await closed;
-    await this.agent.close().catch(() => undefined);
+    // Anything still in flight upstream has outlived the grace period: cut it rather than wait.
+    await this.agent.destroy().catch(() => undefined);
   }
 }

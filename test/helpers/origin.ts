@@ -70,6 +70,8 @@ export async function startHttpOrigin(host = '127.0.0.1'): Promise<Origin> {
   server.on('upgrade', (req, socket) => {
     socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n');
     socket.on('data', (d) => socket.write(d));
+    socket.on('end', () => socket.end());
+    socket.on('error', () => socket.destroy());
     seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, bodyBytes: 0 });
   });
   await new Promise<void>((r) => server.listen(0, host, r));
