@@ -1,0 +1,100 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { ADDR, CLI, HERE, ROOT, createTopology, nsRun, probe, startInNs, type Topology } from './netns.js';
+
+// The issue's end-to-end proof: agent namespace confined by the companion rules, the real proxy in the
+// gateway namespace, an origin namespace standing in for the internet.
+const PROXY = `http://${ADDR.gw4}:3128`;
+
+describe.each([
+  { name: 'nftables', tool: ['--tool', 'nftables'] },
+  { name: 'iptables', tool: ['--tool', 'iptables'] },
+])('end to end through the real proxy with $name rules', (variant) => {
+  let topo: Topology;
+  const children: ChildProcess[] = [];
+  let proxyOut = '';
+  const logDir = mkdtempSync(join(tmpdir(), 'ae-e2e-'));
+  const logFile = join(logDir, 'decisions.jsonl');
+
+  const curl = (env: Record<string, string>, ...args: string[]) =>
+    nsRun(topo.agent, ['env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), 'curl', '-sS', '-i', '--max-time', '8', ...args]);
+
+  beforeAll(async () => {
+    topo = createTopology();
+    children.push(await startInNs(topo.origin, join(HERE, 'origin.mjs')));
+    const proxy = spawn('ip', ['netns', 'exec', topo.gateway, 'node', join(ROOT, 'bin', 'agent-egress.js'), 'serve',
+      '--listen', `${ADDR.gw4}:3128`, '--allow', `${ADDR.web4}:80`, '--allow-address', '198.51.100.0/24', '--log-file', logFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(proxy);
+    proxy.stdout!.setEncoding('utf8').on('data', (d: string) => (proxyOut += d));
+    proxy.stderr!.setEncoding('utf8').on('data', (d: string) => (proxyOut += d));
+    // Bounded wait for the listener: at most 40 attempts.
+    for (let i = 0; i < 40; i++) {
+      if (probe(topo.gateway, 'tcp', ADDR.gw4, 3128).error !== 'ECONNREFUSED') break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const r = nsRun(topo.agent, ['node', CLI, 'firewall', 'apply', ...variant.tool, '--proxy', `${ADDR.gw4}:3128`]);
+    if (r.code !== 0) throw new Error(`apply failed: ${r.stderr}`);
+  });
+
+  afterAll(() => {
+    for (const c of children) c.kill('SIGKILL');
+    topo?.destroy();
+    rmSync(logDir, { recursive: true, force: true });
+  });
+
+  it('1. direct TCP and UDP (incl. DNS to a public-looking resolver) fail over IPv4 and IPv6', () => {
+    for (const [proto, host, port] of [['tcp', ADDR.web4, 80], ['tcp', ADDR.web6, 80], ['udp', ADDR.dns4, 53], ['udp', ADDR.dns6, 53]] as const) {
+      expect(probe(topo.agent, proto, host, port).ok, `${proto} ${host}`).toBe(false);
+    }
+    const direct = curl({}, `http://${ADDR.web4}/`);
+    expect(direct.code).not.toBe(0);
+    const dig = nsRun(topo.agent, ['dig', `@${ADDR.dns4}`, '+tries=1', '+time=2', 'example.com']);
+    expect(dig.code).not.toBe(0);
+  });
+
+  it('2. the same request through the proxy (HTTP_PROXY and a CONNECT tunnel) succeeds', () => {
+    const plain = curl({ http_proxy: PROXY }, `http://${ADDR.web4}/hello`);
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).toMatch(/^HTTP\/1\.1 200/);
+    expect(plain.stdout).toContain('origin-ok GET /hello');
+    const tunnel = curl({ HTTPS_PROXY: PROXY, http_proxy: PROXY }, '--proxytunnel', `http://${ADDR.web4}/tunnel`);
+    expect(tunnel.stdout).toContain('origin-ok GET /tunnel');
+  });
+
+  it('3. a denied origin through the proxy gets 403 and a decision record', async () => {
+    const r = curl({ http_proxy: PROXY }, `http://${ADDR.denied4}/`);
+    expect(r.stdout).toMatch(/^HTTP\/1\.1 403/);
+    const id = /x-agent-egress-decision: *(\S+)/i.exec(r.stdout)?.[1];
+    expect(id).toBeTruthy();
+    // Stop the proxy gracefully so its decision log is flushed (the later steps need no proxy).
+    const proxy = children[1];
+    const exited = new Promise<void>((r) => proxy.once('exit', () => r()));
+    proxy.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+    const line = (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '').split('\n').find((l) => l.includes(`"id":"${id}"`));
+    expect(line, proxyOut.slice(-2000)).toBeDefined();
+    expect(line).toContain('"verdict":"deny"');
+    expect(line).toContain(`"host":"${ADDR.denied4}"`);
+    expect(line).toContain('"status":403');
+  });
+
+  it('4. the counters show the dropped direct attempts', () => {
+    const r = nsRun(topo.agent, ['node', CLI, 'firewall', 'check', ...variant.tool, '--json']);
+    expect(r.code).toBe(0);
+    const st = JSON.parse(r.stdout);
+    expect(st.families[0].refused.packets).toBeGreaterThan(0);
+    expect(st.families[1].refused.packets).toBeGreaterThan(0);
+  });
+
+  it('5. a broken rule set changes nothing; removing the rules restores direct access', () => {
+    const bad = nsRun(topo.agent, ['node', CLI, 'firewall', 'apply', ...variant.tool, '--proxy', `${ADDR.gw4}:99999`]);
+    expect(bad.code).toBe(2);
+    expect(probe(topo.agent, 'tcp', ADDR.web4, 80).ok).toBe(false);
+    expect(nsRun(topo.agent, ['node', CLI, 'firewall', 'remove', ...variant.tool]).code).toBe(0);
+    expect(probe(topo.agent, 'tcp', ADDR.web4, 80).ok).toBe(true);
+    expect(probe(topo.agent, 'udp', ADDR.dns6, 53).ok).toBe(true);
+  });
+});
