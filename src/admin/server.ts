@@ -65,8 +65,8 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     );
   }
   const app = Fastify({
-    ...(opts.logger ? { loggerInstance: opts.logger as FastifyBaseLogger } : { logger: false }),
-    disableRequestLogging: true,
+    // Per-request logs would double the decision log; a warn-level child keeps only the admin API's problems.
+    ...(opts.logger ? { loggerInstance: (opts.logger as Logger).child({ component: 'admin' }, { level: 'warn' }) as FastifyBaseLogger } : { logger: false }),
     forceCloseConnections: true,
     // Reject unknown query parameters instead of silently dropping them (a typo would widen a query).
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },

@@ -23,7 +23,7 @@ export function collect(value: string, previous: string[] | undefined): string[]
  * commas belong to port lists).
  */
 export function repeatable(flags: string, description: string, envName: string): Option {
-  return new Option(flags, `${description} (repeatable; env ${envName}, space-separated)`)
+  return new Option(flags, `${description} (repeatable; several values in the env var are space-separated)`)
     .argParser(collect)
     .env(envName);
 }
@@ -33,4 +33,13 @@ export function listValue(v: string[] | string | undefined): string[] {
   if (v === undefined) return [];
   if (typeof v === 'string') return v.split(/\s+/).filter(Boolean);
   return v.flatMap((x) => (x.includes(' ') ? x.split(/\s+/).filter(Boolean) : [x]));
+}
+
+const SIZE: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
+
+/** "500MB", "2GB", "100kb" or bytes. */
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?$/i.exec(text.trim());
+  if (!m) throw new InvalidArgumentError(`expected a size like 500MB or 2GB, got ${JSON.stringify(text)}`);
+  return Math.round(Number(m[1]) * SIZE[(m[2] ?? 'b').toLowerCase()]);
 }

@@ -141,7 +141,8 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
       path: a.path + a.query,
       method: req.method as 'GET',
       headers: forwardRequestHeaders(req.rawHeaders, hostHeader(target)),
-      body: hasBody ? countedBody() : null,
+      // undici streams async iterables with backpressure; its types list only Readable.
+      body: hasBody ? (countedBody() as unknown as NodeJS.ReadableStream as import('node:stream').Readable) : null,
       signal: abort.signal,
       headersTimeout: core.limits.requestIdleMs,
       bodyTimeout: core.limits.requestIdleMs,

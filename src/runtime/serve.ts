@@ -11,6 +11,12 @@ import { ProxyServer } from '../proxy/server.js';
 import type { VetContext } from '../proxy/vet.js';
 import { formatListen, isLoopback, parseListen } from './listen.js';
 import { FilePolicyHolder } from './policy-holder.js';
+import { Registry } from 'prom-client';
+import { createSqliteStore, type SqliteDecisionStore } from '../decisions/store/index.js';
+import { DecisionMetrics } from '../decisions/metrics.js';
+import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
+import { startAdminServer, type AdminServer } from '../admin/server.js';
+import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
 
 export interface EgressConfig {
   listen: string;
@@ -27,6 +33,19 @@ export interface EgressConfig {
   /** Extra sinks (tests; the store and alerts are added here by serve). */
   sinks?: DecisionSink[];
   logger?: Logger;
+  /** The SQLite decision store; null/undefined = none. */
+  store?: { dataDir: string; retentionMs?: number; maxBytes?: number } | null;
+  /** The admin API (queries, metrics, reload); null/undefined = none. */
+  admin?: { listen: string; token?: string } | null;
+  /** Spike alerts on denies (needs nothing else); null/undefined = defaults, false = off. */
+  alerts?: Omit<SpikeOptions, 'registry' | 'logger' | 'onAlert'> | false | null;
+  /** The filtering DNS resolver; null/undefined = none. */
+  dns?: {
+    listen: string[];
+    refuseWith?: 'NXDOMAIN' | 'REFUSED';
+    rateLimit?: { perSecond: number; burst: number } | null;
+    cacheMaxEntries?: number;
+  } | null;
 }
 
 export interface RunningEgress {
@@ -36,6 +55,10 @@ export interface RunningEgress {
   sink: FanoutSink;
   logger: Logger;
   context(): VetContext;
+  store: SqliteDecisionStore | null;
+  admin: AdminServer | null;
+  dns: DnsFilterHandle | null;
+  metrics: Registry;
   close(): Promise<void>;
 }
 
@@ -63,6 +86,30 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
 
   const sinks: DecisionSink[] = [...(cfg.sinks ?? [])];
   if (cfg.logFile !== null) sinks.unshift(new JsonLinesSink(cfg.logFile));
+  const store = cfg.store
+    ? createSqliteStore({ dataDir: cfg.store.dataDir, retention: { maxAgeMs: cfg.store.retentionMs, maxBytes: cfg.store.maxBytes }, logger })
+    : null;
+  if (store) sinks.push(store);
+  const registry = new Registry();
+  let proxyRef: ProxyServer | null = null;
+  sinks.push(
+    new DecisionMetrics({
+      registry,
+      proxyStats: () => proxyRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 },
+      storeStats: store ? () => store.stats() : undefined,
+      policy: holder,
+    }),
+  );
+  if (cfg.alerts !== false) {
+    sinks.push(
+      new SpikeDetector({
+        ...(cfg.alerts ?? {}),
+        registry,
+        logger,
+        onAlert: (alert) => logger.warn({ alert }, `deny spike: agent ${alert.agent ?? '(anonymous)'} had ${alert.denies} denies in ${alert.windowMs} ms`),
+      }),
+    );
+  }
   const sink = new FanoutSink(sinks);
 
   let tls: ConstructorParameters<typeof ProxyServer>[0]['tls'];
@@ -74,9 +121,50 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     };
   }
   const proxy = new ProxyServer({ context: () => ctx, sink, logger, limits: cfg.limits, record: { logQuery: cfg.logQuery ?? false }, tls });
-  const address = await proxy.listen(listen.host, listen.port);
-  // The guard refuses the proxy's own listener even where a range exemption would let its address through.
-  self.push({ address: address.address, port: address.port });
+  proxyRef = proxy;
+  let admin: AdminServer | null = null;
+  let dns: DnsFilterHandle | null = null;
+  let address: { address: string; port: number };
+  try {
+    address = await proxy.listen(listen.host, listen.port);
+    // The guard refuses the proxy's own listeners even where a range exemption would let their address through.
+    self.push({ address: address.address, port: address.port });
+    if (cfg.admin) {
+      if (!store) throw new Error('the admin API serves the decision store: it cannot run with the store off');
+      admin = await startAdminServer({
+        listen: cfg.admin.listen,
+        token: cfg.admin.token,
+        store,
+        policy: holder,
+        metricsRegistry: registry,
+        ready: () => proxy.server.listening,
+        logger,
+      });
+      self.push({ address: admin.address, port: admin.port });
+    }
+    if (cfg.dns && cfg.dns.listen.length) {
+      dns = await startDnsFilter({
+        listen: cfg.dns.listen,
+        upstreams: cfg.dnsServers,
+        policy: () => ctx.policy,
+        guard: () => ctx.guard,
+        sink,
+        refuseWith: cfg.dns.refuseWith,
+        rateLimit: cfg.dns.rateLimit,
+        cacheMaxEntries: cfg.dns.cacheMaxEntries,
+        upstreamTimeoutMs: cfg.limits?.dnsTimeoutMs,
+        logger,
+      });
+      for (const l of dns.listeners) self.push({ address: l.address, port: l.port });
+    }
+  } catch (err) {
+    // Never run half-configured: whatever started is stopped again, and the caller exits non-zero.
+    await admin?.close().catch(() => undefined);
+    await dns?.close().catch(() => undefined);
+    await proxy.close(0).catch(() => undefined);
+    await sink.close();
+    throw err;
+  }
   ctx = makeContext(holder.current());
 
   const policy = holder.current().spec;
@@ -96,10 +184,16 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     sink,
     logger,
     context: () => ctx,
+    store,
+    admin,
+    dns,
+    metrics: registry,
     close() {
       closing ??= (async () => {
         holder.close();
-        await proxy.close();
+        await Promise.all([proxy.close(), dns?.close()]);
+        await admin?.close();
+        // Last: every record the proxy and resolver produced while draining is in the store before exit.
         await sink.close();
       })();
       return closing;

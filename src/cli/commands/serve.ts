@@ -4,7 +4,8 @@ import { PolicyError } from '../../policy/types.js';
 import { DEFAULT_LIMITS } from '../../proxy/options.js';
 import { formatListen } from '../../runtime/listen.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
-import { listValue, parseDurationMs, parsePositiveInt, repeatable } from '../parse.js';
+import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/index.js';
+import { listValue, parseDurationMs, parsePositiveInt, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;
 
@@ -40,6 +41,22 @@ export function registerServe(program: Command): void {
     .addOption(opt('--max-connections-per-client <n>', 'concurrent connections from one client address (503 beyond)', 'MAX_CONNECTIONS_PER_CLIENT').argParser(parsePositiveInt).default(DEFAULT_LIMITS.maxConnectionsPerClient))
     .addOption(opt('--shutdown-grace <dur>', 'on SIGTERM/SIGINT, time for in-flight work to finish', 'SHUTDOWN_GRACE').argParser(parseDurationMs).default(DEFAULT_LIMITS.shutdownGraceMs, '10s'))
     .addOption(opt('--policy-poll <dur>', 'how often to check the policy file for changes (0 = only SIGHUP/API)', 'POLICY_POLL').argParser((v) => (v === '0' ? 0 : parseDurationMs(v))).default(1_000, '1s'))
+    .addOption(opt('--data-dir <dir>', 'where the SQLite decision store lives', 'DATA_DIR').default('./data'))
+    .addOption(opt('--no-store', 'do not keep decisions in the SQLite store (also disables the admin API)', 'NO_STORE'))
+    .addOption(opt('--retention <dur>', 'delete stored decisions older than this, e.g. 30d', 'RETENTION').argParser(parseDurationMs))
+    .addOption(opt('--retention-size <size>', 'keep the store under this size, e.g. 2GB (oldest deleted first)', 'RETENTION_SIZE').argParser(parseSize))
+    .addOption(opt('--admin-listen <host:port>', 'admin API (queries, /metrics, reload, page); a non-loopback address needs --admin-token', 'ADMIN_LISTEN').default('127.0.0.1:3129'))
+    .addOption(opt('--no-admin', 'do not start the admin API', 'NO_ADMIN'))
+    .addOption(opt('--admin-token <token>', 'bearer token for the admin API (prefer the env var)', 'ADMIN_TOKEN'))
+    .addOption(opt('--alert-window <dur>', 'spike alerts: sliding window of denies per agent', 'ALERT_WINDOW').argParser(parseDurationMs).default(60_000, '60s'))
+    .addOption(opt('--alert-threshold <n>', 'spike alerts: denies in the window that count as a spike', 'ALERT_THRESHOLD').argParser(parsePositiveInt).default(20))
+    .addOption(opt('--alert-multiplier <x>', "spike alerts: and more than x times the agent's own baseline", 'ALERT_MULTIPLIER').argParser(Number).default(3))
+    .addOption(opt('--alert-webhook <url>', 'POST spike alerts (JSON) here; not subject to the agent policy', 'ALERT_WEBHOOK'))
+    .addOption(opt('--no-alerts', 'turn spike detection off', 'NO_ALERTS'))
+    .addOption(repeatable('--dns-listen <host:port>', 'start the filtering DNS resolver here (UDP and TCP)', env('DNS_LISTEN')))
+    .addOption(opt('--dns-refuse-code <code>', 'answer for names the policy refuses: nxdomain or refused', 'DNS_REFUSE_CODE').argParser(parseRefuseCode).default('NXDOMAIN', 'nxdomain'))
+    .addOption(opt('--dns-rate-limit <n[/burst]>', 'queries per second per client (0 = off)', 'DNS_RATE_LIMIT').argParser(parseRateLimit).default({ perSecond: 50, burst: 100 }, '50/100'))
+    .addOption(opt('--dns-cache-size <n>', 'answers cached (0 = off)', 'DNS_CACHE_SIZE').argParser(parseCacheSize).default(10_000))
     .action(async (o) => {
       const logger = pino({ level: o.logLevel }, pino.destination(2));
       if (!!o.tlsCert !== !!o.tlsKey) {
@@ -68,6 +85,15 @@ export function registerServe(program: Command): void {
           shutdownGraceMs: o.shutdownGrace,
         },
         logger,
+        store: o.store === false ? null : { dataDir: o.dataDir, retentionMs: o.retention, maxBytes: o.retentionSize },
+        admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken },
+        alerts:
+          o.alerts === false
+            ? false
+            : { windowMs: o.alertWindow, threshold: o.alertThreshold, multiplier: o.alertMultiplier, webhook: o.alertWebhook ? { url: o.alertWebhook } : undefined },
+        dns: listValue(o.dnsListen).length
+          ? { listen: listValue(o.dnsListen), refuseWith: o.dnsRefuseCode, rateLimit: o.dnsRateLimit, cacheMaxEntries: o.dnsCacheSize }
+          : null,
       };
       let running;
       try {
@@ -79,7 +105,17 @@ export function registerServe(program: Command): void {
         process.exit(2);
       }
       const r = running;
-      logger.info({ listen: formatListen(r.address), policy: o.policy ?? '<flags>', policyHash: r.holder.current().hash }, 'agent-egress proxy listening');
+      logger.info(
+        {
+          listen: formatListen(r.address),
+          admin: r.admin ? formatListen(r.admin) : null,
+          dns: r.dns ? r.dns.listeners.map(formatListen) : null,
+          store: r.store ? o.dataDir : null,
+          policy: o.policy ?? '<flags>',
+          policyHash: r.holder.current().hash,
+        },
+        'agent-egress proxy listening',
+      );
       process.on('SIGHUP', () => void r.holder.reload('signal'));
       let stopping = false;
       const stop = (signal: string) => {
