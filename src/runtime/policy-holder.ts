@@ -1,4 +1,4 @@
-import { unwatchFile, watchFile } from 'node:fs';
+import { statSync } from 'node:fs';
 import { applyFlags, compilePolicy, loadPolicyFile, type PolicyFlags } from '../policy/index.js';
 import type { PolicyHolder, PolicyState } from '../policy/holder.js';
 import type { CompiledPolicy, PolicySpec } from '../policy/types.js';
@@ -17,13 +17,16 @@ export class FilePolicyHolder implements PolicyHolder {
   private active: CompiledPolicy;
   private st: PolicyState;
   private readonly listeners: ((p: CompiledPolicy) => void)[] = [];
-  private watching = false;
+  private timer: NodeJS.Timeout | null = null;
+  /** The file's identity when it was last read, so an edit made before the first poll is not missed. */
+  private seen: string | null = null;
 
   constructor(
     private readonly file: string | undefined,
     private readonly flags: PolicyFlags,
     private readonly onEvent: (e: { ok: boolean; trigger: string; hash?: string; error?: string }) => void = () => {},
   ) {
+    this.seen = this.fingerprint();
     this.active = buildPolicy(file, flags);
     this.st = { policy: this.active, loadedAt: new Date().toISOString(), files: file ? [file] : [], reloads: 0, reloadFailures: 0, lastError: null };
   }
@@ -42,6 +45,7 @@ export class FilePolicyHolder implements PolicyHolder {
 
   async reload(trigger: 'file' | 'signal' | 'api'): Promise<{ ok: true; hash: string } | { ok: false; error: string }> {
     let next: CompiledPolicy;
+    this.seen = this.fingerprint();
     try {
       next = buildPolicy(this.file, this.flags);
     } catch (err) {
@@ -63,15 +67,27 @@ export class FilePolicyHolder implements PolicyHolder {
    * ConfigMap symlink swaps, at the cost of up to intervalMs delay.
    */
   watch(intervalMs = 1_000): void {
-    if (!this.file || this.watching) return;
-    this.watching = true;
-    watchFile(this.file, { interval: intervalMs, persistent: false }, (cur, prev) => {
-      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) void this.reload('file');
-    });
+    if (!this.file || this.timer) return;
+    // Compared with what was last read (not with the previous poll), so an edit made between the
+    // load and the first poll is still seen.
+    this.timer = setInterval(() => {
+      if (this.fingerprint() !== this.seen) void this.reload('file');
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  private fingerprint(): string | null {
+    if (!this.file) return null;
+    try {
+      const st = statSync(this.file);
+      return `${st.ino}:${st.size}:${st.mtimeMs}`;
+    } catch {
+      return 'missing';
+    }
   }
 
   close(): void {
-    if (this.file && this.watching) unwatchFile(this.file);
-    this.watching = false;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
   }
 }
