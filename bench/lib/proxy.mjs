@@ -1,0 +1,88 @@
+// Starts the real agent-egress CLI as a child process (pinned to one core when taskset exists) and stops it.
+import { spawn, execFileSync } from 'node:child_process';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const CLI = `${ROOT}bin/agent-egress.js`;
+
+export function hasTaskset() {
+  try {
+    execFileSync('taskset', ['-V'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Flags `serve --help` advertises, so the bench adapts while the CLI grows (store flags, workers). */
+export function serveFlags() {
+  const help = execFileSync(process.execPath, [CLI, 'serve', '--help'], { encoding: 'utf8' });
+  return new Set(help.match(/--[a-z][a-z-]+/g));
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port, child, ms) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`proxy exited early (${child.exitCode})`);
+    const ok = await new Promise((r) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        r(true);
+      });
+      s.on('error', () => r(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`proxy did not listen on ${port} within ${ms} ms`);
+}
+
+/**
+ * Runs `node [nodeArgs] bin/agent-egress.js serve --listen 127.0.0.1:PORT ...args` under a raised fd limit,
+ * pinned to `cpu` (or unpinned when cpu is null). Resolves once the port accepts connections.
+ */
+export async function startProxy({ args, cpu = 0, nodeArgs = [], fdLimit = 65536, stderrFile = null }) {
+  const port = await freePort();
+  const cmd = [process.execPath, ...nodeArgs, CLI, 'serve', '--listen', `127.0.0.1:${port}`, ...args];
+  if (cpu !== null && hasTaskset()) cmd.unshift('taskset', '-c', String(cpu));
+  // `exec` keeps the proxy's pid equal to the child's, so /proc readings see the proxy itself.
+  const child = spawn('sh', ['-c', `ulimit -n ${fdLimit} 2>/dev/null; exec "$@"`, 'sh', ...cmd], {
+    stdio: ['ignore', 'ignore', stderrFile ? 'pipe' : 'ignore'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (c) => {
+    if (stderr.length < 20_000) stderr += c;
+  });
+  await waitForPort(port, child, 15_000);
+  return {
+    port,
+    pid: child.pid,
+    command: cmd.join(' '),
+    stderr: () => stderr,
+    alive: () => child.exitCode === null && child.signalCode === null,
+    /** SIGTERM (graceful: flushes records, writes --cpu-prof), SIGKILL after graceMs. */
+    stop(graceMs = 15_000) {
+      if (child.exitCode !== null) return Promise.resolve(child.exitCode);
+      return new Promise((resolve) => {
+        const kill = setTimeout(() => child.kill('SIGKILL'), graceMs);
+        child.once('exit', (code) => {
+          clearTimeout(kill);
+          resolve(code);
+        });
+        child.kill('SIGTERM');
+      });
+    },
+  };
+}
