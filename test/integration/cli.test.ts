@@ -1,0 +1,156 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
+import { startHttpOrigin, type Origin } from '../helpers/origin.js';
+import { openRaw, rawExchange } from '../helpers/raw.js';
+
+const run = promisify(execFile);
+const ROOT = resolve(__dirname, '../..');
+const BIN = join(ROOT, 'bin/agent-egress.js');
+const dir = mkdtempSync(join(tmpdir(), 'ae-cli-'));
+
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await run('node', [BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+/** Start `serve` as a real process and wait until it says it listens. */
+function serve(args: string[]): Promise<{ child: ChildProcess; stderr: () => string; exited: Promise<number | null> }> {
+  return new Promise((resolveP, reject) => {
+    const child = spawn('node', [BIN, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const timer = setTimeout(() => reject(new Error(`serve did not start: ${err}`)), 15_000);
+    child.stderr!.on('data', (d) => {
+      err += d;
+      if (err.includes('agent-egress proxy listening')) {
+        clearTimeout(timer);
+        resolveP({ child, stderr: () => err, exited });
+      }
+    });
+    child.once('exit', () => {
+      clearTimeout(timer);
+      reject(new Error(`serve exited early: ${err}`));
+    });
+  });
+}
+
+let origin: Origin;
+let dns: TestDnsServer;
+beforeAll(async () => {
+  origin = await startHttpOrigin();
+  dns = await startTestDnsServer({ 'allowed.test': { A: ['127.0.0.1'] } });
+});
+afterAll(async () => {
+  await origin?.close();
+  await dns?.close();
+});
+
+describe('agent-egress CLI', () => {
+  it('--help lists the commands and --version prints the version', async () => {
+    const help = await cli(['--help']);
+    expect(help.code).toBe(0);
+    for (const c of ['serve', 'check', 'policy', 'log', 'firewall', 'certs']) expect(help.stdout).toContain(c);
+    const v = await cli(['--version']);
+    expect(v.stdout.trim()).toBe(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
+  });
+
+  it('policy validate: 0 for the shipped policies, 2 with file:line:column for a bad one', async () => {
+    const ok = await cli(['policy', 'validate', join(ROOT, 'policies/default.yaml')]);
+    expect(ok.code).toBe(0);
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'version: 1\nrules:\n  - name: x\n    action: allow\n    hosts: [ok.example]\n    ports: [70000]\n');
+    const r = await cli(['policy', 'validate', bad]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(new RegExp(`${bad.replace(/[/.]/g, '\\$&')}:6:\\d+: .*70000|port`));
+  });
+
+  it('check: exit 0 allow, 1 deny, 2 bad input, without sending anything', async () => {
+    const policy = join(ROOT, 'policies/default.yaml');
+    const allow = await cli(['check', '--policy', policy, 'api.openai.com:443']);
+    expect(allow.code).toBe(0);
+    expect(allow.stdout).toMatch(/^ALLOW api\.openai\.com:443/);
+    const deny = await cli(['check', '--policy', policy, 'https://pastebin.com/raw/x']);
+    expect(deny.code).toBe(1);
+    expect(deny.stdout).toMatch(/DENY pastebin\.com:443/);
+    const json = await cli(['check', '--json', '--allow', '*.example.com', 'http://a.example.com/']);
+    expect(JSON.parse(json.stdout)).toMatchObject({ verdict: 'deny', reason: 'no_rule', target: 'a.example.com:80' });
+    const bad = await cli(['check', '--policy', policy, 'api.openai.com:443e1']);
+    expect(bad.code).toBe(2);
+  });
+
+  it('check --resolve applies the address guard', async () => {
+    dns.set('internal.test', { A: ['10.0.0.5'] });
+    const r = await cli(['check', '--resolve', '--dns-server', `127.0.0.1:${dns.port}`, '--allow', 'internal.test', 'internal.test:443']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/private_address/);
+  });
+
+  it('serve refuses a bad policy with exit 2 and the cause, and never listens', async () => {
+    const bad = join(dir, 'bad-serve.yaml');
+    writeFileSync(bad, 'version: 1\nrules:\n  - name: x\n    action: allow\n    hosts: [ok.example]\n    cidrs: [10.0.0.1/8]\n');
+    const r = await cli(['serve', '--policy', bad, '--listen', '127.0.0.1:0', '--no-store']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${bad}:6`);
+  });
+
+  it('serve: SIGTERM with a tunnel open drains, exits 0, and every decision is in the log and the store', async () => {
+    const data = join(dir, 'data');
+    const log = join(dir, 'decisions.log');
+    const s = await serve([
+      '--listen', '127.0.0.1:0', '--allow', `allowed.test:${origin.port}`, '--allow-address', '127.0.0.1/32',
+      '--dns-server', `127.0.0.1:${dns.port}`, '--log-file', log, '--data-dir', data, '--admin-listen', '127.0.0.1:0',
+      '--shutdown-grace', '500ms',
+    ]);
+    const port = Number(/"listen":"127\.0\.0\.1:(\d+)"/.exec(s.stderr())![1]);
+    for (let i = 0; i < 20; i++) {
+      expect(await rawExchange(port, `CONNECT blocked${i}.test:443 HTTP/1.1\r\n\r\n`)).toMatch(/^HTTP\/1\.1 403 /);
+    }
+    const t = await openRaw(port);
+    t.socket.write(`CONNECT allowed.test:${origin.port} HTTP/1.1\r\n\r\n`);
+    expect(await t.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+    const lines = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(21);
+    expect(lines.filter((l) => l.reason === 'no_rule')).toHaveLength(20);
+    expect(lines.find((l) => l.host === 'allowed.test')).toMatchObject({ verdict: 'allow', status: 200 });
+    const db = new Database(join(data, 'decisions.sqlite'), { readonly: true });
+    const n = db.prepare('SELECT COUNT(*) AS n FROM decisions').get() as { n: number };
+    db.close();
+    expect(n.n).toBe(21);
+    const q = await cli(['log', 'query', '--data-dir', data, '--decision', 'deny', '--since', '10m', '--json']);
+    expect(q.code).toBe(0);
+    expect(q.stdout.trim().split('\n')).toHaveLength(20);
+  });
+
+  it('register.cjs makes Node 20 fetch go through the proxy named by HTTP_PROXY', async () => {
+    const s = await serve([
+      '--listen', '127.0.0.1:0', '--allow', `allowed.test:${origin.port}`, '--allow-address', '127.0.0.1/32',
+      '--dns-server', `127.0.0.1:${dns.port}`, '--no-store', '--log-file', join(dir, 'reg.log'),
+    ]);
+    try {
+      const port = Number(/"listen":"127\.0\.0\.1:(\d+)"/.exec(s.stderr())![1]);
+      // allowed.test exists only in the proxy's DNS: an answer proves the request went through the proxy.
+      const script = `fetch('http://allowed.test:${origin.port}/').then(r => r.text()).then(t => console.log(t)).catch(e => { console.error(e.cause?.code ?? e.message); process.exit(3); })`;
+      const env = { ...process.env, HTTP_PROXY: `http://127.0.0.1:${port}`, NODE_OPTIONS: `--require ${join(ROOT, 'register.cjs')}` };
+      const r = await run('node', ['-e', script], { encoding: 'utf8', env, timeout: 15_000 });
+      expect(r.stdout.trim()).toBe('hello');
+      const without = await run('node', ['-e', script], { encoding: 'utf8', env: { ...env, NODE_OPTIONS: '' }, timeout: 15_000 }).catch((e) => e);
+      expect(without.code).toBe(3);
+    } finally {
+      s.child.kill('SIGTERM');
+      await s.exited;
+    }
+  });
+});
