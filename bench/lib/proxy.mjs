@@ -4,7 +4,8 @@ import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-export const CLI = `${ROOT}bin/agent-egress.js`;
+// AE_BENCH_CLI points at another build (A/B comparisons of a change); default: this checkout.
+export const CLI = process.env.AE_BENCH_CLI ?? `${ROOT}bin/agent-egress.js`;
 
 export function hasTaskset() {
   try {

@@ -1,6 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { pipeline } from 'node:stream/promises';
 import { errors as undiciErrors, type Agent } from 'undici';
 import { parseProxyUrl, TargetError, type Target } from '../net/target.js';
 import type { DecisionRecord } from '../decisions/record.js';
@@ -9,6 +8,7 @@ import { dialVetted, DialError } from './dial.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
 import { round, settle, startRecord } from './record.js';
+import { relay } from './relay.js';
 import { vetDestination, type VetOutcome } from './vet.js';
 
 const ORIGIN_FORM =
@@ -151,7 +151,7 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
     settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: upstream.statusCode });
     res.writeHead(upstream.statusCode, forwardResponseHeaders(upstream.headers));
     upstream.body.on('data', (c: Buffer) => (down += c.length));
-    await pipeline(upstream.body, res);
+    await relay(upstream.body, res);
   } catch (err) {
     const timeout = err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError || err instanceof undiciErrors.ConnectTimeoutError;
     if (!res.headersSent) {
