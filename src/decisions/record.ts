@@ -8,7 +8,7 @@ export const REASONS = [
   'rule_allow', // an allow rule matched and no deny rule did
   'rule_deny', // a deny rule matched (deny wins)
   'no_rule', // no allow rule matched (default deny)
-  'private_address', // every resolved address was refused by the address guard
+  'private_address', // no resolved address was usable and the address guard refused at least one of them
   'address_not_allowed', // the name matched, but its addresses lie outside the rule's CIDRs (or inside a denied CIDR)
   'auth_required', // credentials missing or wrong (407)
   'bad_request', // malformed request or target (400)
@@ -32,7 +32,7 @@ export type Mode = 'enforce' | 'report';
 export interface DecisionRecord {
   /** ISO-8601 time the decision was made. */
   time: string;
-  /** Unique, sortable id (time-prefixed), echoed to the client in X-Agent-Egress-Decision. */
+  /** Unique, sortable id (time-prefixed), sent to the client in X-Agent-Egress-Decision (refusals, tunnels, forwarded responses). */
   id: string;
   /** Agent name, or null when the request carried no identity and no source rule matched. */
   agent: string | null;
@@ -70,7 +70,7 @@ let seq = 0;
 const node = randomBytes(3).toString('hex');
 
 /**
- * Time-ordered id: 11 base36 chars of ms time, a per-ms sequence, and a per-process random part
+ * Time-ordered id: 9 base36 chars of ms time, a per-ms sequence, and a per-process random part
  * (so workers sharing one store never collide). Lexicographic order = creation order within a process.
  */
 export function newDecisionId(now = Date.now()): string {

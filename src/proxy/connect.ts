@@ -7,7 +7,6 @@ import { refuseSocket, wantsJson } from './respond.js';
 import { round, settle, startRecord } from './record.js';
 import { vetDestination } from './vet.js';
 
-const ESTABLISHED = 'HTTP/1.1 200 Connection established\r\n\r\n';
 
 /**
  * CONNECT host:port. The client hears 200 only once the upstream socket is connected to a vetted
@@ -118,7 +117,7 @@ function tunnel(core: ProxyCore, rec: ReturnType<typeof startRecord>, t0: number
   // Activity either way reads or writes the client socket, so one idle timer covers both directions.
   client.setTimeout(core.limits.tunnelIdleMs, finish);
   client.setNoDelay(true);
-  client.write(ESTABLISHED);
+  client.write(`HTTP/1.1 200 Connection established\r\nX-Agent-Egress-Decision: ${rec.id}\r\n\r\n`);
   if (head.length > 0) upstream.write(head);
   client.pipe(upstream);
   upstream.pipe(client);

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import { errors as undiciErrors, type Agent } from 'undici';
 import { parseProxyUrl, TargetError, type Target } from '../net/target.js';
 import type { DecisionRecord } from '../decisions/record.js';
@@ -117,8 +118,6 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
   }
   const { target, v } = a;
   core.counters.activeRequests++;
-  const address = v.addresses[0];
-  rec.address = address;
   let up = 0;
   let down = 0;
   const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
@@ -136,20 +135,21 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
   });
   const tc = performance.now();
   try {
-    const upstream = await agent.request({
-      origin: originFor(address, target.port),
+    const upstream = await requestVetted(agent, v.addresses, target.port, rec, {
       path: a.path + a.query,
       method: req.method as 'GET',
       headers: forwardRequestHeaders(req.rawHeaders, hostHeader(target)),
       // undici streams async iterables with backpressure; its types list only Readable.
-      body: hasBody ? (countedBody() as unknown as NodeJS.ReadableStream as import('node:stream').Readable) : null,
+      body: hasBody ? (countedBody() as unknown as Readable) : null,
       signal: abort.signal,
       headersTimeout: core.limits.requestIdleMs,
       bodyTimeout: core.limits.requestIdleMs,
     });
     rec.timings.connectMs = round(performance.now() - tc);
     settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: upstream.statusCode });
-    res.writeHead(upstream.statusCode, forwardResponseHeaders(upstream.headers));
+    const headers = forwardResponseHeaders(upstream.headers);
+    headers['x-agent-egress-decision'] = rec.id;
+    res.writeHead(upstream.statusCode, headers);
     upstream.body.on('data', (c: Buffer) => (down += c.length));
     await relay(upstream.body, res);
   } catch (err) {
@@ -170,6 +170,25 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
     rec.bytesUp = up;
     rec.bytesDown = down;
     emit(core, rec, t0);
+  }
+}
+
+type UpstreamOptions = Omit<Parameters<Agent['request']>[0], 'origin'>;
+
+/**
+ * Send to the first vetted address that accepts a connection. Only connect-phase failures move on to
+ * the next address: by then undici has not read the body, so nothing is sent twice.
+ */
+async function requestVetted(agent: Agent, addresses: string[], port: number, rec: DecisionRecord, opts: UpstreamOptions) {
+  for (let i = 0; ; i++) {
+    rec.address = addresses[i];
+    try {
+      return await agent.request({ ...opts, origin: originFor(addresses[i], port) });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      const connectFailed = err instanceof undiciErrors.ConnectTimeoutError || code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH';
+      if (!connectFailed || i === addresses.length - 1) throw err;
+    }
   }
 }
 

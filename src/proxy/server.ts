@@ -1,6 +1,6 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { Socket } from 'node:net';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { Agent } from 'undici';
 import type { DecisionSink } from '../decisions/sink.js';
@@ -37,6 +37,8 @@ export interface ProxyStats {
 /** One proxy listener: connection admission, the CONNECT / request / upgrade handlers, and graceful shutdown. */
 export class ProxyServer {
   readonly server: Server;
+  /** The listening socket: admission happens here, before the HTTP server parses a byte. */
+  private readonly listener: NetServer;
   private readonly core: ProxyCore;
   private readonly agent: Agent;
   private readonly sockets = new Set<Socket>();
@@ -83,7 +85,7 @@ export class ProxyServer {
           minVersion: 'TLSv1.2',
         })
       : createHttpServer(httpOpts);
-    this.server.on(opts.tls ? 'secureConnection' : 'connection', (s: Socket) => this.admitConnection(s));
+    this.listener = createNetServer({ noDelay: true }, (s) => this.admitConnection(s));
     this.server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       handleConnect(this.core, req, socket, head).catch((err) => this.crashGuard(err, socket));
     });
@@ -99,7 +101,10 @@ export class ProxyServer {
     });
   }
 
-  /** Per-client and total connection limits, checked before a byte is parsed. */
+  /**
+   * Per-client and total connection limits, checked before a byte is parsed: a refused connection
+   * gets its 503 and is closed without ever reaching the HTTP parser, so nothing it sent is acted on.
+   */
   private admitConnection(socket: Socket): void {
     const ip = clientAddress(socket);
     const n = (this.perClient.get(ip) ?? 0) + 1;
@@ -117,9 +122,12 @@ export class ProxyServer {
       const rec = startRecord(clientLabel(socket), 'CONNECTION', '', null, this.core.context().policy.hash);
       settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'limit_exceeded', rule: null, status: 503 });
       rec.detail = { limit: n > maxConnectionsPerClient ? 'per_client' : 'total' };
+      socket.on('error', () => socket.destroy());
       refuseSocket(socket, { status: 503, reason: 'limit_exceeded', decisionId: rec.id });
       emit(this.core, rec, t0);
+      return;
     }
+    this.server.emit('connection', socket);
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
@@ -152,14 +160,21 @@ export class ProxyServer {
 
   listen(host: string, port: number): Promise<{ address: string; port: number }> {
     return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ host, port }, () => {
-        this.server.off('error', reject);
-        const a = this.server.address();
+      this.listener.once('error', reject);
+      this.listener.listen({ host, port }, () => {
+        this.listener.off('error', reject);
+        // The HTTP server never listens itself (sockets are handed to it after admission), but its
+        // request-head deadline (headersTimeout, slowloris) runs on a timer it starts on 'listening'.
+        this.server.emit('listening');
+        const a = this.listener.address();
         if (a && typeof a === 'object') resolve({ address: a.address, port: a.port });
         else reject(new Error('no address'));
       });
     });
+  }
+
+  get listening(): boolean {
+    return this.listener.listening;
   }
 
   stats(): ProxyStats {
@@ -172,7 +187,9 @@ export class ProxyServer {
    */
   async close(graceMs = this.core.limits.shutdownGraceMs): Promise<void> {
     this.isDraining = true;
-    const closed = new Promise<void>((r) => this.server.close(() => r()));
+    const closed = new Promise<void>((r) => this.listener.close(() => r()));
+    // Stops the HTTP server's connection-checking timer; it reports "not running", which is expected.
+    this.server.close(() => undefined);
     this.server.closeIdleConnections();
     const deadline = Date.now() + graceMs;
     while (Date.now() < deadline && (this.core.counters.activeRequests > 0 || this.core.tunnels.size > 0)) {

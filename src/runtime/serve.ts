@@ -17,6 +17,7 @@ import { DecisionMetrics } from '../decisions/metrics.js';
 import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
 import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
+import { registerFirewallMetrics } from './firewall-metrics.js';
 
 export interface EgressConfig {
   listen: string;
@@ -39,6 +40,8 @@ export interface EgressConfig {
   admin?: { listen: string; token?: string } | null;
   /** Spike alerts on denies (needs nothing else); null/undefined = defaults, false = off. */
   alerts?: Omit<SpikeOptions, 'registry' | 'logger' | 'onAlert'> | false | null;
+  /** Export the companion firewall's kernel counters (same host and namespace) with /metrics. */
+  firewallMetrics?: 'nftables' | 'iptables' | null;
   /** The filtering DNS resolver; null/undefined = none. */
   dns?: {
     listen: string[];
@@ -100,6 +103,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       policy: holder,
     }),
   );
+  if (cfg.firewallMetrics) registerFirewallMetrics(registry, cfg.firewallMetrics);
   if (cfg.alerts !== false) {
     sinks.push(
       new SpikeDetector({
@@ -137,7 +141,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         store,
         policy: holder,
         metricsRegistry: registry,
-        ready: () => proxy.server.listening,
+        ready: () => proxy.listening,
         logger,
       });
       self.push({ address: admin.address, port: admin.port });

@@ -160,3 +160,45 @@ describe('plain HTTP forwarding', () => {
     await dispatcher.close();
   });
 });
+
+describe('connection limits and address fallback', () => {
+  let limited: TestProxy;
+  beforeAll(async () => {
+    dns.set('two.test', { A: ['127.0.0.2', '127.0.0.1'] });
+    limited = await startTestProxy({
+      flags: { allow: [`*.test:${origin.port}`], deny: [], allowAddress: ['127.0.0.0/8'] },
+      dnsServers: [`127.0.0.1:${dns.port}`],
+      limits: { maxConnectionsPerClient: 2, shutdownGraceMs: 500 },
+    });
+  });
+  afterAll(() => limited?.close());
+
+  it('a connection over the per-client limit gets 503 with Retry-After and its request is never acted on', async () => {
+    const a = await openRaw(limited.port);
+    const b = await openRaw(limited.port);
+    const before = origin.seen.length;
+    const res = await rawExchange(limited.port, `GET http://allowed.test:${origin.port}/echo HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n`);
+    expect(res).toMatch(/^HTTP\/1\.1 503 /);
+    expect(res).toMatch(/Retry-After: 1/);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(origin.seen.length).toBe(before);
+    expect(limited.sink.records.filter((r) => r.method === 'GET')).toHaveLength(0);
+    expect(limited.sink.records.filter((r) => r.reason === 'limit_exceeded')).toHaveLength(1);
+    a.socket.destroy();
+    b.socket.destroy();
+  });
+
+  it('plain HTTP moves on to the next vetted address when the first refuses, and says which it used', async () => {
+    await new Promise((r) => setTimeout(r, 100));
+    const res = await rawExchange(limited.port, `GET http://two.test:${origin.port}/ HTTP/1.1\r\nHost: two.test\r\nConnection: close\r\n\r\n`);
+    expect(res).toMatch(/^HTTP\/1\.1 200 /);
+    const id = /x-agent-egress-decision: (\S+)/i.exec(res)?.[1];
+    const rec = await limited.sink.waitFor((r) => r.id === id);
+    expect(rec.address).toBe('127.0.0.1');
+  });
+
+  it('an established tunnel carries its decision id', async () => {
+    const res = await rawExchange(limited.port, `CONNECT two.test:${origin.port} HTTP/1.1\r\n\r\n`, 300);
+    expect(res).toMatch(/^HTTP\/1\.1 200 Connection established\r\nX-Agent-Egress-Decision: [0-9a-z]+\r\n\r\n/);
+  });
+});
