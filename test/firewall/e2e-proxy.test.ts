@@ -89,6 +89,23 @@ describe.each([
     expect(st.families[1].refused.packets).toBeGreaterThan(0);
   });
 
+  it('4b. a proxy on the same host exports those counters in /metrics (--firewall-metrics)', async () => {
+    const local = spawn('ip', ['netns', 'exec', topo.agent, 'node', join(ROOT, 'bin', 'agent-egress.js'), 'serve',
+      '--listen', '127.0.0.1:0', '--no-decision-log', '--data-dir', join(logDir, 'data-local'), '--admin-listen', '127.0.0.1:39129',
+      '--firewall-metrics', variant.name], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(local);
+    let out = '';
+    local.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    for (let i = 0; i < 120 && !out.includes('agent-egress proxy listening'); i++) await new Promise((r) => setTimeout(r, 250));
+    expect(out).toContain('agent-egress proxy listening');
+    const m = nsRun(topo.agent, ['curl', '-sS', '--max-time', '5', 'http://127.0.0.1:39129/metrics']);
+    expect(m.code).toBe(0);
+    expect(m.stdout).toMatch(new RegExp(`agent_egress_firewall_in_place\\{tool="${variant.name}",family="ipv4"\\} 1`));
+    const packets = Number(new RegExp(`agent_egress_firewall_refused_packets\\{tool="${variant.name}",family="ipv4"\\} (\\d+)`).exec(m.stdout)?.[1]);
+    expect(packets).toBeGreaterThan(0);
+    local.kill('SIGTERM');
+  });
+
   it('5. a broken rule set changes nothing; removing the rules restores direct access', () => {
     const bad = nsRun(topo.agent, ['node', CLI, 'firewall', 'apply', ...variant.tool, '--proxy', `${ADDR.gw4}:99999`]);
     expect(bad.code).toBe(2);

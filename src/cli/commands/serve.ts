@@ -53,6 +53,7 @@ export function registerServe(program: Command): void {
     .addOption(opt('--alert-multiplier <x>', "spike alerts: and more than x times the agent's own baseline", 'ALERT_MULTIPLIER').argParser(Number).default(3))
     .addOption(opt('--alert-webhook <url>', 'POST spike alerts (JSON) here; not subject to the agent policy', 'ALERT_WEBHOOK'))
     .addOption(opt('--no-alerts', 'turn spike detection off', 'NO_ALERTS'))
+    .addOption(opt('--firewall-metrics <tool>', "export the companion firewall's refused-packet counters in /metrics (rules on this host)", 'FIREWALL_METRICS').choices(['nftables', 'iptables']))
     .addOption(repeatable('--dns-listen <host:port>', 'start the filtering DNS resolver here (UDP and TCP)', env('DNS_LISTEN')))
     .addOption(opt('--dns-refuse-code <code>', 'answer for names the policy refuses: nxdomain or refused', 'DNS_REFUSE_CODE').argParser(parseRefuseCode).default('NXDOMAIN', 'nxdomain'))
     .addOption(opt('--dns-rate-limit <n[/burst]>', 'queries per second per client (0 = off)', 'DNS_RATE_LIMIT').argParser(parseRateLimit).default({ perSecond: 50, burst: 100 }, '50/100'))
@@ -91,6 +92,7 @@ export function registerServe(program: Command): void {
           o.alerts === false
             ? false
             : { windowMs: o.alertWindow, threshold: o.alertThreshold, multiplier: o.alertMultiplier, webhook: o.alertWebhook ? { url: o.alertWebhook } : undefined },
+        firewallMetrics: o.firewallMetrics ?? null,
         dns: listValue(o.dnsListen).length
           ? { listen: listValue(o.dnsListen), refuseWith: o.dnsRefuseCode, rateLimit: o.dnsRateLimit, cacheMaxEntries: o.dnsCacheSize }
           : null,
