@@ -142,7 +142,7 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
   let sDenyOnly = false;
   let bestAllow: CRule | null = null;
   let bestDeny: CRule | null = null;
-  let methodMiss = false;
+  let methodMiss: CRule | null = null;
   let unconstrained = false;
   let qtypeOk = false;
   const cidrAllows: CRule[] = [];
@@ -152,7 +152,8 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
     if (r.allow) {
       if (sDenyOnly) return;
       if (sMethod !== null && r.methods !== null && !r.methods.has(sMethod)) {
-        methodMiss = true;
+        // Remember which rule matched all but the method, so the refusal can name it.
+        if (methodMiss === null || r.order < methodMiss.order) methodMiss = r;
         return;
       }
       if (bestAllow === null || r.order < bestAllow.order) bestAllow = r;
@@ -184,7 +185,7 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
     sDenyOnly = false;
     bestAllow = null;
     bestDeny = null;
-    methodMiss = false;
+    methodMiss = null;
     unconstrained = false;
     qtypeOk = false;
     cidrAllows.length = 0;
@@ -206,7 +207,8 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
     if (d !== null) return deny('rule_deny', d.name, mode);
     if (sQtype !== null && !qtypeOk && !ORDINARY_QTYPES.has(sQtype)) return deny('qtype_refused', null, mode);
     const a = bestAllow as CRule | null;
-    if (a === null) return deny(methodMiss ? 'method_not_allowed' : 'no_rule', null, mode);
+    const m = methodMiss as CRule | null;
+    if (a === null) return m !== null ? deny('method_not_allowed', m.name, mode) : deny('no_rule', null, mode);
     return { verdict: 'allow', reason: 'rule_allow', rule: a.name, mode, constraint: sIsIp ? null : constraintFor(agent) };
   }
 

@@ -105,6 +105,10 @@ describe('methods', () => {
     expect(p.decide(req(host, 80, { method }))).toMatchObject({ verdict, reason });
   });
 
+  it('a method refusal names the rule that matched all but the method', () => {
+    expect(p.decide(req('api.test', 80, { method: 'POST' }))).toMatchObject({ verdict: 'deny', reason: 'method_not_allowed', rule: 'read-only' });
+  });
+
   it('CONNECT is not subject to methods, in allow or deny rules', () => {
     expect(p.decide(req('api.test', 443, { method: 'CONNECT' }))).toMatchObject({ verdict: 'allow', rule: 'read-only' });
     expect(p.decide(req('api.test', 443))).toMatchObject({ verdict: 'allow', rule: 'read-only' });
