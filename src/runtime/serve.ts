@@ -40,6 +40,8 @@ export interface EgressConfig {
   admin?: { listen: string; token?: string } | null;
   /** Spike alerts on denies (needs nothing else); null/undefined = defaults, false = off. */
   alerts?: Omit<SpikeOptions, 'registry' | 'logger' | 'onAlert'> | false | null;
+  /** Addresses the guard must refuse besides this process's own listeners (e.g. a cluster primary's admin API). */
+  guardSelf?: { address: string; port: number }[];
   /** Export the companion firewall's kernel counters (same host and namespace) with /metrics. */
   firewallMetrics?: 'nftables' | 'iptables' | null;
   /** The filtering DNS resolver; null/undefined = none. */
@@ -76,7 +78,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   for (const w of (holder.current() as CompiledPolicy & { warnings?: string[] }).warnings ?? []) logger.warn(w);
 
   const resolver = createResolver({ servers: cfg.dnsServers.length ? cfg.dnsServers : undefined, timeoutMs: cfg.limits?.dnsTimeoutMs ?? 5_000 });
-  const self: { address: string; port: number }[] = [];
+  const self: { address: string; port: number }[] = [...(cfg.guardSelf ?? [])];
   const makeContext = (policy: CompiledPolicy): VetContext => ({
     policy,
     guard: new AddressGuard({ exempt: policy.spec.guardExempt, self }),

@@ -3,6 +3,8 @@ import pino from 'pino';
 import { PolicyError } from '../../policy/types.js';
 import { DEFAULT_LIMITS } from '../../proxy/options.js';
 import { formatListen } from '../../runtime/listen.js';
+import { attachWorker, isClusterWorker, parseWorkers, runPrimary, workerConfig } from '../../runtime/cluster.js';
+import { buildPolicy } from '../../runtime/policy-holder.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/index.js';
 import { listValue, parseDurationMs, parsePositiveInt, parseSize, repeatable } from '../parse.js';
@@ -58,6 +60,7 @@ export function registerServe(program: Command): void {
     .addOption(opt('--dns-refuse-code <code>', 'answer for names the policy refuses: nxdomain or refused', 'DNS_REFUSE_CODE').argParser(parseRefuseCode).default('NXDOMAIN', 'nxdomain'))
     .addOption(opt('--dns-rate-limit <n[/burst]>', 'queries per second per client (0 = off)', 'DNS_RATE_LIMIT').argParser(parseRateLimit).default({ perSecond: 50, burst: 100 }, '50/100'))
     .addOption(opt('--dns-cache-size <n>', 'answers cached (0 = off)', 'DNS_CACHE_SIZE').argParser(parseCacheSize).default(10_000))
+    .addOption(opt('--workers <n|auto>', 'processes sharing the listeners (node:cluster); auto = one per core', 'WORKERS').default('1'))
     .action(async (o) => {
       const logger = pino({ level: o.logLevel }, pino.destination(2));
       if (!!o.tlsCert !== !!o.tlsKey) {
@@ -97,9 +100,29 @@ export function registerServe(program: Command): void {
           ? { listen: listValue(o.dnsListen), refuseWith: o.dnsRefuseCode, rateLimit: o.dnsRateLimit, cacheMaxEntries: o.dnsCacheSize }
           : null,
       };
+      let workers: number;
+      try {
+        workers = parseWorkers(o.workers);
+      } catch (err) {
+        console.error(`agent-egress: ${(err as Error).message}`);
+        process.exit(2);
+      }
+      if (workers > 1 && !isClusterWorker()) {
+        try {
+          // Validate before forking anything: never start half-configured.
+          buildPolicy(cfg.policyFile, cfg.flags);
+          await runPrimary(cfg, workers, logger);
+        } catch (err) {
+          if (err instanceof PolicyError) console.error(`agent-egress: invalid policy\n${err.message}`);
+          else console.error(`agent-egress: cannot start: ${(err as Error).message}`);
+          process.exit(2);
+        }
+        return;
+      }
+      const clustered = isClusterWorker();
       let running;
       try {
-        running = await startEgress(cfg);
+        running = await startEgress(clustered ? workerConfig(cfg) : cfg);
       } catch (err) {
         // Never start half-configured: a bad policy or listen address is exit 2 with the reason.
         if (err instanceof PolicyError) console.error(`agent-egress: invalid policy\n${err.message}`);
@@ -107,6 +130,7 @@ export function registerServe(program: Command): void {
         process.exit(2);
       }
       const r = running;
+      if (clustered) attachWorker(r);
       logger.info(
         {
           listen: formatListen(r.address),

@@ -1,0 +1,66 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startHttpOrigin, type Origin } from '../helpers/origin.js';
+import { rawExchange } from '../helpers/raw.js';
+
+const ROOT = resolve(__dirname, '../..');
+const BIN = join(ROOT, 'bin/agent-egress.js');
+const dir = mkdtempSync(join(tmpdir(), 'ae-workers-'));
+let origin: Origin;
+
+beforeAll(async () => {
+  origin = await startHttpOrigin();
+});
+afterAll(() => origin?.close());
+
+const policy = (ports: number[]) =>
+  `version: 1\naddress_guard: { exempt: [127.0.0.1/32] }\nrules:\n  - name: origin\n    action: allow\n    cidrs: [127.0.0.1/32]\n    ports: [${ports.join(', ')}]\n`;
+
+describe('serve --workers', () => {
+  it('workers share the listener, write one verifiable store, aggregate /metrics, reload on SIGHUP and stop cleanly', async () => {
+    const file = join(dir, 'policy.yaml');
+    writeFileSync(file, policy([1]));
+    const data = join(dir, 'data');
+    const log = join(dir, 'decisions.log');
+    const child = spawn('node', [BIN, 'serve', '--workers', '2', '--listen', '127.0.0.1:0', '--policy', file, '--policy-poll', '0',
+      '--data-dir', data, '--log-file', log, '--admin-listen', '127.0.0.1:0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    try {
+      for (let i = 0; i < 120 && (err.match(/agent-egress proxy listening/g) ?? []).length < 2; i++) await new Promise((r) => setTimeout(r, 250));
+      expect((err.match(/agent-egress proxy listening/g) ?? []).length).toBe(2);
+      const port = Number(/"listen":"127\.0\.0\.1:(\d+)"/.exec(err)![1]);
+      const admin = /"admin":"(127\.0\.0\.1:\d+)"/.exec(err)![1];
+
+      // Denied under the first policy, by whichever worker takes the connection.
+      for (let i = 0; i < 30; i++) expect(await rawExchange(port, `CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\n\r\n`)).toMatch(/^HTTP\/1\.1 403 /);
+
+      // SIGHUP to the primary reaches every worker: all later connections are allowed.
+      writeFileSync(file, policy([origin.port]));
+      child.kill('SIGHUP');
+      await new Promise((r) => setTimeout(r, 500));
+      for (let i = 0; i < 10; i++) expect(await rawExchange(port, `CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\n\r\n`, 150)).toMatch(/^HTTP\/1\.1 200 /);
+
+      const metrics = await request(`http://${admin}/metrics`);
+      const text = await metrics.body.text();
+      expect(text).toMatch(/agent_egress_decisions_total\{verdict="deny",reason="no_rule"[^}]*\} 30/);
+
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      const lines = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      expect(lines).toHaveLength(40);
+      // Ids end in a per-process part: both workers took connections.
+      expect(new Set(lines.map((l) => l.id.slice(-6))).size).toBe(2);
+      const verify = execFileSync('node', [BIN, 'log', 'verify', '--data-dir', data], { encoding: 'utf8' });
+      expect(verify).toMatch(/ok: 40 records verified/);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});
