@@ -1,4 +1,5 @@
-import { canonicalIp, parseCidr, type Cidr, type IpFamily } from '../net/ip.js';
+import { parseIpEndpoint } from '../net/endpoint.js';
+import { parseCidr, type Cidr, type IpFamily } from '../net/ip.js';
 
 /** Input a user gave that cannot become a rule set; the CLI exits 2 on it. */
 export class FirewallOptionError extends Error {
@@ -52,27 +53,13 @@ export const DEFAULT_LOG_PREFIX = 'agent-egress-drop: ';
 
 /** Parse `ADDR:PORT` / `[V6]:PORT`; `defaultPort` allows a bare address. */
 export function parseEndpoint(text: string, defaultPort?: number): Endpoint {
-  let host = text;
-  let portText: string | undefined;
-  if (text.startsWith('[')) {
-    const close = text.indexOf(']');
-    if (close === -1) throw new FirewallOptionError(`unterminated IPv6 literal in ${JSON.stringify(text)}`);
-    host = text.slice(1, close);
-    const rest = text.slice(close + 1);
-    if (rest !== '') {
-      if (!rest.startsWith(':')) throw new FirewallOptionError(`bad endpoint ${JSON.stringify(text)}`);
-      portText = rest.slice(1);
-    }
-  } else if ((text.match(/:/g) ?? []).length === 1) {
-    [host, portText] = text.split(':');
+  // Names are refused (parseIpEndpoint): a rule resolved once at apply time would silently go stale.
+  try {
+    const e = parseIpEndpoint(text, { defaultPort });
+    return { family: e.family, address: e.address, port: e.port };
+  } catch (err) {
+    throw new FirewallOptionError(`${JSON.stringify(text)}: ${(err as Error).message}`);
   }
-  const ip = canonicalIp(host);
-  // Names are refused: a rule resolved once at apply time would silently go stale.
-  if (!ip) throw new FirewallOptionError(`${JSON.stringify(text)}: firewall rules need an IP address, not a name`);
-  let port = defaultPort;
-  if (portText !== undefined) port = parsePort(portText, text);
-  if (port === undefined) throw new FirewallOptionError(`${JSON.stringify(text)}: a port is required (ADDR:PORT or [V6]:PORT)`);
-  return { family: ip.family, address: ip.address, port };
 }
 
 function parsePort(s: string, ctx: string): number {

@@ -1,5 +1,5 @@
 import { domainToASCII } from 'node:url';
-import { canonicalIp, type IpFamily } from './ip.js';
+import { canonicalIp, unmapIpv4, type IpFamily } from './ip.js';
 
 /**
  * A destination host in its one canonical form. Names: lower-case, punycode, no trailing dot.
@@ -102,13 +102,8 @@ export function normalizeHostPattern(input: string): NormalizedHost {
  * destinations and stay IPv6 (the guard judges their embedded IPv4).
  */
 function ipv6Host(address: string): NormalizedHost {
-  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(address);
-  if (m) {
-    const hi = parseInt(m[1], 16);
-    const lo = parseInt(m[2], 16);
-    return { kind: 'ip', family: 4, value: `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}` };
-  }
-  return { kind: 'ip', family: 6, value: address };
+  const v4 = unmapIpv4(address);
+  return v4 !== address ? { kind: 'ip', family: 4, value: v4 } : { kind: 'ip', family: 6, value: address };
 }
 
 function checkName(name: string, labelRe: RegExp): void {

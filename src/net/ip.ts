@@ -107,3 +107,21 @@ export function cidrContains(cidr: Cidr, address: string): boolean {
   if (a.kind() !== cidr.range[0].kind()) return false;
   return a.match(cidr.range as [ipaddr.IPv4, number]);
 }
+
+/**
+ * The address a socket really talks to: an IPv4-mapped IPv6 address (::ffff:a.b.c.d, as dual-stack
+ * sockets report IPv4 peers) is that IPv4 address. Takes and returns canonical text.
+ */
+export function unmapIpv4(address: string): string {
+  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(address);
+  if (!m) return address;
+  const hi = parseInt(m[1], 16);
+  const lo = parseInt(m[2], 16);
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+}
+
+/** A socket's remote address as the policy and the records see it: canonical, IPv4 peers as IPv4. */
+export function canonicalPeer(raw: string): string {
+  const ip = canonicalIp(raw);
+  return ip ? unmapIpv4(ip.address) : raw;
+}

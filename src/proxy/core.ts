@@ -3,7 +3,8 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { DecisionRecord } from '../decisions/record.js';
 import type { DecisionSink } from '../decisions/sink.js';
-import { canonicalIp } from '../net/ip.js';
+import { formatHostPort } from '../net/endpoint.js';
+import { canonicalPeer } from '../net/ip.js';
 import type { Identity } from '../policy/types.js';
 import { parseProxyAuthorization } from './auth.js';
 import type { ProxyLimits, RecordOptions } from './options.js';
@@ -31,14 +32,11 @@ export function emit(core: ProxyCore, rec: DecisionRecord, t0: number): void {
 
 /** Canonical client address: IPv4 clients on a dual-stack listener appear as ::ffff:a.b.c.d. */
 export function clientAddress(socket: Socket): string {
-  const raw = socket.remoteAddress ?? '';
-  if (raw.startsWith('::ffff:') && raw.includes('.')) return raw.slice(7);
-  return canonicalIp(raw)?.address ?? raw;
+  return canonicalPeer(socket.remoteAddress ?? '');
 }
 
 export function clientLabel(socket: Socket): string {
-  const a = clientAddress(socket);
-  return `${a.includes(':') ? `[${a}]` : a}:${socket.remotePort ?? 0}`;
+  return formatHostPort(clientAddress(socket), socket.remotePort ?? 0);
 }
 
 /** Verified client-certificate names (CN and DNS/URI/email SANs) on a TLS listener; none otherwise. */
