@@ -81,3 +81,36 @@ export function newDecisionId(now = Date.now()): string {
   }
   return now.toString(36).padStart(9, '0') + seq.toString(36).padStart(3, '0') + node;
 }
+
+/**
+ * A record in the making, started when a request arrives: denied as a bad request until the entry
+ * point settles it, so a record that is emitted early never claims more than was decided.
+ */
+export function startRecord(client: string, method: string, host: string, port: number | null, policyHash: string | null): DecisionRecord {
+  const now = Date.now();
+  return {
+    time: new Date(now).toISOString(),
+    id: newDecisionId(now),
+    agent: null,
+    client,
+    method,
+    host,
+    port,
+    path: null,
+    address: null,
+    verdict: 'deny',
+    mode: 'enforce',
+    rule: null,
+    reason: 'bad_request',
+    status: null,
+    bytesUp: 0,
+    bytesDown: 0,
+    timings: { dnsMs: null, connectMs: null, totalMs: null },
+    policyHash,
+  };
+}
+
+/** Milliseconds with two decimals, as records carry them. */
+export function roundMs(ms: number | null): number | null {
+  return ms === null ? null : Math.round(ms * 100) / 100;
+}

@@ -1,7 +1,7 @@
 import * as packet from 'dns-packet';
 import type { DecodedPacket, Question } from 'dns-packet';
 import type { Logger } from 'pino';
-import { newDecisionId, type DecisionRecord, type Mode, type Reason, type Verdict } from '../decisions/record.js';
+import { roundMs, startRecord, type DecisionRecord, type Mode, type Reason, type Verdict } from '../decisions/record.js';
 import type { DecisionSink } from '../decisions/sink.js';
 import type { AddressGuard } from '../net/guard.js';
 import { normalizeHost } from '../net/host.js';
@@ -217,32 +217,14 @@ function fromUpstream(res: DecodedPacket): UpstreamAnswer {
 }
 
 function newRecord(client: string, policyHash: string | null, bytesUp: number): DecisionRecord & { detail: Record<string, unknown> } {
-  const now = Date.now();
-  return {
-    time: new Date(now).toISOString(),
-    id: newDecisionId(now),
-    agent: null,
-    client,
-    method: 'DNS',
-    host: '',
-    port: null,
-    path: null,
-    address: null,
-    verdict: 'deny',
-    mode: 'enforce',
-    rule: null,
-    reason: 'malformed',
-    status: null,
-    bytesUp,
-    bytesDown: 0,
-    timings: { dnsMs: null, connectMs: null, totalMs: null },
-    policyHash,
-    detail: {},
-  };
+  const rec = startRecord(client, 'DNS', '', null, policyHash);
+  rec.reason = 'malformed';
+  rec.bytesUp = bytesUp;
+  return Object.assign(rec, { detail: {} as Record<string, unknown> });
 }
 
 function round(ms: number): number {
-  return Math.round(ms * 100) / 100;
+  return roundMs(ms) as number;
 }
 
 function headerOnlyReply(buf: Buffer, rcode: number): Buffer | null {

@@ -2,9 +2,9 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { formatAuthority, parseConnectTarget, TargetError } from '../net/target.js';
 import { clientLabel, emit, identify, type ProxyCore } from './core.js';
-import { dialVetted, DialError } from './dial.js';
 import { refuseSocket, wantsJson } from './respond.js';
 import { round, settle, startRecord } from './record.js';
+import { dialForTunnel, splice } from './tunnel.js';
 import { vetDestination } from './vet.js';
 
 
@@ -62,63 +62,14 @@ export async function handleConnect(core: ProxyCore, req: IncomingMessage, socke
     return emit(core, rec, t0);
   }
 
-  const tc = performance.now();
-  let upstream: Socket;
-  try {
-    const d = await dialVetted(v.addresses, target.port, core.limits.connectTimeoutMs);
-    upstream = d.socket;
-    rec.address = d.address;
-  } catch (err) {
-    const timeout = err instanceof DialError && err.timeout;
-    const status = timeout ? 504 : 502;
-    const reason = timeout ? 'upstream_timeout' : 'upstream_error';
-    rec.timings.connectMs = round(performance.now() - tc);
-    rec.address = v.addresses[0];
-    // The policy allowed it; the failure is the upstream's, so the verdict stays and the reason says what broke.
-    settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
-    rec.detail = { ...rec.detail, error: (err as Error).message };
-    refuseSocket(socket, { status, reason, decisionId: rec.id, target: authority }, json);
-    return emit(core, rec, t0);
-  }
-  rec.timings.connectMs = round(performance.now() - tc);
-  settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: 200 });
+  const upstream = await dialForTunnel(core, rec, t0, socket, v, target.port, { target: authority, json, status: 200 });
+  if (!upstream) return;
 
   if (socket.destroyed) {
     upstream.destroy();
     return emit(core, rec, t0);
   }
-  tunnel(core, rec, t0, socket, upstream, head);
-}
-
-function tunnel(core: ProxyCore, rec: ReturnType<typeof startRecord>, t0: number, client: Socket, upstream: Socket, head: Buffer): void {
-  core.counters.activeTunnels++;
-  let done = false;
-  const finish = () => {
-    if (done) return;
-    done = true;
-    core.counters.activeTunnels--;
-    core.tunnels.delete(finish);
-    client.destroy();
-    upstream.destroy();
-    rec.bytesUp = upstream.bytesWritten;
-    rec.bytesDown = upstream.bytesRead;
-    emit(core, rec, t0);
-  };
-  core.tunnels.add(finish);
-  upstream.on('error', finish);
-  // Upstream closing first is the normal end of most tunnels: pipe() has already ended the client side,
-  // so let its buffered bytes drain and wait for the client to close (briefly) instead of cutting them.
-  upstream.on('close', () => {
-    if (!client.writableEnded) client.end();
-    client.setTimeout(5_000, finish);
-  });
-  client.on('close', finish);
-  client.on('error', finish);
-  // Activity either way reads or writes the client socket, so one idle timer covers both directions.
-  client.setTimeout(core.limits.tunnelIdleMs, finish);
-  client.setNoDelay(true);
-  client.write(`HTTP/1.1 200 Connection established\r\nX-Agent-Egress-Decision: ${rec.id}\r\n\r\n`);
+  socket.write(`HTTP/1.1 200 Connection established\r\nX-Agent-Egress-Decision: ${rec.id}\r\n\r\n`);
   if (head.length > 0) upstream.write(head);
-  client.pipe(upstream);
-  upstream.pipe(client);
+  splice(core, rec, t0, socket, upstream);
 }

@@ -5,11 +5,11 @@ import { errors as undiciErrors, type Agent } from 'undici';
 import { parseProxyUrl, TargetError, type Target } from '../net/target.js';
 import type { DecisionRecord } from '../decisions/record.js';
 import { clientLabel, emit, identify, type ProxyCore } from './core.js';
-import { dialVetted, DialError } from './dial.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
 import { round, settle, startRecord } from './record.js';
 import { relay } from './relay.js';
+import { dialForTunnel, splice } from './tunnel.js';
 import { vetDestination, type VetOutcome } from './vet.js';
 
 const ORIGIN_FORM =
@@ -206,50 +206,13 @@ export async function handleUpgrade(core: ProxyCore, req: IncomingMessage, socke
   const a = await admit(core, req, rec, t0, (r) => refuseSocket(socket, r, json));
   if (!a) return;
   const { target, v } = a;
-  const tc = performance.now();
-  let upstream: Socket;
-  try {
-    const d = await dialVetted(v.addresses, target.port, core.limits.connectTimeoutMs);
-    upstream = d.socket;
-    rec.address = d.address;
-  } catch (err) {
-    const timeout = err instanceof DialError && err.timeout;
-    const status = timeout ? 504 : 502;
-    const reason = timeout ? 'upstream_timeout' : 'upstream_error';
-    settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
-    refuseSocket(socket, { status, reason, decisionId: rec.id }, json);
-    emit(core, rec, t0);
-    return;
-  }
-  rec.timings.connectMs = round(performance.now() - tc);
-  settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: 101 });
+  const upstream = await dialForTunnel(core, rec, t0, socket, v, target.port, { target: `${req.method} ${hostHeader(target)}`, json, status: 101 });
+  if (!upstream) return;
   const headers = forwardRequestHeaders(req.rawHeaders, hostHeader(target));
   const lines = [`${req.method} ${a.path}${a.query} HTTP/1.1`];
   for (let i = 0; i < headers.length; i += 2) lines.push(`${headers[i]}: ${headers[i + 1]}`);
   lines.push('Connection: Upgrade', `Upgrade: ${req.headers.upgrade}`);
   upstream.write(lines.join('\r\n') + '\r\n\r\n');
   if (head.length) upstream.write(head);
-  core.counters.activeTunnels++;
-  let done = false;
-  const finish = () => {
-    if (done) return;
-    done = true;
-    core.counters.activeTunnels--;
-    core.tunnels.delete(finish);
-    socket.destroy();
-    upstream.destroy();
-    rec.bytesUp = upstream.bytesWritten;
-    rec.bytesDown = upstream.bytesRead;
-    emit(core, rec, t0);
-  };
-  core.tunnels.add(finish);
-  upstream.on('error', finish);
-  upstream.on('close', () => {
-    if (!socket.writableEnded) socket.end();
-    socket.setTimeout(5_000, finish);
-  });
-  socket.on('close', finish);
-  socket.setTimeout(core.limits.tunnelIdleMs, finish);
-  socket.pipe(upstream);
-  upstream.pipe(socket);
+  splice(core, rec, t0, socket, upstream);
 }

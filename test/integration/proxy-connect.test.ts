@@ -62,7 +62,8 @@ describe('CONNECT through real clients', () => {
     const agent = new HttpsProxyAgent(proxy.url);
     const body = await new Promise<string>((resolve, reject) => {
       const req = httpsRequest(
-        { host: 'allowed.test', port: tlsOrigin.port, path: '/', agent, ca: testCert().cert, servername: 'allowed.test' },
+        // Connection: close, so the origin ends the tunnel now (its record is written when the tunnel closes).
+        { host: 'allowed.test', port: tlsOrigin.port, path: '/', agent, ca: testCert().cert, servername: 'allowed.test', headers: { connection: 'close' } },
         (res) => {
           let b = '';
           res.on('data', (c) => (b += c));

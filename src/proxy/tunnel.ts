@@ -1,0 +1,77 @@
+import type { Socket } from 'node:net';
+import type { DecisionRecord } from '../decisions/record.js';
+import { emit, type ProxyCore } from './core.js';
+import { dialVetted, DialError } from './dial.js';
+import { round, settle } from './record.js';
+import { refuseSocket } from './respond.js';
+import type { VetOutcome } from './vet.js';
+
+/**
+ * Connect a tunnel's upstream to the first vetted address that answers. On failure the client gets
+ * 502/504 and the record says what broke; the verdict stays (the policy allowed it), and null is returned.
+ */
+export async function dialForTunnel(
+  core: ProxyCore,
+  rec: DecisionRecord,
+  t0: number,
+  client: Socket,
+  v: VetOutcome & { ok: true },
+  port: number,
+  refusal: { target?: string; json: boolean; status: number },
+): Promise<Socket | null> {
+  const tc = performance.now();
+  try {
+    const d = await dialVetted(v.addresses, port, core.limits.connectTimeoutMs);
+    rec.address = d.address;
+    rec.timings.connectMs = round(performance.now() - tc);
+    settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: refusal.status });
+    return d.socket;
+  } catch (err) {
+    const timeout = err instanceof DialError && err.timeout;
+    const status = timeout ? 504 : 502;
+    const reason = timeout ? 'upstream_timeout' : 'upstream_error';
+    rec.timings.connectMs = round(performance.now() - tc);
+    rec.address = v.addresses[0];
+    settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
+    rec.detail = { ...rec.detail, error: (err as Error).message };
+    refuseSocket(client, { status, reason, decisionId: rec.id, target: refusal.target }, refusal.json);
+    emit(core, rec, t0);
+    return null;
+  }
+}
+
+/**
+ * Splice a client socket to a connected upstream socket (CONNECT and Upgrade alike). Whatever the
+ * caller had to say first (the 200, the upgrade request head, pipelined bytes) is written before this.
+ * The tunnel's record is emitted once, when it ends, with the bytes each way.
+ */
+export function splice(core: ProxyCore, rec: DecisionRecord, t0: number, client: Socket, upstream: Socket): void {
+  core.counters.activeTunnels++;
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    core.counters.activeTunnels--;
+    core.tunnels.delete(finish);
+    client.destroy();
+    upstream.destroy();
+    rec.bytesUp = upstream.bytesWritten;
+    rec.bytesDown = upstream.bytesRead;
+    emit(core, rec, t0);
+  };
+  core.tunnels.add(finish);
+  upstream.on('error', finish);
+  // Upstream closing first is the normal end of most tunnels: pipe() has already ended the client side,
+  // so let its buffered bytes drain and wait for the client to close (briefly) instead of cutting them.
+  upstream.on('close', () => {
+    if (!client.writableEnded) client.end();
+    client.setTimeout(5_000, finish);
+  });
+  client.on('close', finish);
+  client.on('error', finish);
+  // Activity either way reads or writes the client socket, so one idle timer covers both directions.
+  client.setTimeout(core.limits.tunnelIdleMs, finish);
+  client.setNoDelay(true);
+  client.pipe(upstream);
+  upstream.pipe(client);
+}
