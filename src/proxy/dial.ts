@@ -1,4 +1,5 @@
-import { connect, type Socket } from 'node:net';
+import { connect, type NetConnectOpts, type Socket } from 'node:net';
+import { SOCKET_HIGH_WATER_MARK } from './options.js';
 
 export class DialError extends Error {
   constructor(
@@ -28,7 +29,15 @@ export async function dialVetted(addresses: string[], port: number, timeoutMs: n
 
 function dialOne(address: string, port: number, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: address, port, noDelay: true });
+    // net.Socket hands these to stream.Duplex; @types/node's NetConnectOpts does not list them.
+    const opts: NetConnectOpts & { readableHighWaterMark: number; writableHighWaterMark: number } = {
+      host: address,
+      port,
+      noDelay: true,
+      readableHighWaterMark: SOCKET_HIGH_WATER_MARK,
+      writableHighWaterMark: SOCKET_HIGH_WATER_MARK,
+    };
+    const socket = connect(opts);
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new DialError(true, `connect to ${address} timed out`));

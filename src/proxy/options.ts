@@ -35,6 +35,14 @@ export const DEFAULT_LIMITS: ProxyLimits = {
   shutdownGraceMs: 10_000,
 };
 
+/**
+ * Socket buffer watermark for client and upstream sockets. libuv reads 64 KiB at a time; at Node's 16 KiB
+ * default every such chunk makes pipe() pause the reader and wait for 'drain', so bulk tunnels spend
+ * their CPU on stop/start cycles. 128 KiB lets one chunk be in flight without pausing, while keeping
+ * what a slow reader can make the proxy hold per direction small and bounded.
+ */
+export const SOCKET_HIGH_WATER_MARK = 128 * 1024;
+
 export interface RecordOptions {
   /** Keep the query string in recorded paths (off by default: queries carry tokens). */
   logQuery: boolean;

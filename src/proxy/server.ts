@@ -7,7 +7,7 @@ import type { DecisionSink } from '../decisions/sink.js';
 import { handleConnect } from './connect.js';
 import { clientAddress, clientLabel, emit, type ProxyCore } from './core.js';
 import { handleRequest, handleUpgrade } from './forward.js';
-import { DEFAULT_LIMITS, type ProxyLimits, type RecordOptions } from './options.js';
+import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits, type RecordOptions } from './options.js';
 import { refuseSocket } from './respond.js';
 import { settle, startRecord } from './record.js';
 import type { VetContext } from './vet.js';
@@ -73,6 +73,7 @@ export class ProxyServer {
       connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
       insecureHTTPParser: false,
       requireHostHeader: false,
+      highWaterMark: SOCKET_HIGH_WATER_MARK,
     };
     this.server = opts.tls
       ? createHttpsServer({
