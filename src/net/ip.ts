@@ -1,3 +1,4 @@
+import { isIPv4 } from 'node:net';
 import ipaddr from 'ipaddr.js';
 
 export type IpFamily = 4 | 6;
@@ -122,6 +123,9 @@ export function unmapIpv4(address: string): string {
 
 /** A socket's remote address as the policy and the records see it: canonical, IPv4 peers as IPv4. */
 export function canonicalPeer(raw: string): string {
+  // Sockets report IPv4 peers in canonical dotted form already: skip the general parser on the hot path.
+  if (isIPv4(raw)) return raw;
+  if (raw.startsWith('::ffff:') && isIPv4(raw.slice(7))) return raw.slice(7);
   const ip = canonicalIp(raw);
   return ip ? unmapIpv4(ip.address) : raw;
 }

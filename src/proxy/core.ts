@@ -31,8 +31,12 @@ export function emit(core: ProxyCore, rec: DecisionRecord, t0: number): void {
 }
 
 /** Canonical client address: IPv4 clients on a dual-stack listener appear as ::ffff:a.b.c.d. */
+const PEER = Symbol('agent-egress.peer');
+
+/** Computed once per connection (admission, identity and every record of a keep-alive connection ask). */
 export function clientAddress(socket: Socket): string {
-  return canonicalPeer(socket.remoteAddress ?? '');
+  const s = socket as Socket & { [PEER]?: string };
+  return (s[PEER] ??= canonicalPeer(socket.remoteAddress ?? ''));
 }
 
 export function clientLabel(socket: Socket): string {
