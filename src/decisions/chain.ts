@@ -23,6 +23,37 @@ export function canonicalJson(value: unknown): string {
   return `{${parts.join(',')}}`;
 }
 
+// DecisionRecord's keys in sorted order: the fast path writes them in this order directly.
+const RECORD_KEYS = [
+  'address', 'agent', 'bytesDown', 'bytesUp', 'client', 'detail', 'host', 'id', 'method', 'mode', 'path',
+  'policyHash', 'port', 'reason', 'rule', 'status', 'time', 'timings', 'verdict',
+] as const;
+const KNOWN = new Set<string>(RECORD_KEYS);
+
+/**
+ * canonicalJson for a decision record, byte for byte, without sorting the top level on every call:
+ * the record's keys are known, so only its small nested objects go through the general function.
+ * Anything unexpected (an extra key) takes the general path, so the output never differs.
+ */
+export function canonicalRecordJson(rec: DecisionRecord): string {
+  const r = rec as unknown as Record<string, unknown>;
+  for (const k in r) if (!KNOWN.has(k)) return canonicalJson(rec);
+  let out = '{';
+  let first = true;
+  for (const k of RECORD_KEYS) {
+    const v = r[k];
+    if (v === undefined) continue;
+    out += (first ? '"' : ',"') + k + '":' + (v !== null && typeof v === 'object' ? canonicalJson(v) : primitiveJson(v));
+    first = false;
+  }
+  return out + '}';
+}
+
+function primitiveJson(v: unknown): string {
+  const s = JSON.stringify(v);
+  return s === undefined ? 'null' : s;
+}
+
 /** hash_n = sha256(hash_{n-1} + canonical JSON of record n), hex. */
 export function chainHash(prevHash: string, canonical: string): string {
   return createHash('sha256').update(prevHash).update(canonical).digest('hex');

@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { DecisionRecord } from '../record.js';
 import { DEFAULT_LIMIT, MAX_LIMIT, hostGlobToSqlite, type QueryFilter } from '../query.js';
-import { GENESIS_HASH, canonicalJson, chainHash, verifyChain, type ChainRow, type VerifyResult } from '../chain.js';
+import { GENESIS_HASH, canonicalRecordJson, chainHash, verifyChain, type ChainRow, type VerifyResult } from '../chain.js';
 import type { Summary } from '../summary.js';
 import { StoreUnavailableError, type DecisionStore, type QueryPage, type StoreStats, type TailPage } from './types.js';
 
@@ -76,7 +76,9 @@ CREATE INDEX IF NOT EXISTS decisions_id ON decisions(id);
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time_ms);
 CREATE INDEX IF NOT EXISTS decisions_verdict_time ON decisions(verdict, time_ms);
 CREATE INDEX IF NOT EXISTS decisions_agent_time ON decisions(agent, time_ms);
-CREATE INDEX IF NOT EXISTS decisions_host_time ON decisions(host, time_ms);
+-- No host index: host filters are globs (often a leading *) that an index cannot serve, and it cost a
+-- third of every insert (docs/performance.md). Host queries scan the time range instead.
+DROP INDEX IF EXISTS decisions_host_time;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `;
 
@@ -225,7 +227,7 @@ export class SqliteDecisionStore implements DecisionStore {
       const rows: { rec: DecisionRecord; json: string }[] = [];
       for (const p of batch) {
         try {
-          rows.push({ rec: p.rec, json: canonicalJson(p.rec) });
+          rows.push({ rec: p.rec, json: canonicalRecordJson(p.rec) });
         } catch {
           this.counters.dropped++; // unserialisable record (e.g. a BigInt in detail): it can never be stored
         }
