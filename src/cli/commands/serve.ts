@@ -6,7 +6,7 @@ import { formatListen } from '../../runtime/listen.js';
 import { attachWorker, isClusterWorker, parseWorkers, runPrimary, workerConfig } from '../../runtime/cluster.js';
 import { buildPolicy } from '../../runtime/policy-holder.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
-import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/index.js';
+import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
 import { listValue, parseDurationMs, parsePositiveInt, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;

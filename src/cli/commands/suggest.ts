@@ -3,7 +3,6 @@ import type { Command } from 'commander';
 import { buildFilter } from '../../decisions/query.js';
 import type { DecisionRecord } from '../../decisions/record.js';
 import { openSqliteStoreReadOnly } from '../../decisions/store/sqlite.js';
-import { suggestPolicy } from '../../decisions/suggest.js';
 
 export interface SuggestCliOptions {
   dataDir?: string;
@@ -29,6 +28,8 @@ export async function runSuggest(o: SuggestCliOptions, out: (s: string) => void 
     await store.close();
   }
   const comment = `From ${records.length} decisions since ${new Date(f.sinceMs!).toISOString()}${o.agent ? ` by agent ${o.agent}` : ''}.`;
+  // Loaded here, not at start-up: the public suffix list is large and only this command needs it.
+  const { suggestPolicy } = await import('../../decisions/suggest.js');
   const { yaml } = suggestPolicy(records, { comment });
   if (o.output) writeFileSync(o.output, yaml, { mode: 0o644 });
   else out(yaml);
