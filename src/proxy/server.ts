@@ -86,7 +86,8 @@ export class ProxyServer {
           minVersion: 'TLSv1.2',
         })
       : createHttpServer(httpOpts);
-    this.listener = createNetServer({ noDelay: true }, (s) => this.admitConnection(s));
+    // Sockets are created here, not by the HTTP server, so the buffer size (S2 bulk throughput) is set here too.
+    this.listener = createNetServer({ noDelay: true, highWaterMark: SOCKET_HIGH_WATER_MARK }, (s) => this.admitConnection(s));
     this.server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       handleConnect(this.core, req, socket, head).catch((err) => this.crashGuard(err, socket));
     });
