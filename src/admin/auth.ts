@@ -1,4 +1,4 @@
-import { isLoopbackHost, parseHostPort } from '../net/endpoint.js';
+import { parseHostPort } from '../net/endpoint.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 
 /** Constant-time bearer check: both sides hashed first so lengths never leak through timing. */
@@ -23,4 +23,3 @@ export function parseListen(listen: string): { host: string; port: number } {
   }
 }
 
-export { isLoopbackHost };

@@ -7,7 +7,8 @@ import { buildFilter, MAX_LIMIT, QueryError, type RawFilter } from '../decisions
 import type { DecisionStore } from '../decisions/store/types.js';
 import { CursorError } from '../decisions/store/sqlite.js';
 import type { PolicyHolder } from '../policy/holder.js';
-import { AdminConfigError, bearerMatches, isLoopbackHost, parseListen } from './auth.js';
+import { isLoopbackHost } from '../net/endpoint.js';
+import { AdminConfigError, bearerMatches, parseListen } from './auth.js';
 import { PAGE_CSS, PAGE_HTML, PAGE_JS } from './page.js';
 
 export interface AdminServerOptions {

@@ -111,6 +111,8 @@ export function startRecord(client: string, method: string, host: string, port: 
 }
 
 /** Milliseconds with two decimals, as records carry them. */
+export function roundMs(ms: number): number;
+export function roundMs(ms: number | null): number | null;
 export function roundMs(ms: number | null): number | null {
   return ms === null ? null : Math.round(ms * 100) / 100;
 }

@@ -1,5 +1,4 @@
-import { formatHostPort, parseIpEndpoint } from '../net/endpoint.js';
-import { canonicalPeer } from '../net/ip.js';
+import { parseIpEndpoint } from '../net/endpoint.js';
 
 /** A bad --dns-listen or --dns-server value. */
 export class DnsConfigError extends Error {
@@ -23,15 +22,4 @@ export function parseEndpoint(text: string, defaultPort: number | null): Endpoin
   } catch (err) {
     throw new DnsConfigError((err as Error).message);
   }
-}
-
-/** "addr:port" with IPv6 in brackets, as decision records show clients. */
-export const endpointText = formatHostPort;
-
-/**
- * The client address the policy identifies: IPv4-mapped IPv6 (from a dual-stack socket) is the IPv4
- * client it stands for, so source rules written as IPv4 CIDRs still match.
- */
-export function clientAddress(raw: string): string {
-  return canonicalPeer(raw);
 }

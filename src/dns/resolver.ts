@@ -7,7 +7,8 @@ import type { AddressGuard } from '../net/guard.js';
 import { normalizeHost } from '../net/host.js';
 import type { CompiledPolicy, PolicyDecision } from '../policy/types.js';
 import { DnsCache, type UpstreamAnswer } from './cache.js';
-import { clientAddress, endpointText } from './endpoint.js';
+import { formatHostPort } from '../net/endpoint.js';
+import { canonicalPeer } from '../net/ip.js';
 import { filterAnswer } from './filter.js';
 import { RateLimiter } from './rate-limit.js';
 import { Upstream, UpstreamError } from './upstream.js';
@@ -46,17 +47,17 @@ export class FilteringResolver {
     try {
       return await this.handleUnsafe(buf, client);
     } catch (err) {
-      this.d.logger?.error({ err, client: endpointText(client.address, client.port) }, 'dns: query handler failed');
+      this.d.logger?.error({ err, client: formatHostPort(client.address, client.port) }, 'dns: query handler failed');
       return servfailFromHeader(buf);
     }
   }
 
   private async handleUnsafe(buf: Buffer, client: Client): Promise<Buffer | null> {
     const t0 = performance.now();
-    const source = clientAddress(client.address);
+    const source = canonicalPeer(client.address);
     if (isResponse(buf)) return null; // never answer answers (reflection loops)
     let policy = this.d.policy();
-    const rec = newRecord(endpointText(client.address, client.port), policy.hash, buf.length);
+    const rec = newRecord(formatHostPort(client.address, client.port), policy.hash, buf.length);
     rec.detail = { transport: client.transport };
     const finish = (
       o: { verdict: Verdict; mode?: Mode; reason: Reason; rule?: string | null; status: number | null },
@@ -68,7 +69,7 @@ export class FilteringResolver {
       rec.rule = o.rule ?? null;
       rec.status = o.status;
       rec.bytesDown = out?.length ?? 0;
-      rec.timings.totalMs = round(performance.now() - t0);
+      rec.timings.totalMs = roundMs(performance.now() - t0);
       this.d.sink.write(rec);
       return out;
     };
@@ -149,10 +150,10 @@ export class FilteringResolver {
           { name: qname, type: question.type, class: 'IN' } as Required<Question>,
           ((q.flags ?? 0) & packet.CHECKING_DISABLED) !== 0,
         );
-        rec.timings.dnsMs = round(performance.now() - u0);
+        rec.timings.dnsMs = roundMs(performance.now() - u0);
         up = fromUpstream(res);
       } catch (err) {
-        rec.timings.dnsMs = round(performance.now() - u0);
+        rec.timings.dnsMs = roundMs(performance.now() - u0);
         rec.detail.error = err instanceof UpstreamError ? err.message : String(err);
         return finish({ ...outcome, verdict: 'deny', reason: 'dns_failure', status: RCODE.SERVFAIL }, reply(RCODE.SERVFAIL));
       }
@@ -223,9 +224,6 @@ function newRecord(client: string, policyHash: string | null, bytesUp: number): 
   return Object.assign(rec, { detail: {} as Record<string, unknown> });
 }
 
-function round(ms: number): number {
-  return roundMs(ms) as number;
-}
 
 function headerOnlyReply(buf: Buffer, rcode: number): Buffer | null {
   const out = formErrFromHeader(buf);

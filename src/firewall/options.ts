@@ -1,4 +1,4 @@
-import { parseIpEndpoint } from '../net/endpoint.js';
+import { parseIpEndpoint, parsePort, splitHostPort } from '../net/endpoint.js';
 import { parseCidr, type Cidr, type IpFamily } from '../net/ip.js';
 
 /** Input a user gave that cannot become a rule set; the CLI exits 2 on it. */
@@ -62,11 +62,12 @@ export function parseEndpoint(text: string, defaultPort?: number): Endpoint {
   }
 }
 
-function parsePort(s: string, ctx: string): number {
-  if (!/^\d{1,5}$/.test(s) || Number(s) < 1 || Number(s) > 65535) {
-    throw new FirewallOptionError(`bad port ${JSON.stringify(s)} in ${JSON.stringify(ctx)}`);
+function firewallPort(s: string, ctx: string): number {
+  try {
+    return parsePort(s, ctx);
+  } catch (err) {
+    throw new FirewallOptionError((err as Error).message);
   }
-  return Number(s);
 }
 
 function parseUid(s: string): number {
@@ -76,27 +77,19 @@ function parseUid(s: string): number {
 
 /** `CIDR` or `CIDR:PORT[,PORT...]`; IPv6 CIDRs with ports are written `[fd00::/64]:443`. */
 export function parseAllowedDest(text: string): AllowedDest {
-  let cidrText = text;
-  let portsText: string | undefined;
-  if (text.startsWith('[')) {
-    const close = text.indexOf(']');
-    if (close === -1) throw new FirewallOptionError(`unterminated bracket in ${JSON.stringify(text)}`);
-    cidrText = text.slice(1, close);
-    const rest = text.slice(close + 1);
-    if (rest !== '') {
-      if (!rest.startsWith(':')) throw new FirewallOptionError(`bad destination ${JSON.stringify(text)}`);
-      portsText = rest.slice(1);
-    }
-  } else if ((text.match(/:/g) ?? []).length === 1) {
-    [cidrText, portsText] = text.split(':');
+  let parts: { host: string; port: string | null };
+  try {
+    parts = splitHostPort(text);
+  } catch (err) {
+    throw new FirewallOptionError(`bad destination ${JSON.stringify(text)}: ${(err as Error).message}`);
   }
   let cidr: Cidr;
   try {
-    cidr = parseCidr(cidrText);
+    cidr = parseCidr(parts.host);
   } catch (err) {
     throw new FirewallOptionError(`${JSON.stringify(text)}: ${(err as Error).message}`);
   }
-  const ports = portsText === undefined ? [] : portsText.split(',').map((p) => parsePort(p, text));
+  const ports = parts.port === null ? [] : parts.port.split(',').map((p) => firewallPort(p, text));
   return { cidr, ports: [...new Set(ports)].sort((a, b) => a - b) };
 }
 

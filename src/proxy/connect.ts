@@ -3,7 +3,8 @@ import type { Socket } from 'node:net';
 import { formatAuthority, parseConnectTarget, TargetError } from '../net/target.js';
 import { clientLabel, emit, identify, type ProxyCore } from './core.js';
 import { refuseSocket, wantsJson } from './respond.js';
-import { round, settle, startRecord } from './record.js';
+import { roundMs, startRecord } from '../decisions/record.js';
+import { settle } from './record.js';
 import { dialForTunnel, splice } from './tunnel.js';
 import { vetDestination } from './vet.js';
 
@@ -49,7 +50,7 @@ export async function handleConnect(core: ProxyCore, req: IncomingMessage, socke
   rec.agent = who.agent;
 
   const v = await vetDestination(ctx, who.agent, target);
-  rec.timings.dnsMs = round(v.dnsMs);
+  rec.timings.dnsMs = roundMs(v.dnsMs);
   if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
   if (!v.ok) {
     settle(rec, { verdict: 'deny', mode: v.mode, reason: v.reason, rule: v.rule, status: v.status });

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import type { DecisionRecord } from '../decisions/record.js';
+import { roundMs, type DecisionRecord } from '../decisions/record.js';
 import type { DecisionSink } from '../decisions/sink.js';
 import { formatHostPort } from '../net/endpoint.js';
 import { canonicalPeer } from '../net/ip.js';
@@ -26,7 +26,7 @@ export interface ProxyCore {
 }
 
 export function emit(core: ProxyCore, rec: DecisionRecord, t0: number): void {
-  rec.timings.totalMs = Math.round((performance.now() - t0) * 100) / 100;
+  rec.timings.totalMs = roundMs(performance.now() - t0);
   core.sink.write(rec);
 }
 

@@ -7,7 +7,8 @@ import type { DecisionRecord } from '../decisions/record.js';
 import { clientLabel, emit, identify, type ProxyCore } from './core.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
-import { round, settle, startRecord } from './record.js';
+import { roundMs, startRecord } from '../decisions/record.js';
+import { settle } from './record.js';
 import { relay } from './relay.js';
 import { dialForTunnel, splice } from './tunnel.js';
 import { vetDestination, type VetOutcome } from './vet.js';
@@ -88,7 +89,7 @@ async function admit(
   rec.agent = who.agent;
 
   const v = await vetDestination(ctx, who.agent, target, req.method);
-  rec.timings.dnsMs = round(v.dnsMs);
+  rec.timings.dnsMs = roundMs(v.dnsMs);
   if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
   if (!v.ok) {
     settle(rec, { verdict: 'deny', mode: v.mode, reason: v.reason, rule: v.rule, status: v.status });
@@ -145,7 +146,7 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
       headersTimeout: core.limits.requestIdleMs,
       bodyTimeout: core.limits.requestIdleMs,
     });
-    rec.timings.connectMs = round(performance.now() - tc);
+    rec.timings.connectMs = roundMs(performance.now() - tc);
     settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: upstream.statusCode });
     const headers = forwardResponseHeaders(upstream.headers);
     headers['x-agent-egress-decision'] = rec.id;

@@ -1,6 +1,4 @@
-import { roundMs, startRecord, type DecisionRecord, type Mode, type Reason, type Verdict } from '../decisions/record.js';
-
-export { startRecord };
+import type { DecisionRecord, Mode, Reason, Verdict } from '../decisions/record.js';
 
 export function settle(
   rec: DecisionRecord,
@@ -12,5 +10,3 @@ export function settle(
   rec.rule = o.rule;
   rec.status = o.status;
 }
-
-export const round = roundMs;

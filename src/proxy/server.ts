@@ -9,7 +9,8 @@ import { clientAddress, clientLabel, emit, type ProxyCore } from './core.js';
 import { handleRequest, handleUpgrade } from './forward.js';
 import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits, type RecordOptions } from './options.js';
 import { refuseSocket } from './respond.js';
-import { settle, startRecord } from './record.js';
+import { startRecord } from '../decisions/record.js';
+import { settle } from './record.js';
 import type { VetContext } from './vet.js';
 
 export interface TlsListenerOptions {

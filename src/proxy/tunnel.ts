@@ -2,7 +2,8 @@ import type { Socket } from 'node:net';
 import type { DecisionRecord } from '../decisions/record.js';
 import { emit, type ProxyCore } from './core.js';
 import { dialVetted, DialError } from './dial.js';
-import { round, settle } from './record.js';
+import { roundMs } from '../decisions/record.js';
+import { settle } from './record.js';
 import { refuseSocket } from './respond.js';
 import type { VetOutcome } from './vet.js';
 
@@ -23,14 +24,14 @@ export async function dialForTunnel(
   try {
     const d = await dialVetted(v.addresses, port, core.limits.connectTimeoutMs);
     rec.address = d.address;
-    rec.timings.connectMs = round(performance.now() - tc);
+    rec.timings.connectMs = roundMs(performance.now() - tc);
     settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: refusal.status });
     return d.socket;
   } catch (err) {
     const timeout = err instanceof DialError && err.timeout;
     const status = timeout ? 504 : 502;
     const reason = timeout ? 'upstream_timeout' : 'upstream_error';
-    rec.timings.connectMs = round(performance.now() - tc);
+    rec.timings.connectMs = roundMs(performance.now() - tc);
     rec.address = v.addresses[0];
     settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
     rec.detail = { ...rec.detail, error: (err as Error).message };

@@ -1,4 +1,4 @@
-import { formatHostPort, isLoopbackHost, parseHostPort } from '../net/endpoint.js';
+import { formatHostPort, parseHostPort } from '../net/endpoint.js';
 
 /** "127.0.0.1:3128", "[::1]:3128", "0.0.0.0:3128", ":3128" (all IPv4 interfaces) -> host and port. */
 export function parseListen(text: string): { host: string; port: number } {
@@ -6,7 +6,6 @@ export function parseListen(text: string): { host: string; port: number } {
   return { host: host || '0.0.0.0', port };
 }
 
-export const isLoopback = isLoopbackHost;
 
 export function formatListen(a: { address: string; port: number }): string {
   return formatHostPort(a.address, a.port);

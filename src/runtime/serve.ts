@@ -9,7 +9,8 @@ import type { CompiledPolicy } from '../policy/types.js';
 import type { ProxyLimits } from '../proxy/options.js';
 import { ProxyServer } from '../proxy/server.js';
 import type { VetContext } from '../proxy/vet.js';
-import { formatListen, isLoopback, parseListen } from './listen.js';
+import { isLoopbackHost } from '../net/endpoint.js';
+import { formatListen, parseListen } from './listen.js';
 import { FilePolicyHolder } from './policy-holder.js';
 import { Registry } from 'prom-client';
 import { createSqliteStore, type SqliteDecisionStore } from '../decisions/store/index.js';
@@ -174,7 +175,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   ctx = makeContext(holder.current());
 
   const policy = holder.current().spec;
-  if (!isLoopback(listen.host) && !policy.requireAuth && !cfg.tls?.clientCaFile) {
+  if (!isLoopbackHost(listen.host) && !policy.requireAuth && !cfg.tls?.clientCaFile) {
     logger.warn(
       { listen: formatListen(address) },
       'LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT REQUIRED CREDENTIALS: anyone who can reach this port can use the proxy; set require_auth: true in the policy or use --client-ca',

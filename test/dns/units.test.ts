@@ -1,7 +1,8 @@
 import type { Answer } from 'dns-packet';
 import { describe, expect, it } from 'vitest';
 import { DnsCache } from '../../src/dns/cache.js';
-import { clientAddress, DnsConfigError, parseEndpoint } from '../../src/dns/endpoint.js';
+import { DnsConfigError, parseEndpoint } from '../../src/dns/endpoint.js';
+import { canonicalPeer as clientAddress } from '../../src/net/ip.js';
 import { RateLimiter } from '../../src/dns/rate-limit.js';
 
 const a = (ttl: number, data = '93.184.216.34'): Answer => ({ type: 'A', name: 'x.example.com', ttl, data });
