@@ -66,6 +66,9 @@ export function splice(core: ProxyCore, rec: DecisionRecord, t0: number, client:
   // so let its buffered bytes drain and wait for the client to close (briefly) instead of cutting them.
   upstream.on('close', () => {
     if (!client.writableEnded) client.end();
+    // pipe() has unpiped the client and may have left it paused: keep reading (and dropping) so the
+    // client's FIN is seen and the tunnel closes now, not at the 5 s fallback.
+    client.resume();
     client.setTimeout(5_000, finish);
   });
   client.on('close', finish);
