@@ -65,6 +65,64 @@ describe('agent-egress CLI', () => {
     expect(v.stdout.trim()).toBe(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
   });
 
+  // Every usage error, in every command: one line on stderr naming the flag (or argument) and the cause,
+  // nothing on stdout, exit 2. Serve cases add a port-0 listener so a regression cannot bind a real port.
+  const SERVE = ['serve', '--listen', '127.0.0.1:0', '--no-store'];
+  const usageErrors: [string[], string][] = [
+    [[...SERVE, '--max-connections', 'abc'], '--max-connections'],
+    [[...SERVE, '--max-connections-per-client', '0'], '--max-connections-per-client'],
+    [[...SERVE, '--max-header-bytes', '1.5'], '--max-header-bytes'],
+    [[...SERVE, '--headers-timeout', '10 parsecs'], '--headers-timeout'],
+    [[...SERVE, '--shutdown-grace', '-1s'], '--shutdown-grace'],
+    [[...SERVE, '--policy-poll', 'often'], '--policy-poll'],
+    [[...SERVE, '--retention-size', 'lots'], '--retention-size'],
+    [[...SERVE, '--alert-multiplier', 'abc'], '--alert-multiplier'],
+    [[...SERVE, '--alert-threshold', 'x'], '--alert-threshold'],
+    [[...SERVE, '--dns-rate-limit', 'x'], '--dns-rate-limit'],
+    [[...SERVE, '--dns-cache-size', '-1'], '--dns-cache-size'],
+    [[...SERVE, '--dns-refuse-code', 'servfail'], '--dns-refuse-code'],
+    [[...SERVE, '--log-level', 'loud'], '--log-level'],
+    [[...SERVE, '--firewall-metrics', 'pf'], '--firewall-metrics'],
+    [[...SERVE, '--workers', 'many'], '--workers'],
+    [[...SERVE, '--bogus'], '--bogus'],
+    [[...SERVE, '--listen'], '--listen'],
+    [['check', '--policy', join(ROOT, 'policies/default.yaml')], 'target'],
+    [['check', '--nope', 'a.example:443'], '--nope'],
+    [['check', 'a.example:443', 'extra'], 'argument'],
+    [['policy', 'validate'], 'files'],
+    [['policy', 'suggest', '--since', 'yesterday-ish', '--data-dir', dir], '--since'],
+    [['policy', 'suggest', '--bogus'], '--bogus'],
+    [['log', 'query', '--decision', 'maybe'], '--decision'],
+    [['log', 'query', '--limit', 'abc', '--data-dir', dir], '--limit'],
+    [['log', 'summary', '--since', 'whenever', '--data-dir', dir], '--since'],
+    [['log', 'tail', '--url', 'not a url'], '--url'],
+    [['log', 'verify', '--unknown'], '--unknown'],
+    [['firewall', 'render', '--format', 'pf'], '--format'],
+    [['firewall', 'render', '--proxy', 'no-port'], 'no-port'],
+    [['firewall', 'apply', '--tool', 'pf'], '--tool'],
+    [['firewall', 'check', '--backend', 'x'], '--backend'],
+    [['certs', 'init', '--days', 'abc', '--dir', dir], '--days'],
+    [['certs', 'init', '--san'], '--san'],
+    [['certs', 'renew'], 'renew'],
+    [['nope'], 'nope'],
+  ];
+  it.each(usageErrors)('usage error is one line and exit 2: %j', async (args, names) => {
+    const r = await cli(args);
+    expect({ code: r.code, stdout: r.stdout }).toEqual({ code: 2, stdout: '' });
+    const lines = r.stderr.trimEnd().split('\n');
+    expect(lines, r.stderr).toHaveLength(1);
+    expect(lines[0]).toContain(names);
+    expect(lines[0]).toMatch(/^agent-egress[a-z ]*: /);
+  });
+
+  it('help and version exit 0; a bare command group shows its help and exits 2', async () => {
+    expect((await cli(['serve', '--help'])).code).toBe(0);
+    expect((await cli(['log', 'query', '-h'])).code).toBe(0);
+    const bare = await cli(['log']);
+    expect(bare.code).toBe(2);
+    expect(bare.stderr).toContain('query');
+  });
+
   it('policy validate: 0 for the shipped policies, 2 with file:line:column for a bad one', async () => {
     const ok = await cli(['policy', 'validate', join(ROOT, 'policies/default.yaml')]);
     expect(ok.code).toBe(0);

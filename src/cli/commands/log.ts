@@ -5,6 +5,7 @@ import { buildFilter, QueryError, type RawFilter } from '../../decisions/query.j
 import { openSqliteStoreReadOnly, type SqliteDecisionStore } from '../../decisions/store/sqlite.js';
 import { StoreUnavailableError, type QueryPage } from '../../decisions/store/types.js';
 import { renderSummary, type Summary } from '../../decisions/summary.js';
+import { parseHttpUrl } from '../parse.js';
 
 export interface SourceOptions {
   dataDir?: string;
@@ -146,7 +147,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 function sourceOptions(cmd: Command): Command {
   return cmd
     .option('--data-dir <dir>', 'directory of the decision store (read directly, read-only)', './data')
-    .option('--url <url>', 'read through the admin API instead, e.g. http://127.0.0.1:3129')
+    .option('--url <url>', 'read through the admin API instead, e.g. http://127.0.0.1:3129', parseHttpUrl)
     .option('--token <token>', 'admin API bearer token (default: $AGENT_EGRESS_ADMIN_TOKEN)');
 }
 

@@ -7,7 +7,7 @@ import { attachWorker, isClusterWorker, parseWorkers, runPrimary, workerConfig }
 import { buildPolicy } from '../../runtime/policy-holder.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
-import { listValue, parseDurationMs, parsePositiveInt, parseSize, repeatable } from '../parse.js';
+import { listValue, parseDurationMs, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;
 
@@ -52,7 +52,7 @@ export function registerServe(program: Command): void {
     .addOption(opt('--admin-token <token>', 'bearer token for the admin API (prefer the env var)', 'ADMIN_TOKEN'))
     .addOption(opt('--alert-window <dur>', 'spike alerts: sliding window of denies per agent', 'ALERT_WINDOW').argParser(parseDurationMs).default(60_000, '60s'))
     .addOption(opt('--alert-threshold <n>', 'spike alerts: denies in the window that count as a spike', 'ALERT_THRESHOLD').argParser(parsePositiveInt).default(20))
-    .addOption(opt('--alert-multiplier <x>', "spike alerts: and more than x times the agent's own baseline", 'ALERT_MULTIPLIER').argParser(Number).default(3))
+    .addOption(opt('--alert-multiplier <x>', "spike alerts: and more than x times the agent's own baseline", 'ALERT_MULTIPLIER').argParser(parsePositiveNumber).default(3))
     .addOption(opt('--alert-webhook <url>', 'POST spike alerts (JSON) here; not subject to the agent policy', 'ALERT_WEBHOOK'))
     .addOption(opt('--no-alerts', 'turn spike detection off', 'NO_ALERTS'))
     .addOption(opt('--firewall-metrics <tool>', "export the companion firewall's refused-packet counters in /metrics (rules on this host)", 'FIREWALL_METRICS').choices(['nftables', 'iptables']))

@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { buildFilter } from '../../decisions/query.js';
+import { buildFilter, QueryError } from '../../decisions/query.js';
 import type { DecisionRecord } from '../../decisions/record.js';
 import { openSqliteStoreReadOnly } from '../../decisions/store/sqlite.js';
 
@@ -47,7 +47,13 @@ export function registerSuggest(policyCommand: Command): void {
       try {
         await runSuggest(o);
       } catch (err) {
-        process.stderr.write(`agent-egress: ${(err as Error).message}\n`);
+        // A bad --since is bad input (exit 2); an unreadable store or file is a failure (exit 1).
+        if (err instanceof QueryError) {
+          process.stderr.write(`agent-egress policy suggest: --${err.message}\n`);
+          process.exitCode = 2;
+          return;
+        }
+        process.stderr.write(`agent-egress policy suggest: ${(err as Error).message}\n`);
         process.exitCode = 1;
       }
     });
