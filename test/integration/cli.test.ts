@@ -130,7 +130,8 @@ describe('agent-egress CLI', () => {
     writeFileSync(bad, 'version: 1\nrules:\n  - name: x\n    action: allow\n    hosts: [ok.example]\n    ports: [70000]\n');
     const r = await cli(['policy', 'validate', bad]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(new RegExp(`${bad.replace(/[/.]/g, '\\$&')}:6:\\d+: .*70000|port`));
+    // The whole line: file, line 6 (the ports entry), a column, the path of the field and the cause.
+    expect(r.stderr.trim()).toMatch(new RegExp(`^${bad.replace(/[/.]/g, '\\$&')}:6:\\d+: rules\\[0\\]\\.ports\\[0\\]: port 70000 is out of range`));
   });
 
   it('check: exit 0 allow, 1 deny, 2 bad input, without sending anything', async () => {
