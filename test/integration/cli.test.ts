@@ -214,6 +214,42 @@ describe('agent-egress CLI', () => {
     }
   });
 
+  it('npx agent-egress serve: SIGTERM to npx stops the proxy too (no orphan with PPID 1)', async () => {
+    // The real tree a user gets: npm exec -> sh -c -> node bin/agent-egress.js.
+    const npx = spawn('npm', ['exec', '--offline', '--yes', '--', 'agent-egress', 'serve', '--listen', '127.0.0.1:0', '--no-store', '--no-admin', '--no-decision-log'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let err = '';
+    npx.stderr!.on('data', (d) => (err += d));
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const ppidOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[1]);
+    let proxyPid = 0;
+    try {
+      for (let i = 0; i < 120 && !err.includes('agent-egress proxy listening'); i++) await new Promise((r) => setTimeout(r, 250));
+      proxyPid = Number(/"pid":(\d+)[^\n]*agent-egress proxy listening/.exec(err)![1]);
+      expect(proxyPid).not.toBe(npx.pid);
+      // Not npx's direct child: a shell sits between them, which is why the signal never arrived.
+      const shell = ppidOf(proxyPid);
+      expect(ppidOf(shell)).toBe(npx.pid);
+      npx.kill('SIGTERM');
+      for (let i = 0; i < 60 && alive(proxyPid); i++) await new Promise((r) => setTimeout(r, 250));
+      expect(alive(proxyPid)).toBe(false);
+      expect(err).toMatch(/"signal":"SIGTERM"[^\n]*shutting down/);
+      expect(err).toMatch(/"msg":"stopped"/);
+    } finally {
+      if (proxyPid && alive(proxyPid)) process.kill(proxyPid, 'SIGKILL');
+      npx.kill('SIGKILL');
+    }
+  });
+
   it('register.cjs makes Node 20 fetch go through the proxy named by HTTP_PROXY', async () => {
     const s = await serve([
       '--listen', '127.0.0.1:0', '--allow', `allowed.test:${origin.port}`, '--allow-address', '127.0.0.1/32',
