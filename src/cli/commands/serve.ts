@@ -3,7 +3,7 @@ import pino from 'pino';
 import { PolicyError } from '../../policy/types.js';
 import { DEFAULT_LIMITS } from '../../proxy/options.js';
 import { formatListen } from '../../runtime/listen.js';
-import { attachWorker, isClusterWorker, parseWorkers, runPrimary, workerConfig } from '../../runtime/cluster.js';
+import { attachWorker, isClusterWorker, parseWorkers, reportWorkerStartFailure, runPrimary, workerConfig } from '../../runtime/cluster.js';
 import { buildPolicy } from '../../runtime/policy-holder.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
@@ -125,7 +125,9 @@ export function registerServe(program: Command): void {
         running = await startEgress(clustered ? workerConfig(cfg) : cfg);
       } catch (err) {
         // Never start half-configured: a bad policy or listen address is exit 2 with the reason.
-        if (err instanceof PolicyError) console.error(`agent-egress: invalid policy\n${err.message}`);
+        // A worker hands the reason to the primary, which says it once for all workers.
+        if (clustered) await reportWorkerStartFailure(err instanceof PolicyError ? `invalid policy: ${err.message}` : (err as Error).message);
+        else if (err instanceof PolicyError) console.error(`agent-egress: invalid policy\n${err.message}`);
         else console.error(`agent-egress: cannot start: ${(err as Error).message}`);
         process.exit(2);
       }
