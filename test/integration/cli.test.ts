@@ -250,6 +250,65 @@ describe('agent-egress CLI', () => {
     }
   });
 
+  describe('operational log: pretty on a terminal, JSON on a pipe, loud in report mode', () => {
+    const reportPolicy = join(dir, 'report.yaml');
+    const enforcePolicy = join(dir, 'enforce.yaml');
+    beforeAll(() => {
+      writeFileSync(reportPolicy, 'version: 1\nmode: report\nrules: []\n');
+      writeFileSync(enforcePolicy, 'version: 1\nmode: enforce\nrules: []\n');
+    });
+    const ARGS = ['--listen', '127.0.0.1:0', '--no-store', '--no-admin', '--no-decision-log'];
+
+    /** serve under a real pseudo-terminal (util-linux script); returns what the terminal showed once `until` appears. */
+    async function onTerminal(extra: string[], until: RegExp, env: NodeJS.ProcessEnv = {}): Promise<string> {
+      const cmd = ['node', BIN, 'serve', ...ARGS, ...extra].map((a) => `'${a}'`).join(' ');
+      const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: { ...process.env, NO_COLOR: '', ...env } });
+      let out = '';
+      child.stdout!.on('data', (d) => (out += d));
+      const exited = new Promise((r) => child.once('exit', r));
+      try {
+        for (let i = 0; i < 120 && !until.test(out); i++) await new Promise((r) => setTimeout(r, 250));
+        return out;
+      } finally {
+        process.kill(-child.pid!, 'SIGTERM');
+        await exited;
+      }
+    }
+
+    it('on a terminal: coloured human lines, and the REPORT MODE warning', async () => {
+      const out = await onTerminal(['--policy', reportPolicy], /REPORT MODE/);
+      const lines = out.split(/\r?\n/).filter(Boolean);
+      expect(lines.length).toBeGreaterThanOrEqual(2);
+      expect(lines.filter((l) => l.startsWith('{'))).toEqual([]);
+      expect(out).toMatch(/\d\d:\d\d:\d\d\.\d{3}\x1b\[0m \x1b\[32mINFO \x1b\[0m agent-egress proxy listening .*listen=\x1b\[0m127\.0\.0\.1:\d+/);
+      expect(out).toMatch(/\x1b\[1;33mWARN \x1b\[0m \x1b\[1;33mREPORT MODE: nothing is blocked/);
+    });
+
+    it('on a terminal, --log-format json (or the env var) forces JSON; NO_COLOR drops the colours', async () => {
+      const json = await onTerminal(['--policy', enforcePolicy, '--log-format', 'json'], /proxy listening/);
+      expect(JSON.parse(json.split(/\r?\n/).find((l) => l.includes('proxy listening'))!)).toMatchObject({ level: 30, msg: 'agent-egress proxy listening' });
+      const viaEnv = await onTerminal(['--policy', enforcePolicy], /proxy listening/, { AGENT_EGRESS_LOG_FORMAT: 'json' });
+      expect(viaEnv).toMatch(/^\{"level":30/m);
+      const plain = await onTerminal(['--policy', enforcePolicy], /proxy listening/, { NO_COLOR: '1' });
+      expect(plain).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO  agent-egress proxy listening listen=127\.0\.0\.1:\d+/m);
+      expect(plain).not.toContain('\x1b[');
+      expect(plain).not.toContain('REPORT MODE');
+    });
+
+    it('on a pipe: JSON lines, the report-mode warning among them; --log-format pretty forces human lines', async () => {
+      const s = await serve([...ARGS, '--policy', reportPolicy]);
+      s.child.kill('SIGTERM');
+      await s.exited;
+      const lines = s.stderr().trim().split('\n').map((l) => JSON.parse(l));
+      expect(lines.find((l) => l.level === 40)).toMatchObject({ msg: expect.stringMatching(/^REPORT MODE: nothing is blocked/) });
+      const p = await serve([...ARGS, '--policy', enforcePolicy, '--log-format', 'pretty']);
+      p.child.kill('SIGTERM');
+      await p.exited;
+      expect(p.stderr()).toMatch(/^\S+ \S*INFO \S* agent-egress proxy listening/m);
+      expect(p.stderr()).not.toMatch(/^\{/m);
+    });
+  });
+
   it('register.cjs makes Node 20 fetch go through the proxy named by HTTP_PROXY', async () => {
     const s = await serve([
       '--listen', '127.0.0.1:0', '--allow', `allowed.test:${origin.port}`, '--allow-address', '127.0.0.1/32',
