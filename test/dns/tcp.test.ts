@@ -114,3 +114,77 @@ describe('filtering resolver over TCP', () => {
     expect(served).toBe(true);
   });
 });
+
+describe('TCP lock-out by slow clients', () => {
+  let f: DnsFilterHandle;
+  beforeAll(async () => {
+    const guard = new AddressGuard({});
+    f = await startDnsFilter({
+      listen: '127.0.0.1:0',
+      upstreams: [`127.0.0.1:${upstream.port}`],
+      policy: () => policy,
+      guard: () => guard,
+      sink: new MemorySink(),
+      maxTcpConnections: 6,
+      maxTcpPerClient: 3,
+      tcpIdleMs: 800,
+    });
+  });
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  /** A connection from `from` that sends one byte of a query every 100 ms; resolves when the server closes it. */
+  function dripper(from: string): { opened: Promise<void>; closed: Promise<void>; stop: () => void } {
+    const bytes = frame(41, `${'d'.repeat(60)}.example.com`);
+    let timer: NodeJS.Timeout | undefined;
+    let s!: net.Socket;
+    const opened = new Promise<void>((resolve) => {
+      s = net.connect({ host: '127.0.0.1', port: f.port, localAddress: from }, () => {
+        let i = 0;
+        timer = setInterval(() => {
+          if (i < bytes.length && !s.destroyed) s.write(bytes.subarray(i, ++i));
+        }, 100);
+        resolve();
+      });
+    });
+    s.on('error', () => {});
+    const closed = new Promise<void>((resolve) =>
+      s.on('close', () => {
+        clearInterval(timer);
+        resolve();
+      }),
+    );
+    return { opened, closed, stop: () => s.destroy() };
+  }
+
+  it('caps one client, serves another meanwhile, and closes drippers at the query deadline', async () => {
+    const drips = Array.from({ length: 6 }, () => dripper('127.0.0.2'));
+    try {
+      await Promise.all(drips.map((d) => d.opened));
+      // Another client is answered over TCP while the first one drips on every connection it may hold.
+      const other = await new Promise<{ replies: packet.DecodedPacket[]; closed: boolean }>((resolve) => {
+        const replies: packet.DecodedPacket[] = [];
+        let buf = Buffer.alloc(0);
+        const s = net.connect({ host: '127.0.0.1', port: f.port, localAddress: '127.0.0.3' }, () => s.write(frame(42, 'a.example.com')));
+        s.on('error', () => {});
+        s.on('data', (c) => {
+          buf = Buffer.concat([buf, c]);
+          if (buf.length >= 2 && buf.length >= buf.readUInt16BE(0) + 2) {
+            replies.push(packet.decode(buf.subarray(2, buf.readUInt16BE(0) + 2)));
+            s.destroy();
+            resolve({ replies, closed: false });
+          }
+        });
+        s.on('close', () => resolve({ replies, closed: true }));
+      });
+      expect(other.replies.map((r) => r.id)).toEqual([42]);
+      expect(other.replies[0].answers?.[0]).toMatchObject({ type: 'A', data: '93.184.216.34' });
+      // Every dripping connection is closed by the server although it kept sending bytes (the frame
+      // takes 6 s to drip; the test would time out if only an idle timer, reset per byte, applied).
+      await Promise.all(drips.map((d) => d.closed));
+    } finally {
+      for (const d of drips) d.stop();
+    }
+  });
+});
