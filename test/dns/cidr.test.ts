@@ -1,10 +1,6 @@
 import type { Answer } from 'dns-packet';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDnsFilter, type DnsFilterHandle } from '../../src/dns/index.js';
-import { AddressGuard } from '../../src/net/guard.js';
-import { compilePolicy, parsePolicyText } from '../../src/policy/index.js';
-import { dig, MemorySink } from './client.js';
-import { startTestUpstream, type TestUpstream } from './upstream-server.js';
+import { describe, expect, it } from 'vitest';
+import { dig, useFilter } from './client.js';
 
 // Rule CIDRs in the DNS filter: a name pinned to addresses (hosts + cidrs), deny CIDRs that follow every
 // allowed name, IPv4 hidden in IPv6 answers, and records owned by names nobody asked about.
@@ -45,59 +41,38 @@ const ZONE: Record<string, Answer[]> = {
   ],
 };
 
-let upstream: TestUpstream;
-let filter: DnsFilterHandle;
-const sink = new MemorySink();
-
-beforeAll(async () => {
-  upstream = await startTestUpstream(ZONE);
-  const policy = compilePolicy(parsePolicyText(POLICY, 'cidr.yaml'));
-  const guard = new AddressGuard({});
-  filter = await startDnsFilter({
-    listen: '127.0.0.1:0',
-    upstreams: [`127.0.0.1:${upstream.port}`],
-    policy: () => policy,
-    guard: () => guard,
-    sink,
-    upstreamTimeoutMs: 2000,
-  });
-});
-
-afterAll(async () => {
-  await filter?.close();
-  await upstream?.close();
-});
+const env = useFilter(ZONE, POLICY);
 
 const data = (r: { answers: { type: string; data: string }[] }, type: string): string[] =>
   r.answers.filter((a) => a.type === type).map((a) => a.data);
 
 describe('rule CIDRs in the DNS filter', () => {
   it('keeps only the addresses a hosts + cidrs rule pins the name to', async () => {
-    const r = await dig(filter.port, 'pinned.example.com', 'A');
+    const r = await dig(env.filter.port, 'pinned.example.com', 'A');
     expect(r.status).toBe('NOERROR');
     expect(data(r, 'A')).toEqual(['93.184.216.70', '93.184.216.71']);
-    const rec = sink.forHost('pinned.example.com')[0];
+    const rec = env.sink.forHost('pinned.example.com')[0];
     expect(rec).toMatchObject({ verdict: 'allow', rule: 'pinned' });
     expect(rec.detail?.stripped).toEqual([{ address: '8.8.4.4', why: 'rule_cidr' }]);
 
-    const six = await dig(filter.port, 'pinned.example.com', 'AAAA');
+    const six = await dig(env.filter.port, 'pinned.example.com', 'AAAA');
     expect(data(six, 'AAAA')).toEqual(['2606:2800::1', '64:ff9b::5db8:d846']);
   });
 
   it('applies IPv4 deny CIDRs to every IPv6 form that embeds the IPv4', async () => {
-    const r = await dig(filter.port, 'nat64.open.test', 'AAAA');
+    const r = await dig(env.filter.port, 'nat64.open.test', 'AAAA');
     expect(r.status).toBe('NOERROR');
     expect(data(r, 'AAAA')).toEqual(['64:ff9b::909:909']);
-    const stripped = sink.forHost('nat64.open.test')[0].detail?.stripped as { address: string; why: string }[];
+    const stripped = env.sink.forHost('nat64.open.test')[0].detail?.stripped as { address: string; why: string }[];
     expect(stripped.map((s) => s.address)).toEqual(['64:ff9b::808:808', '2002:808:808::1', '::ffff:0:808:808', '2001:0:4136:e378:8000:63bf:f7f7:f7f7']);
     expect(stripped.every((s) => s.why === 'rule_cidr')).toBe(true);
 
-    const v4 = await dig(filter.port, 'v4.open.test', 'A');
+    const v4 = await dig(env.filter.port, 'v4.open.test', 'A');
     expect(data(v4, 'A')).toEqual(['9.9.9.9']);
   });
 
   it('drops records owned by names outside the question and its aliases', async () => {
-    const r = await dig(filter.port, 'bail.open.test', 'A');
+    const r = await dig(env.filter.port, 'bail.open.test', 'A');
     expect(r.status).toBe('NOERROR');
     expect(r.answers).toEqual([{ name: 'bail.open.test.', type: 'A', data: '9.9.9.10' }]);
   });

@@ -1,12 +1,8 @@
 import type { Answer } from 'dns-packet';
 import ipaddr from 'ipaddr.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDnsFilter, type DnsFilterHandle } from '../../src/dns/index.js';
+import { describe, expect, it } from 'vitest';
 import { decodeSvcb, SvcbError } from '../../src/dns/svcb.js';
-import { AddressGuard } from '../../src/net/guard.js';
-import { compilePolicy, parsePolicyText } from '../../src/policy/index.js';
-import { dig, MemorySink } from './client.js';
-import { startTestUpstream, type TestUpstream } from './upstream-server.js';
+import { dig, useFilter } from './client.js';
 
 // RDATA built by hand from RFC 9460 §2.2, independently of the module under test.
 const u16 = (n: number): Buffer => Buffer.from([n >> 8, n & 0xff]);
@@ -94,31 +90,10 @@ const ZONE: Record<string, Answer[]> = {
   'pinned.example.net': [https('pinned.example.net', rdata(1, '.', v4hint('8.8.4.4', '93.184.216.38')))],
 };
 
-let upstream: TestUpstream;
-let filter: DnsFilterHandle;
-const sink = new MemorySink();
-
-beforeAll(async () => {
-  upstream = await startTestUpstream(ZONE);
-  const policy = compilePolicy(parsePolicyText(POLICY, 'svcb.yaml'));
-  const guard = new AddressGuard({});
-  filter = await startDnsFilter({
-    listen: '127.0.0.1:0',
-    upstreams: [`127.0.0.1:${upstream.port}`],
-    policy: () => policy,
-    guard: () => guard,
-    sink,
-    upstreamTimeoutMs: 2000,
-  });
-});
-
-afterAll(async () => {
-  await filter?.close();
-  await upstream?.close();
-});
+const env = useFilter(ZONE, POLICY);
 
 const records = async (qname: string, type = 'HTTPS'): Promise<string[]> => {
-  const r = await dig(filter.port, qname, type);
+  const r = await dig(env.filter.port, qname, type);
   expect(r.status).toBe('NOERROR');
   return r.answers.filter((a) => a.type === type).map((a) => a.data);
 };
@@ -126,7 +101,7 @@ const records = async (qname: string, type = 'HTTPS'): Promise<string[]> => {
 describe('HTTPS and SVCB answers in the DNS filter (dig)', () => {
   it('removes hints the guard refuses (metadata, loopback, NAT64 of metadata) and keeps the rest', async () => {
     expect(await records('hints.example.com')).toEqual(['1 . alpn="h2" ipv4hint=93.184.216.34 ipv6hint=2606:2800::1']);
-    const stripped = sink.forHost('hints.example.com')[0].detail?.stripped;
+    const stripped = env.sink.forHost('hints.example.com')[0].detail?.stripped;
     expect(stripped).toEqual([
       { address: '169.254.169.254', why: 'metadata' },
       { address: '127.0.0.1', why: 'loopback' },
@@ -137,19 +112,19 @@ describe('HTTPS and SVCB answers in the DNS filter (dig)', () => {
 
   it('drops a hint parameter whose every address is refused, and records the deny', async () => {
     expect(await records('onlybad.example.com')).toEqual(['1 . alpn="h2"']);
-    expect(sink.forHost('onlybad.example.com')[0]).toMatchObject({ verdict: 'deny', reason: 'private_address' });
+    expect(env.sink.forHost('onlybad.example.com')[0]).toMatchObject({ verdict: 'deny', reason: 'private_address' });
   });
 
   it('decides TargetName like a CNAME target: a refused one drops the record', async () => {
     expect(await records('target.example.com')).toEqual(['2 api.example.com. alpn="h2"', '3 . alpn="h2"']);
-    expect(sink.forHost('target.example.com')[0].detail?.dropped).toEqual([{ owner: 'target.example.com', target: 'cdn.attacker.test', why: 'target_denied' }]);
+    expect(env.sink.forHost('target.example.com')[0].detail?.dropped).toEqual([{ owner: 'target.example.com', target: 'cdn.attacker.test', why: 'target_denied' }]);
     expect(await records('alias.example.com')).toEqual([]);
     expect(await records('aliasok.example.com')).toEqual(['0 api.example.com.']);
   });
 
   it('drops records it cannot decode strictly, never passing them through', async () => {
     expect(await records('junk.example.com')).toEqual([]);
-    expect((sink.forHost('junk.example.com')[0].detail?.dropped as unknown[]).length).toBe(3);
+    expect((env.sink.forHost('junk.example.com')[0].detail?.dropped as unknown[]).length).toBe(3);
   });
 
   it('drops a record that would lose a mandatory key, removes unknown keys otherwise', async () => {
@@ -159,6 +134,6 @@ describe('HTTPS and SVCB answers in the DNS filter (dig)', () => {
   it('vets SVCB (type 64) the same way, and applies the rule CIDRs to hints', async () => {
     expect(await records('svcb.example.com', 'SVCB')).toEqual(['1 . ipv4hint=93.184.216.37']);
     expect(await records('pinned.example.net')).toEqual(['1 . ipv4hint=93.184.216.38']);
-    expect(sink.forHost('pinned.example.net')[0].detail?.stripped).toEqual([{ address: '8.8.4.4', why: 'rule_cidr' }]);
+    expect(env.sink.forHost('pinned.example.net')[0].detail?.stripped).toEqual([{ address: '8.8.4.4', why: 'rule_cidr' }]);
   });
 });

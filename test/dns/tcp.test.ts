@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDnsFilter, type DnsFilterHandle } from '../../src/dns/index.js';
 import { AddressGuard } from '../../src/net/guard.js';
 import { compilePolicy, parsePolicyText } from '../../src/policy/index.js';
-import { MemorySink } from './client.js';
+import { MemorySink, useFilter } from './client.js';
 import { startTestUpstream, type TestUpstream } from './upstream-server.js';
 
 const policy = compilePolicy(
@@ -116,23 +116,11 @@ describe('filtering resolver over TCP', () => {
 });
 
 describe('TCP lock-out by slow clients', () => {
-  let f: DnsFilterHandle;
-  beforeAll(async () => {
-    const guard = new AddressGuard({});
-    f = await startDnsFilter({
-      listen: '127.0.0.1:0',
-      upstreams: [`127.0.0.1:${upstream.port}`],
-      policy: () => policy,
-      guard: () => guard,
-      sink: new MemorySink(),
-      maxTcpConnections: 6,
-      maxTcpPerClient: 3,
-      tcpIdleMs: 800,
-    });
-  });
-  afterAll(async () => {
-    await f?.close();
-  });
+  const env = useFilter(
+    { 'a.example.com': [{ type: 'A', name: 'a.example.com', ttl: 60, data: '93.184.216.34' }] },
+    'version: 1\nrules:\n  - {name: ex, action: allow, hosts: ["*.example.com"]}\n',
+    { maxTcpConnections: 6, maxTcpPerClient: 3, tcpIdleMs: 800 },
+  );
 
   /** A connection from `from` that sends one byte of a query every 100 ms; resolves when the server closes it. */
   function dripper(from: string): { opened: Promise<void>; closed: Promise<void>; stop: () => void } {
@@ -140,7 +128,7 @@ describe('TCP lock-out by slow clients', () => {
     let timer: NodeJS.Timeout | undefined;
     let s!: net.Socket;
     const opened = new Promise<void>((resolve) => {
-      s = net.connect({ host: '127.0.0.1', port: f.port, localAddress: from }, () => {
+      s = net.connect({ host: '127.0.0.1', port: env.filter.port, localAddress: from }, () => {
         let i = 0;
         timer = setInterval(() => {
           if (i < bytes.length && !s.destroyed) s.write(bytes.subarray(i, ++i));
@@ -166,7 +154,7 @@ describe('TCP lock-out by slow clients', () => {
       const other = await new Promise<{ replies: packet.DecodedPacket[]; closed: boolean }>((resolve) => {
         const replies: packet.DecodedPacket[] = [];
         let buf = Buffer.alloc(0);
-        const s = net.connect({ host: '127.0.0.1', port: f.port, localAddress: '127.0.0.3' }, () => s.write(frame(42, 'a.example.com')));
+        const s = net.connect({ host: '127.0.0.1', port: env.filter.port, localAddress: '127.0.0.3' }, () => s.write(frame(42, 'a.example.com')));
         s.on('error', () => {});
         s.on('data', (c) => {
           buf = Buffer.concat([buf, c]);
