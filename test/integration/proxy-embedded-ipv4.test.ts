@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
@@ -45,5 +48,40 @@ describe('IPv4 deny CIDRs and IPv6 forms embedding IPv4, through the proxy', () 
     const rec = await proxy.sink.waitFor((r) => r.host === name);
     expect(rec).toMatchObject({ verdict: 'deny', reason: 'address_not_allowed' });
     expect((rec.detail?.refusedAddresses as { address: string }[]).map((r) => r.address)).toEqual([address]);
+  });
+});
+
+describe('an allow pin (hosts + cidrs) is not bypassed by IPv6 forms of other IPv4 hosts', () => {
+  let pinDns: TestDnsServer;
+  let pinProxy: TestProxy;
+  let dir: string;
+  // Each name resolves to a form embedding an IPv4 outside the pin 127.0.0.1/32 (or an ambiguous one
+  // whose client is 127.0.0.1): all are refused after resolution, none is dialled.
+  const PINNED: Record<string, string> = {
+    'nat64.pin.test': '64:ff9b::a00:1',
+    'sixtofour.pin.test': '2002:a00:1::1',
+    'siit.pin.test': '::ffff:0:a00:1',
+    'teredo.pin.test': '2001:0:4136:e378:8000:63bf:80ff:fffe',
+    'local.pin.test': '64:ff9b:1::7f00:1',
+  };
+  beforeAll(async () => {
+    pinDns = await startTestDnsServer(Object.fromEntries(Object.entries(PINNED).map(([n, a]) => [n, { AAAA: [a] }])));
+    dir = mkdtempSync(join(tmpdir(), 'embedded-pin-'));
+    const file = join(dir, 'policy.yaml');
+    writeFileSync(file, 'version: 1\nrules:\n  - {name: pin, action: allow, hosts: ["*.pin.test"], cidrs: [127.0.0.1/32]}\n');
+    pinProxy = await startTestProxy({ policyFile: file, dnsServers: [`127.0.0.1:${pinDns.port}`] });
+  });
+  afterAll(async () => {
+    await pinProxy?.close();
+    await pinDns?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.each(Object.entries(PINNED))('CONNECT %s:443 (resolving to %s) is refused by the pin', async (name, address) => {
+    const res = await rawExchange(pinProxy.port, `CONNECT ${name}:443 HTTP/1.1\r\nHost: ${name}:443\r\n\r\n`);
+    expect(res).toMatch(/^HTTP\/1\.1 403 /);
+    const rec = await pinProxy.sink.waitFor((r) => r.host === name);
+    expect(rec).toMatchObject({ verdict: 'deny', reason: 'address_not_allowed', rule: 'pin' });
+    expect(rec.detail?.refusedAddresses).toEqual([{ address, why: 'rule_cidr' }]);
   });
 });
