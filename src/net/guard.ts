@@ -155,7 +155,10 @@ export class AddressGuard {
       return inner.ok ? inner : { ok: false, range: `${embedded.label}:${inner.range}` };
     }
     const r = matchRange(V6, w);
-    if (r) return this.exempted(this.exempt6, w, r.code);
+    if (r) {
+      const res = this.exempted(this.exempt6, w, r.code);
+      return res.ok ? this.ambiguousMetadata(w) : res;
+    }
     if (!inPrefix(w, V6_GLOBAL)) return this.exempted(this.exempt6, w, 'reserved');
     return { ok: true };
   }
@@ -167,6 +170,20 @@ export class AddressGuard {
   private embedded(w: Words): { label: string; v4: number } | null {
     const e = embeddedIpv4(w);
     return e !== null && e.v4 !== null ? { label: e.form, v4: e.v4 } : null;
+  }
+
+  /**
+   * An exempted Teredo or local-use NAT64 range still never reaches a metadata address through any IPv4
+   * the address may carry: exempting a /32 of tunnels must not hand out the credentials endpoint.
+   */
+  private ambiguousMetadata(w: Words): GuardResult {
+    const e = embeddedIpv4(w);
+    if (e === null || e.v4 !== null) return { ok: true };
+    for (const n of e.candidates) {
+      const inner = this.judge4(Uint32Array.of(n));
+      if (!inner.ok && inner.range === 'metadata') return { ok: false, range: `${e.form}:metadata` };
+    }
+    return { ok: true };
   }
 
   private judge4(w: Words): GuardResult {
