@@ -160,7 +160,8 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
       const reason = timeout ? 'upstream_timeout' : 'upstream_error';
       settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
       rec.detail = { ...rec.detail, error: errorText(err) };
-      refuseResponse(res, { status, reason, decisionId: rec.id, target: `${req.method} ${hostHeader(target)}` }, json, true);
+      const cause = (err as { code?: unknown }).code;
+      refuseResponse(res, { status, reason, decisionId: rec.id, target: `${req.method} ${hostHeader(target)}`, cause: typeof cause === 'string' ? cause : undefined }, json, true);
     } else {
       // Headers already went out: the only honest signal left is to cut the connection.
       rec.detail = { ...rec.detail, error: errorText(err), truncated: true };

@@ -35,7 +35,8 @@ export async function dialForTunnel(
     rec.address = v.addresses[0];
     settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
     rec.detail = { ...rec.detail, error: (err as Error).message };
-    refuseSocket(client, { status, reason, decisionId: rec.id, target: refusal.target }, refusal.json);
+    const cause = err instanceof DialError ? err.code : undefined;
+    refuseSocket(client, { status, reason, decisionId: rec.id, target: refusal.target, cause }, refusal.json);
     emit(core, rec, t0);
     return null;
   }
