@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import type { ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
+import { isFailure } from '../decisions/attribution.js';
 import type { Reason } from '../decisions/record.js';
 import { proxyErrorType, proxyStatusValue } from './proxy-status.js';
 
@@ -30,10 +31,13 @@ export interface Refusal {
   target?: string;
   /** The low-level cause of an upstream failure (errno or undici code), to pick the precise Proxy-Status error. */
   cause?: string;
+  /** What would be allowed instead ("example.com is allowed on port 443 only"), appended to the why. */
+  hint?: string;
 }
 
 function why(r: Refusal): string {
-  return r.message ?? EXPLAIN[r.reason] ?? r.reason;
+  const why = r.message ?? EXPLAIN[r.reason] ?? r.reason;
+  return r.hint ? `${why}: ${r.hint}` : why;
 }
 
 /** "(reason …, rule …, decision …)": the same words in the body and in Proxy-Status details. */
@@ -48,7 +52,9 @@ function bodyFor(r: Refusal, json: boolean): { type: string; body: string } {
       body: JSON.stringify({ error: why(r), reason: r.reason, rule: r.rule ?? null, target: r.target ?? null, decision: r.decisionId ?? null }) + '\n',
     };
   }
-  const head = r.target ? `agent-egress refused ${r.target}: ` : 'agent-egress: ';
+  // A failed lookup or connection is an error, not a refusal: the policy said yes.
+  const verb = isFailure(r.reason) ? 'could not reach' : 'refused';
+  const head = r.target ? `agent-egress ${verb} ${r.target}: ` : 'agent-egress: ';
   return { type: 'text/plain; charset=utf-8', body: `${head}${why(r)}${trace(r)}\n` };
 }
 
