@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { createSocket } from 'node:dgram';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +12,7 @@ import { startHttpOrigin, type Origin } from '../helpers/origin.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { parseHead } from '../helpers/proxy-status.js';
 import { rawExchange } from '../helpers/raw.js';
+import { basicAuth as auth, connectRequest as connect, freedPort, getRequest as get, silentUdp } from '../helpers/requests.js';
 
 let dns: TestDnsServer;
 let origin: Origin;
@@ -20,7 +20,6 @@ let proxy: TestProxy;
 let closedPort: number;
 const dir = mkdtempSync(join(tmpdir(), 'ae-deny-msg-'));
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
-const auth = (u: string, p: string) => `Proxy-Authorization: Basic ${Buffer.from(`${u}:${p}`).toString('base64')}\r\n`;
 
 beforeAll(async () => {
   dns = await startTestDnsServer({
@@ -30,9 +29,7 @@ beforeAll(async () => {
     'blocked.test': { A: ['127.0.0.1'] },
   });
   origin = await startHttpOrigin();
-  const tmp = await startHttpOrigin();
-  closedPort = tmp.port;
-  await tmp.close();
+  closedPort = await freedPort();
   const policy = join(dir, 'policy.yaml');
   writeFileSync(
     policy,
@@ -64,8 +61,6 @@ afterAll(async () => {
   await dns?.close();
 });
 
-const connect = (authority: string, extra = '') => `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n${extra}\r\n`;
-const get = (url: string, extra = '') => `GET ${url} HTTP/1.1\r\nHost: ${new URL(url).host}\r\n${extra}Connection: close\r\n\r\n`;
 
 async function exchange(request: string) {
   const res = parseHead(await rawExchange(proxy.port, request));
@@ -181,14 +176,13 @@ describe('report mode keeps the rule that would have denied', () => {
 
 describe('the DNS filter records failures the same way', () => {
   it('a SERVFAIL after an allow names no rule and keeps the allowing rule as the policy decision', async () => {
-    const silent = createSocket('udp4');
-    await new Promise<void>((r) => silent.bind(0, '127.0.0.1', () => r()));
+    const silent = await silentUdp();
     const sink = new DnsSink();
     const policy = compilePolicy(parsePolicyText('version: 1\nrules:\n  - {name: example, action: allow, hosts: [api.example.com]}\n', 't.yaml'));
     const guard = new AddressGuard({});
     const f = await startDnsFilter({
       listen: '127.0.0.1:0',
-      upstreams: [`127.0.0.1:${silent.address().port}`],
+      upstreams: [`127.0.0.1:${silent.port}`],
       policy: () => policy,
       guard: () => guard,
       sink,

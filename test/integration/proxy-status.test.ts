@@ -13,6 +13,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { expectProxyStatus, parseHead } from '../helpers/proxy-status.js';
 import { openRaw, rawExchange } from '../helpers/raw.js';
+import { basicAuth, connectRequest as connect, freedPort, getRequest as get } from '../helpers/requests.js';
 import { parseList } from 'structured-headers';
 
 const run = promisify(execFile);
@@ -75,8 +76,6 @@ let hangup: Server;
 let hangupPort: number;
 const dir = mkdtempSync(join(tmpdir(), 'ae-pstatus-'));
 
-const basicAuth = (u: string, p: string) => `Proxy-Authorization: Basic ${Buffer.from(`${u}:${p}`).toString('base64')}\r\n`;
-
 beforeAll(async () => {
   dns = await startTestDnsServer({
     'allowed.test': { A: ['127.0.0.1'] },
@@ -88,9 +87,7 @@ beforeAll(async () => {
   });
   dns.setDelay('slow-dns.test', 3_000);
   origin = await startHttpOrigin();
-  const tmp = await startHttpOrigin();
-  closedPort = tmp.port;
-  await tmp.close();
+  closedPort = await freedPort();
   // Accepts and hangs up at once: the upstream connection ends before any response.
   hangup = createServer((s) => s.destroy());
   await new Promise<void>((r) => hangup.listen(0, '127.0.0.1', r));
@@ -135,8 +132,6 @@ afterAll(async () => {
   await dns?.close();
 });
 
-const get = (url: string, extra = '') => `GET ${url} HTTP/1.1\r\nHost: ${new URL(url).host}\r\n${extra}Connection: close\r\n\r\n`;
-const connect = (authority: string, extra = '') => `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n${extra}\r\n`;
 const upgrade = (url: string) => `GET ${url} HTTP/1.1\r\nHost: ${new URL(url).host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`;
 
 describe('every refusal the proxy writes carries Proxy-Status', () => {
