@@ -1,7 +1,11 @@
+import { UNSAFE, displaySafe } from '../decisions/display.js';
+
 /**
  * The small read-only page at GET /. No build step, no data in the HTML: the script fetches the API
  * with a bearer token the user pastes, kept in sessionStorage (never in a URL, never in a cookie).
- * Everything from the API is rendered with textContent, never innerHTML.
+ * Everything from the API is rendered with textContent, never innerHTML (so no HTML is ever parsed
+ * from a record), and through the same displaySafe() as the CLI, embedded below, so a recorded
+ * control or bidi character shows as an escape instead of reordering or hiding the row.
  */
 export const PAGE_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>agent-egress decisions</title>
@@ -27,6 +31,8 @@ td,th{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;font-family:u
 tr.deny td:nth-child(2){color:#b00;font-weight:bold}form{margin:.5em 0}#status{color:#555}`;
 
 export const PAGE_JS = `(() => {
+  const UNSAFE = ${UNSAFE};
+  const displaySafe = ${displaySafe.toString()};
   const $ = (id) => document.getElementById(id);
   const KEY = 'agent-egress-admin-token';
   $('auth').addEventListener('submit', (e) => { e.preventDefault(); sessionStorage.setItem(KEY, $('token').value); $('token').value = ''; load(); });
@@ -42,18 +48,18 @@ export const PAGE_JS = `(() => {
     try {
       const res = await fetch('/api/decisions?' + q, { headers });
       const body = await res.json();
-      if (!res.ok) { $('status').textContent = res.status + ': ' + (body.message || body.error); return; }
+      if (!res.ok) { $('status').textContent = res.status + ': ' + displaySafe(String(body.message || body.error)); return; }
       const rows = body.records.map((r) => {
         const tr = document.createElement('tr');
         tr.className = r.verdict;
         for (const v of [r.time, r.verdict + (r.mode === 'report' ? ' (report)' : ''), r.agent ?? '-', r.method, r.host, r.port ?? '', r.reason, r.rule ?? '-', r.id]) {
-          const td = document.createElement('td'); td.textContent = String(v); tr.appendChild(td);
+          const td = document.createElement('td'); td.textContent = displaySafe(String(v)); tr.appendChild(td);
         }
         return tr;
       });
       $('rows').replaceChildren(...rows);
       $('status').textContent = rows.length + ' decisions, newest first';
-    } catch (err) { $('status').textContent = String(err); }
+    } catch (err) { $('status').textContent = displaySafe(String(err)); }
   }
   load();
 })();

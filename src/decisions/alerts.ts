@@ -2,6 +2,7 @@ import { Counter, type Registry } from 'prom-client';
 import { request } from 'undici';
 import type { DecisionRecord } from './record.js';
 import type { DecisionSink } from './sink.js';
+import { displaySafe, safeJson } from './display.js';
 
 export interface SpikeAlert {
   type: 'deny_spike';
@@ -46,6 +47,18 @@ interface AgentState {
   periodEnd: number;
   periodCount: number;
   firing: boolean;
+}
+
+/**
+ * The alert as the operational log shows it: the log is read on terminals, so recorded names are
+ * displaySafe there. The webhook and onAlert get the exact values (the webhook as safeJson).
+ */
+function displayAlert(a: SpikeAlert): SpikeAlert {
+  return {
+    ...a,
+    agent: a.agent === null ? null : displaySafe(a.agent),
+    topDestinations: a.topDestinations.map((d) => ({ ...d, host: displaySafe(d.host) })),
+  };
 }
 
 /**
@@ -148,7 +161,7 @@ export class SpikeDetector implements DecisionSink {
     };
     this.counter?.inc({ agent: agent ?? '' });
     try {
-      this.opts.logger?.warn({ alert }, `deny spike: agent ${agent ?? '(anonymous)'} had ${alert.denies} denies in ${this.o.windowMs / 1000}s`);
+      this.opts.logger?.warn({ alert: displayAlert(alert) }, `deny spike: agent ${agent === null ? '(anonymous)' : displaySafe(agent)} had ${alert.denies} denies in ${this.o.windowMs / 1000}s`);
       this.opts.onAlert?.(alert);
     } catch {
       /* reporting must not throw */
@@ -171,7 +184,7 @@ export class SpikeDetector implements DecisionSink {
         const res = await request(w.url, {
           method: 'POST',
           headers: { 'content-type': 'application/json', ...w.headers },
-          body: JSON.stringify(alert),
+          body: safeJson(alert),
           headersTimeout: timeout,
           bodyTimeout: timeout,
           signal: AbortSignal.timeout(timeout),

@@ -1,6 +1,7 @@
 import pino from 'pino';
 import type { DecisionRecord } from './record.js';
 import type { DecisionSink } from './sink.js';
+import { safeJson } from './display.js';
 
 type Destination = ReturnType<typeof pino.destination>;
 
@@ -41,7 +42,8 @@ export class JsonLinesSink implements DecisionSink {
 
   write(record: DecisionRecord): void {
     if (this.failed) return;
-    this.dest.write(JSON.stringify(record) + '\n');
+    // safeJson: the same JSON, but a recorded control or bidi character cannot act on a terminal tailing it.
+    this.dest.write(safeJson(record) + '\n');
     this.pending = true;
   }
 

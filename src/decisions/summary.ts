@@ -1,3 +1,5 @@
+import { displaySafe } from './display.js';
+
 /** Aggregates over a time range, as the store computes them and `log summary` / the API show them. */
 export interface Summary {
   sinceMs: number | null;
@@ -44,15 +46,15 @@ export function renderSummary(s: Summary, now = Date.now(), width = 60): string 
   lines.push('');
   lines.push('Top denied hosts');
   if (s.topDeniedHosts.length === 0) lines.push('  (none)');
-  for (const h of s.topDeniedHosts) lines.push(`  ${String(h.count).padStart(7)}  ${h.host}`);
+  for (const h of s.topDeniedHosts) lines.push(`  ${String(h.count).padStart(7)}  ${displaySafe(h.host)}`);
   lines.push('');
   lines.push('Top agents (decisions / denies)');
   if (s.topAgents.length === 0) lines.push('  (none)');
-  for (const a of s.topAgents) lines.push(`  ${String(a.count).padStart(7)} / ${String(a.denies).padEnd(7)} ${a.agent ?? '(anonymous)'}`);
+  for (const a of s.topAgents) lines.push(`  ${String(a.count).padStart(7)} / ${String(a.denies).padEnd(7)} ${a.agent === null ? '(anonymous)' : displaySafe(a.agent)}`);
   lines.push('');
   lines.push('Denies by reason');
   if (s.deniesByReason.length === 0) lines.push('  (none)');
-  for (const r of s.deniesByReason) lines.push(`  ${String(r.count).padStart(7)}  ${r.reason}`);
+  for (const r of s.deniesByReason) lines.push(`  ${String(r.count).padStart(7)}  ${displaySafe(r.reason)}`);
   lines.push('');
   const bins = rebin(s.deniesPerMinute, from, to, width);
   const per = Math.max(1, Math.ceil((to - from) / 60_000 / bins.length));

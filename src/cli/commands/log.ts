@@ -5,6 +5,7 @@ import { buildFilter, QueryError, type RawFilter } from '../../decisions/query.j
 import { openSqliteStoreReadOnly, type SqliteDecisionStore } from '../../decisions/store/sqlite.js';
 import { StoreUnavailableError, type QueryPage } from '../../decisions/store/types.js';
 import { renderSummary, type Summary } from '../../decisions/summary.js';
+import { displaySafe, safeJson } from '../../decisions/display.js';
 
 export interface SourceOptions {
   dataDir?: string;
@@ -56,10 +57,13 @@ const COLUMNS: [string, (r: DecisionRecord) => string, number][] = [
   ['ID', (r) => r.id, 20],
 ];
 
-/** A readable fixed-width table; long cells are cut with an ellipsis so columns stay aligned. */
+/**
+ * A readable fixed-width table; long cells are cut with an ellipsis so columns stay aligned. Every cell
+ * is displaySafe: a recorded control character shows as an escape, it never reaches the terminal.
+ */
 export function renderTable(records: DecisionRecord[]): string {
   const cells = records.map((r) => COLUMNS.map(([, f, max]) => {
-    const v = f(r);
+    const v = displaySafe(f(r));
     return v.length > max ? `${v.slice(0, max - 1)}…` : v;
   }));
   const widths = COLUMNS.map(([h], i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
@@ -74,7 +78,7 @@ export async function runQuery(o: LogOptions, out: Out = stdout): Promise<void> 
   const src = openSource(o);
   try {
     const page = await src.query(raw);
-    if (o.json) for (const r of page.records) out(`${JSON.stringify(r)}\n`);
+    if (o.json) for (const r of page.records) out(`${safeJson(r)}\n`);
     else if (page.records.length === 0) out('no decisions match\n');
     else out(renderTable(page.records));
   } finally {
@@ -87,7 +91,7 @@ export async function runSummary(o: LogOptions, out: Out = stdout): Promise<void
   const src = openSource(o);
   try {
     const s = await src.summary(raw);
-    out(o.json ? `${JSON.stringify(s)}\n` : renderSummary(s));
+    out(o.json ? `${safeJson(s)}\n` : renderSummary(s));
   } finally {
     await src.close();
   }
@@ -96,7 +100,7 @@ export async function runSummary(o: LogOptions, out: Out = stdout): Promise<void
 /** Follow new decisions until `signal` aborts: polls the file, or the SSE stream with --url. */
 export async function runTail(o: LogOptions, signal: AbortSignal, out: Out = stdout, pollMs = 500): Promise<void> {
   const raw = rawFilter({ ...o, limit: undefined });
-  const print = (r: DecisionRecord) => out(o.json ? `${JSON.stringify(r)}\n` : renderTable([r]).split('\n')[1] + '\n');
+  const print = (r: DecisionRecord) => out(o.json ? `${safeJson(r)}\n` : renderTable([r]).split('\n')[1] + '\n');
   if (!o.json) out(renderTable([]));
   if (o.url) {
     await new AdminClient(o.url, o.token ?? process.env.AGENT_EGRESS_ADMIN_TOKEN).stream(raw, print, signal);
