@@ -1,4 +1,5 @@
 import { UNSAFE, displaySafe } from '../decisions/display.js';
+import { FAILURE_REASONS } from '../decisions/record.js';
 
 /**
  * The small read-only page at GET /. No build step, no data in the HTML: the script fetches the API
@@ -28,11 +29,14 @@ export const PAGE_HTML = `<!doctype html>
 
 export const PAGE_CSS = `body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse;width:100%}
 td,th{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;font-family:ui-monospace,monospace;font-size:13px}
-tr.deny td:nth-child(2){color:#b00;font-weight:bold}form{margin:.5em 0}#status{color:#555}`;
+tr.deny td:nth-child(2){color:#b00;font-weight:bold}tr.error td:nth-child(2){color:#a60;font-weight:bold}form{margin:.5em 0}#status{color:#555}`;
 
 export const PAGE_JS = `(() => {
   const UNSAFE = ${UNSAFE};
   const displaySafe = ${displaySafe.toString()};
+  // DNS and upstream failures: the policy allowed these, so they read as errors, not as denials.
+  const FAILURES = ${JSON.stringify(FAILURE_REASONS)};
+  const outcome = (r) => FAILURES.includes(r.reason) ? 'error' : r.verdict + (r.mode === 'report' ? ' (report)' : '');
   const $ = (id) => document.getElementById(id);
   const KEY = 'agent-egress-admin-token';
   $('auth').addEventListener('submit', (e) => { e.preventDefault(); sessionStorage.setItem(KEY, $('token').value); $('token').value = ''; load(); });
@@ -51,8 +55,8 @@ export const PAGE_JS = `(() => {
       if (!res.ok) { $('status').textContent = res.status + ': ' + displaySafe(String(body.message || body.error)); return; }
       const rows = body.records.map((r) => {
         const tr = document.createElement('tr');
-        tr.className = r.verdict;
-        for (const v of [r.time, r.verdict + (r.mode === 'report' ? ' (report)' : ''), r.agent ?? '-', r.method, r.host, r.port ?? '', r.reason, r.rule ?? '-', r.id]) {
+        tr.className = FAILURES.includes(r.reason) ? 'error' : r.verdict;
+        for (const v of [r.time, outcome(r), r.agent ?? '-', r.method, r.host, r.port ?? '', r.reason, r.rule ?? '-', r.id]) {
           const td = document.createElement('td'); td.textContent = displaySafe(String(v)); tr.appendChild(td);
         }
         return tr;

@@ -34,7 +34,7 @@ export interface SpikeOptions {
   maxAgents?: number;
   webhook?: { url: string; timeoutMs?: number; retries?: number; headers?: Record<string, string> };
   registry?: Registry;
-  /** Where the warn-level record goes (e.g. the JSON-lines logger). */
+  /** Also called with each alert (exact values), besides the one warn line written to `logger`. */
   onAlert?: (alert: SpikeAlert) => void;
   logger?: { warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
 }
@@ -47,6 +47,11 @@ interface AgentState {
   periodEnd: number;
   periodCount: number;
   firing: boolean;
+}
+
+/** A window as the flags spell it: 60s, 1.5s, 250ms. */
+function formatWindow(ms: number): string {
+  return ms < 1000 ? `${ms}ms` : `${ms / 1000}s`;
 }
 
 /**
@@ -161,7 +166,7 @@ export class SpikeDetector implements DecisionSink {
     };
     this.counter?.inc({ agent: agent ?? '' });
     try {
-      this.opts.logger?.warn({ alert: displayAlert(alert) }, `deny spike: agent ${agent === null ? '(anonymous)' : displaySafe(agent)} had ${alert.denies} denies in ${this.o.windowMs / 1000}s`);
+      this.opts.logger?.warn({ alert: displayAlert(alert) }, `deny spike: agent ${agent === null ? '(anonymous)' : displaySafe(agent)} had ${alert.denies} denies in ${formatWindow(this.o.windowMs)}`);
       this.opts.onAlert?.(alert);
     } catch {
       /* reporting must not throw */

@@ -24,8 +24,15 @@ export function displaySafe(value: string): string {
 
 /** JSON.stringify, with every character displaySafe() would escape written as a JSON \u escape instead. */
 export function safeJson(value: unknown): string {
-  const s = JSON.stringify(value);
-  return s === undefined ? s : s.replace(UNSAFE, (ch) => {
+  return safeJsonText(JSON.stringify(value));
+}
+
+/**
+ * The same for JSON text already serialised (e.g. as stored): outside strings JSON is printable ASCII,
+ * so only string contents change, and only in how they are spelled.
+ */
+export function safeJsonText(json: string): string {
+  return json.replace(UNSAFE, (ch) => {
     let out = '';
     for (let i = 0; i < ch.length; i++) out += `\\u${ch.charCodeAt(i).toString(16).padStart(4, '0')}`;
     return out;

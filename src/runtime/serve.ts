@@ -112,8 +112,8 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       new SpikeDetector({
         ...(cfg.alerts ?? {}),
         registry,
+        // The detector writes the one warn line itself (escaped, one duration format).
         logger,
-        onAlert: (alert) => logger.warn({ alert }, `deny spike: agent ${alert.agent ?? '(anonymous)'} had ${alert.denies} denies in ${alert.windowMs} ms`),
       }),
     );
   }

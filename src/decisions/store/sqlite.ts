@@ -1,7 +1,8 @@
 import Database from 'better-sqlite3';
+import { getDomain } from 'tldts';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import type { DecisionRecord } from '../record.js';
+import { FAILURE_REASONS, type DecisionRecord } from '../record.js';
 import { DEFAULT_LIMIT, MAX_LIMIT, hostGlobToSqlite, type QueryFilter } from '../query.js';
 import { GENESIS_HASH, canonicalRecordJson, chainHash, verifyChain, type ChainRow, type VerifyResult } from '../chain.js';
 import type { Summary } from '../summary.js';
@@ -408,6 +409,18 @@ export class SqliteDecisionStore implements DecisionStore {
     };
   }
 
+  /**
+   * Every matching record's stored JSON, newest first, straight off the SQLite statement: constant memory
+   * whatever the store holds, for `log query --limit 0`. `limit` 0 or undefined means all.
+   */
+  *iterateJson(f: QueryFilter, limit?: number): Generator<string> {
+    const w = where(f);
+    const stmt = this.open()
+      .prepare(`SELECT json FROM decisions ${w.sql} ORDER BY time_ms DESC, seq DESC${limit ? ' LIMIT ?' : ''}`)
+      .pluck();
+    yield* stmt.iterate(...w.params, ...(limit ? [limit] : [])) as IterableIterator<string>;
+  }
+
   async get(id: string): Promise<DecisionRecord | null> {
     const json = this.open().prepare('SELECT json FROM decisions WHERE id = ? LIMIT 1').pluck().get(id) as string | undefined;
     return json ? (JSON.parse(json) as DecisionRecord) : null;
@@ -415,8 +428,13 @@ export class SqliteDecisionStore implements DecisionStore {
 
   async summary(f: QueryFilter): Promise<Summary> {
     const db = this.open();
+    registerDomainFunction(db);
     const w = where(f);
     const wd = where(f, ["verdict = 'deny'"]);
+    // Policy denials only: a DNS or upstream failure is not something the policy refused.
+    const failures = FAILURE_REASONS.map((r) => `'${r}'`).join(', ');
+    const wp = where(f, ["verdict = 'deny'", `reason NOT IN (${failures})`]);
+    const we = where(f, [`reason IN (${failures})`]);
     return db.transaction((): Summary => {
       const totals = { allow: 0, deny: 0 };
       for (const r of db.prepare(`SELECT verdict, count(*) AS n FROM decisions ${w.sql} GROUP BY verdict`).all(...w.params) as { verdict: string; n: number }[]) {
@@ -426,7 +444,12 @@ export class SqliteDecisionStore implements DecisionStore {
         sinceMs: f.sinceMs ?? null,
         untilMs: f.untilMs ?? null,
         totals,
-        topDeniedHosts: db.prepare(`SELECT host, count(*) AS count FROM decisions ${wd.sql} GROUP BY host ORDER BY count DESC, host LIMIT 10`).all(...wd.params) as Summary['topDeniedHosts'],
+        errors: db.prepare(`SELECT count(*) FROM decisions ${we.sql}`).pluck().get(...we.params) as number,
+        topDeniedHosts: db.prepare(`SELECT host, count(*) AS count FROM decisions ${wp.sql} GROUP BY host ORDER BY count DESC, host LIMIT 10`).all(...wp.params) as Summary['topDeniedHosts'],
+        // Grouped in SQLite, so a flood of random subdomains costs one row per domain, not per host.
+        topDeniedDomains: db
+          .prepare(`SELECT regdomain(host) AS domain, count(*) AS count, count(DISTINCT host) AS hosts FROM decisions ${wp.sql} GROUP BY domain ORDER BY count DESC, domain LIMIT 10`)
+          .all(...wp.params) as Summary['topDeniedDomains'],
         topAgents: db
           .prepare(`SELECT agent, count(*) AS count, sum(verdict = 'deny') AS denies FROM decisions ${w.sql} GROUP BY agent ORDER BY count DESC LIMIT 10`)
           .all(...w.params) as Summary['topAgents'],
@@ -479,6 +502,17 @@ export class SqliteDecisionStore implements DecisionStore {
       }
     })();
   }
+}
+
+const withDomainFunction = new WeakSet<Database.Database>();
+
+/** regdomain(host): the registrable domain (public suffix list, private suffixes included), else the host. */
+function registerDomainFunction(db: Database.Database): void {
+  if (withDomainFunction.has(db)) return;
+  db.function('regdomain', { deterministic: true }, (host: unknown) =>
+    typeof host === 'string' ? (getDomain(host, { allowPrivateDomains: true }) ?? host) : host,
+  );
+  withDomainFunction.add(db);
 }
 
 /** The writer the proxy uses: never throws, even when the directory or file is unusable (it retries). */
