@@ -78,6 +78,20 @@ export interface DecisionRecord {
   detail?: Record<string, unknown>;
 }
 
+/** What a folded record carries in `detail.aggregated`: it stands for `count` identical denials. */
+export interface Aggregated {
+  /** Identical denials this one record stands for, itself included (>= 2). */
+  count: number;
+  /** Time of the last of them (the record's own `time` is the first). */
+  until: string;
+}
+
+/** How many denials a stored record stands for. */
+export function weightOf(rec: DecisionRecord): number {
+  const a = rec.detail?.aggregated as Aggregated | undefined;
+  return a && Number.isInteger(a.count) && a.count > 1 ? a.count : 1;
+}
+
 let lastMs = 0;
 let seq = 0;
 const node = randomBytes(3).toString('hex');
