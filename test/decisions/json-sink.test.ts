@@ -1,13 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Registry } from 'prom-client';
+import { JsonLinesSink } from '../../src/decisions/json-sink.js';
 import { weightOf, type DecisionRecord } from '../../src/decisions/record.js';
 import { openSqliteStoreReadOnly } from '../../src/decisions/store/sqlite.js';
 import { rawExchange } from '../helpers/raw.js';
-import { compileForChild, tempDir } from './helpers.js';
+import { compileForChild, rec, tempDir } from './helpers.js';
 
 // Issue 9 item 8 and issue 10: the stdout JSON-lines log when its reader stops or goes away, and a busy
 // port with --log-file. Real child processes, real pipes.
@@ -108,6 +110,22 @@ async function storedCount(dataDir: string, tag: string): Promise<number> {
 }
 
 describe('JSON-lines decision log', () => {
+  it('writes every record to a file on close, and meters what it could not write', async () => {
+    const file = path.join(t.dir, 'metered', 'decisions.jsonl');
+    const registry = new Registry();
+    const warned: string[] = [];
+    const sink = new JsonLinesSink(file, { logger: { warn: (_o, m) => void warned.push(m ?? ''), error: () => {} } });
+    sink.registerMetrics(registry);
+    const recs = Array.from({ length: 50 }, () => rec());
+    for (const r of recs) sink.write(r);
+    await sink.close();
+    expect(readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l).id)).toEqual(recs.map((r) => r.id));
+    sink.write(rec());
+    sink.write(rec());
+    expect(await registry.metrics()).toMatch(/^agent_egress_decision_log_dropped_records_total 2$/m);
+    expect(warned).toHaveLength(1);
+  });
+
   it('a stdout nobody reads: memory stays bounded, the loss is counted and logged once, SIGTERM ends it', async () => {
     const total = 200_000; // about 100 MB of lines
     const child = spawn(process.execPath, [path.join(t.dir, 'flooder.mjs'), pathToFileURL(path.join(compiled, 'decisions/json-sink.js')).href, String(total)], {
