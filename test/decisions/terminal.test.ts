@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import http from 'node:http';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import dnsPacket from 'dns-packet';
@@ -155,6 +156,33 @@ describe('terminal output escapes what was recorded', () => {
     expect(lines[0]).not.toMatch(/\\u001b|\\u0007/); // JSON-escaped control bytes would still reach a pretty-printer raw
     expect(safeJson({ h: PAYLOADS[4] })).not.toMatch(RAW);
     expect(JSON.parse(safeJson({ h: PAYLOADS[4] })).h).toBe(PAYLOADS[4]);
+  });
+
+  it('the alert webhook gets JSON with the exact names and no raw control bytes', async () => {
+    const bodies: Buffer[] = [];
+    const server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        bodies.push(Buffer.concat(chunks));
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/hook`;
+      const d = new SpikeDetector({ threshold: 3, multiplier: 1, webhook: { url, retries: 0 } });
+      for (let i = 0; i < 3; i++) d.write(rec({ agent: 'w\u202e', host: PAYLOADS[i], verdict: 'deny', reason: 'no_rule', rule: null }));
+      await d.close();
+      expect(bodies).toHaveLength(1);
+      const text = bodies[0].toString('utf8');
+      expect(text).not.toMatch(RAW);
+      const alert = JSON.parse(text);
+      expect(alert.agent).toBe('w\u202e');
+      expect(alert.topDestinations.map((x: { host: string }) => x.host).sort()).toEqual(PAYLOADS.slice(0, 3).sort());
+    } finally {
+      server.close();
+    }
   });
 
   it('renderTable escapes every column', () => {

@@ -14,6 +14,7 @@ export const DEFAULT_DB_FILE = 'decisions.sqlite';
 /** Anything with pino's error(obj, msg) shape. */
 export interface ErrorLogger {
   error(obj: object, msg?: string): void;
+  warn?(obj: object, msg?: string): void;
 }
 
 export interface SqliteStoreOptions {
@@ -415,7 +416,7 @@ export class SqliteDecisionStore implements DecisionStore {
       try {
         db.pragma('auto_vacuum = INCREMENTAL');
         db.exec('VACUUM');
-        this.opts.logger?.error({ file: this.file }, 'decision store converted to incremental vacuum (one-time VACUUM)');
+        this.opts.logger?.warn?.({ file: this.file }, 'decision store converted to incremental vacuum (one-time VACUUM)');
       } catch (err) {
         // Busy (another writer) or no room for the copy: freed pages are still reused, the file only never shrinks.
         this.report(err as Error);
