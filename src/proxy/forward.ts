@@ -8,7 +8,7 @@ import { clientLabel, emit, identify, type ProxyCore } from './core.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
 import { roundMs, startRecord } from '../decisions/record.js';
-import { settle } from './record.js';
+import { settle, settleVet } from './record.js';
 import { relay } from './relay.js';
 import { dialForTunnel, splice } from './tunnel.js';
 import { vetDestination, type VetOutcome } from './vet.js';
@@ -92,8 +92,8 @@ async function admit(
   rec.timings.dnsMs = roundMs(v.dnsMs);
   if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
   if (!v.ok) {
-    settle(rec, { verdict: 'deny', mode: v.mode, reason: v.reason, rule: v.rule, status: v.status });
-    refuse({ status: v.status, reason: v.reason, rule: v.rule, message: v.message, decisionId: rec.id, target: authority });
+    settleVet(rec, v, v.status);
+    refuse({ status: v.status, reason: v.reason, rule: rec.rule, message: v.message, hint: v.hint?.text, decisionId: rec.id, target: authority });
     emit(core, rec, t0);
     return null;
   }
@@ -147,7 +147,7 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
       bodyTimeout: core.limits.requestIdleMs,
     });
     rec.timings.connectMs = roundMs(performance.now() - tc);
-    settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: upstream.statusCode });
+    settleVet(rec, v, upstream.statusCode);
     const headers = forwardResponseHeaders(upstream.headers);
     headers['x-agent-egress-decision'] = rec.id;
     res.writeHead(upstream.statusCode, headers);
@@ -158,9 +158,10 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
     if (!res.headersSent) {
       const status = timeout ? 504 : 502;
       const reason = timeout ? 'upstream_timeout' : 'upstream_error';
-      settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
+      settleVet(rec, v, status, reason);
       rec.detail = { ...rec.detail, error: errorText(err) };
-      refuseResponse(res, { status, reason, decisionId: rec.id, target: `${req.method} ${hostHeader(target)}` }, json, true);
+      const cause = (err as { code?: unknown }).code;
+      refuseResponse(res, { status, reason, decisionId: rec.id, target: `${req.method} ${hostHeader(target)}`, cause: typeof cause === 'string' ? cause : undefined }, json, true);
     } else {
       // Headers already went out: the only honest signal left is to cut the connection.
       rec.detail = { ...rec.detail, error: errorText(err), truncated: true };
