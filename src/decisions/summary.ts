@@ -6,8 +6,11 @@ export interface Summary {
   sinceMs: number | null;
   untilMs: number | null;
   totals: { allow: number; deny: number };
-  /** Denies that were DNS or upstream failures (FAILURE_REASONS), included in totals.deny. */
-  errors?: number;
+  /**
+   * DNS and upstream failures (FAILURE_REASONS), whatever their verdict (a dns_failure is a deny, an
+   * upstream_error an allow); they are included in totals.
+   */
+  errorsByReason?: { reason: string; count: number }[];
   /** Policy denials only (failures excluded). */
   topDeniedHosts: { host: string; count: number }[];
   /** Policy denials grouped by registrable domain: `hosts` distinct hosts under it. */
@@ -48,8 +51,12 @@ export function renderSummary(s: Summary, now = Date.now(), width = 60): string 
   const to = s.untilMs ?? now;
   const total = s.totals.allow + s.totals.deny;
   lines.push(`Decisions ${new Date(from).toISOString()} .. ${new Date(to).toISOString()}`);
-  const errors = s.errors ?? 0;
-  lines.push(`  total ${total}   allow ${s.totals.allow}   deny ${s.totals.deny - errors}   error ${errors}`);
+  // Failures are counted apart: the policy allowed them, so they are neither allows nor denials here.
+  const failure = (reason: string) => (FAILURE_REASONS as readonly string[]).includes(reason);
+  const errorsByReason = s.errorsByReason ?? [];
+  const errors = errorsByReason.reduce((n, r) => n + r.count, 0);
+  const deniedErrors = s.deniesByReason.filter((r) => failure(r.reason)).reduce((n, r) => n + r.count, 0);
+  lines.push(`  total ${total}   allow ${s.totals.allow - (errors - deniedErrors)}   deny ${s.totals.deny - deniedErrors}   error ${errors}`);
   lines.push('');
   if (s.topDeniedDomains) {
     lines.push('Top denied domains');
@@ -67,10 +74,9 @@ export function renderSummary(s: Summary, now = Date.now(), width = 60): string 
   if (s.topAgents.length === 0) lines.push('  (none)');
   for (const a of s.topAgents) lines.push(`  ${String(a.count).padStart(7)} / ${String(a.denies).padEnd(7)} ${a.agent === null ? '(anonymous)' : displaySafe(a.agent)}`);
   lines.push('');
-  const failure = (reason: string) => (FAILURE_REASONS as readonly string[]).includes(reason);
   for (const [title, rows] of [
     ['Denies by reason', s.deniesByReason.filter((r) => !failure(r.reason))],
-    ['Errors (DNS or upstream failed; the policy allowed these)', s.deniesByReason.filter((r) => failure(r.reason))],
+    ['Errors (DNS or upstream failed; the policy allowed these)', errorsByReason],
   ] as const) {
     if (title.startsWith('Errors') && rows.length === 0) continue;
     lines.push(title);

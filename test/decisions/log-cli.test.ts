@@ -35,7 +35,9 @@ beforeAll(async () => {
   for (let i = 0; i < 30; i++) {
     store.write(rec({ time: new Date(now - 1000 + i).toISOString(), agent: 'exfil', host: `exfil${i}.attacker.example`, verdict: 'deny', reason: 'no_rule', rule: null, status: 403 }));
   }
-  store.write(rec({ time: new Date(now - 500).toISOString(), agent: 'llm', host: 'api.openai.com', verdict: 'deny', reason: 'dns_failure', rule: 'llm-apis', status: 502 }));
+  // As the proxy records them: a failed lookup names no rule (detail.policy does), an upstream failure keeps allow.
+  store.write(rec({ time: new Date(now - 500).toISOString(), agent: 'llm', host: 'api.openai.com', verdict: 'deny', reason: 'dns_failure', rule: null, status: 502, detail: { policy: { verdict: 'allow', reason: 'rule_allow', rule: 'llm-apis' } } }));
+  store.write(rec({ time: new Date(now - 450).toISOString(), agent: 'llm', host: 'api.anthropic.com', verdict: 'allow', reason: 'upstream_timeout', rule: 'llm-apis', status: 504 }));
   store.write(rec({ time: new Date(now - 400).toISOString(), agent: 'llm', host: 'mirror.internal', verdict: 'allow', reason: 'rule_allow', rule: LONG_RULE }));
   store.flush();
   const policy = { state: () => ({}) } as unknown as PolicyHolder;
@@ -122,14 +124,19 @@ describe('tables and summaries', () => {
     const domainLines = text.split('\n').filter((l) => l.includes('attacker.example'));
     expect(domainLines).toHaveLength(1);
     expect(domainLines[0]).toMatch(/^\s+30\s+attacker\.example\s+\(30 hosts\)$/);
-    expect(text).toMatch(/deny 30\s+error 1/);
-    expect(text).toMatch(/Errors[^\n]*\n\s+1\s+dns_failure/);
+    // BULK + the long-rule allow are allows; the upstream timeout is an error, not an allow.
+    expect(text).toMatch(new RegExp(`allow ${BULK + 1}\\s+deny 30\\s+error 2`));
+    expect(text).toMatch(/Errors[^\n]*\n(?:\s+1\s+(?:dns_failure|upstream_timeout)\n){2}/);
     expect(text).not.toMatch(/Denies by reason\n(?:\s+\d+\s+\w+\n)*\s+1\s+dns_failure/);
     const j = capture();
     await runSummary({ dataDir: t.dir, since: '1h', json: true }, j.out);
     const s = JSON.parse(j.text());
     expect(s.topDeniedDomains[0]).toEqual({ domain: 'attacker.example', count: 30, hosts: 30 });
-    expect(s.errors).toBe(1);
+    expect(s.errorsByReason).toEqual([
+      { reason: 'dns_failure', count: 1 },
+      { reason: 'upstream_timeout', count: 1 },
+    ]);
+    expect(s.totals).toEqual({ allow: BULK + 2, deny: 31 });
   });
 
   it('a table never cuts RULE, --wide cuts nothing, and a DNS failure reads as an error', async () => {
@@ -137,10 +144,12 @@ describe('tables and summaries', () => {
     await runQuery({ dataDir: t.dir, agent: 'llm' }, c.out);
     const lines = c.text().split('\n');
     expect(lines.find((l) => l.includes('mirror.internal'))).toContain(LONG_RULE);
-    const failed = lines.find((l) => l.includes('api.openai.com'))!;
-    expect(failed).toMatch(/^\S+ \S+\s+error\s+llm\s/);
-    expect(failed).not.toMatch(/\bdeny\b/);
-    expect(c.text()).toMatch(/error = allowed by the policy/);
+    for (const host of ['api.openai.com', 'api.anthropic.com']) {
+      const failed = lines.find((l) => l.includes(host))!;
+      expect(failed).toMatch(/^\S+ \S+\s+error\s+llm\s/);
+      expect(failed).not.toMatch(/\b(?:deny|allow)\b/);
+    }
+    expect(c.text()).toMatch(/error = the policy allowed it/);
 
     const longHost = `${'very-long-label-'.repeat(4)}.example.com`;
     store.write(rec({ time: new Date().toISOString(), agent: 'wide', host: longHost }));

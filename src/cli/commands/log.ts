@@ -136,7 +136,7 @@ export class TableFormat {
   legend(): string {
     const out: string[] = [];
     if (this.report) out.push('deny* = report mode: would have been denied, was forwarded');
-    if (this.failure) out.push('error = allowed by the policy (RULE), then DNS or the upstream failed (REASON)');
+    if (this.failure) out.push('error = the policy allowed it, then DNS or the upstream failed (REASON); not a denial');
     return out.length ? `\n${out.join('\n')}\n` : '';
   }
 }

@@ -581,7 +581,7 @@ export class SqliteDecisionStore implements DecisionStore {
         sinceMs: f.sinceMs ?? null,
         untilMs: f.untilMs ?? null,
         totals,
-        errors: (db.prepare(`SELECT ${n} FROM decisions ${we.sql}`).pluck().get(...we.params) as number | null) ?? 0,
+        errorsByReason: db.prepare(`SELECT reason, ${n} AS count FROM decisions ${we.sql} GROUP BY reason ORDER BY count DESC, reason`).all(...we.params) as NonNullable<Summary['errorsByReason']>,
         topDeniedHosts: db.prepare(`SELECT host, ${n} AS count FROM decisions ${wp.sql} GROUP BY host ORDER BY count DESC, host LIMIT 10`).all(...wp.params) as Summary['topDeniedHosts'],
         // Grouped in SQLite, so a flood of random subdomains costs one row per domain, not per host.
         topDeniedDomains: db
