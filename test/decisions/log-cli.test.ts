@@ -162,6 +162,15 @@ describe('tables and summaries', () => {
     expect(wide.text()).toContain(`${longHost}:443`);
   });
 
+  it('a folded record shows how many identical denials it stands for', async () => {
+    const folded = rec({ time: new Date().toISOString(), agent: 'folded', host: 'loop.example', verdict: 'deny', reason: 'method_not_allowed', rule: null, detail: { aggregated: { count: 523, until: new Date().toISOString() } } });
+    store.write(folded);
+    store.flush();
+    const c = capture();
+    await runQuery({ dataDir: t.dir, agent: 'folded' }, c.out);
+    expect(c.text()).toMatch(/loop\.example:443\s+method_not_allowed x523\s/);
+  });
+
   it('log tail: the header lines up with the rows it prints', async () => {
     const ac = new AbortController();
     const got = capture();

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { AdminClient } from '../../admin/client.js';
-import { outcomeOf, type DecisionRecord } from '../../decisions/record.js';
+import { outcomeOf, weightOf, type DecisionRecord } from '../../decisions/record.js';
 import { buildFilter, MAX_LIMIT, QueryError, type RawFilter } from '../../decisions/query.js';
 import { openSqliteStoreReadOnly, type SqliteDecisionStore } from '../../decisions/store/sqlite.js';
 import { StoreUnavailableError, type QueryPage } from '../../decisions/store/types.js';
@@ -79,7 +79,8 @@ const COLUMNS: Column[] = [
   { head: 'AGENT', cell: (r) => r.agent ?? '-', max: 16 },
   { head: 'METHOD', cell: (r) => r.method, max: 7 },
   { head: 'DESTINATION', cell: (r) => (r.port === null ? r.host : `${r.host.includes(':') ? `[${r.host}]` : r.host}:${r.port}`), max: 40 },
-  { head: 'REASON', cell: (r) => r.reason, max: 19 },
+  // A folded record (repeated identical denials) shows how many it stands for: "no_rule x523".
+  { head: 'REASON', cell: (r) => (weightOf(r) > 1 ? `${r.reason} x${weightOf(r)}` : r.reason), max: 26 },
   { head: 'ID', cell: (r) => r.id, max: 18 },
   { head: 'RULE', cell: (r) => r.rule ?? '-', max: 0 },
 ];
