@@ -347,3 +347,112 @@ rules:
     c.socket.destroy();
   });
 });
+
+describe('what the origin never receives: credentials and hop-by-hop headers', () => {
+  let proxy: TestProxy;
+  const token = 'agent-secret-token';
+  beforeAll(async () => {
+    const { createHash } = await import('node:crypto');
+    proxy = await startTestProxy({
+      policyFile: policyFile(
+        'strip.yaml',
+        `version: 1
+address_guard: { exempt: [127.0.0.1/32] }
+agents:
+  - name: bot
+    token_sha256: "${createHash('sha256').update(token).digest('hex')}"
+    rules:
+      - {name: open, action: allow, hosts: [open.test], ports: [${origin.port}]}
+`,
+      ),
+      dnsServers: [`127.0.0.1:${dns.port}`],
+    });
+  });
+  afterAll(() => proxy?.close());
+
+  const creds = `Proxy-Authorization: Basic ${Buffer.from(`bot:${token}`).toString('base64')}\r\n`;
+  const hop = 'Proxy-Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: X-T\r\nX-Named-Hop: drop-me\r\nX-Kept: yes\r\n';
+  // Header names the origin must not see; one row each so the list can grow.
+  const never = ['proxy-authorization', 'proxy-connection', 'keep-alive', 'te', 'trailer', 'x-named-hop'];
+
+  const names = (raw: string[]) => raw.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+
+  it.each(never)('plain HTTP: %s is not forwarded', async (name) => {
+    const before = origin.seen.length;
+    const res = await rawExchange(proxy.port, `GET http://open.test:${origin.port}/echo?h=${name} HTTP/1.1\r\nHost: open.test:${origin.port}\r\n${creds}${hop}Connection: close, X-Named-Hop\r\n\r\n`);
+    expect(res).toMatch(/^HTTP\/1\.1 200 /);
+    const seen = origin.seen.slice(before);
+    expect(seen.length).toBe(1);
+    expect(names(seen[0].rawHeaders)).toContain('x-kept');
+    expect(names(seen[0].rawHeaders)).not.toContain(name);
+    expect(JSON.stringify(seen[0].rawHeaders)).not.toContain(token);
+    expect(JSON.stringify(seen[0].rawHeaders)).not.toContain(Buffer.from(`bot:${token}`).toString('base64'));
+  });
+
+  it.each(never)('Upgrade: %s is not forwarded', async (name) => {
+    const before = origin.seen.length;
+    const c = await openRaw(proxy.port);
+    c.socket.write(`GET http://open.test:${origin.port}/ws?h=${name} HTTP/1.1\r\nHost: open.test:${origin.port}\r\n${creds}${hop}Connection: Upgrade, X-Named-Hop\r\nUpgrade: echo\r\n\r\n`);
+    expect(await c.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 101 /);
+    c.socket.destroy();
+    const seen = origin.seen.slice(before);
+    expect(seen.length).toBe(1);
+    expect(names(seen[0].rawHeaders)).toEqual(expect.arrayContaining(['x-kept', 'upgrade', 'connection']));
+    expect(names(seen[0].rawHeaders)).not.toContain(name);
+    expect(JSON.stringify(seen[0].rawHeaders)).not.toContain(Buffer.from(`bot:${token}`).toString('base64'));
+  });
+});
+
+describe('hosts + cidrs: a name pinned to addresses, through the proxy', () => {
+  let proxy: TestProxy;
+  let outside: Origin;
+  beforeAll(async () => {
+    // A live origin on the address outside the pin: if the pin were skipped, the request would succeed.
+    outside = await startHttpOrigin('127.0.0.2');
+    dns.set('pin-in.test', { A: ['127.0.0.1'] });
+    dns.set('pin-out.test', { A: ['127.0.0.2'] });
+    dns.set('pin-mixed.test', { A: ['127.0.0.2', '127.0.0.1'] });
+    proxy = await startTestProxy({
+      policyFile: policyFile(
+        'pin.yaml',
+        `version: 1
+address_guard: { exempt: [127.0.0.0/8] }
+rules:
+  - {name: pinned, action: allow, hosts: ["pin-*.test"], cidrs: [127.0.0.1/32], ports: [${origin.port}, ${outside.port}]}
+`,
+      ),
+      dnsServers: [`127.0.0.1:${dns.port}`],
+    });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await outside?.close();
+  });
+
+  const rows = [
+    // name, resolved to, expected status, reason, dialled address
+    ['pin-in.test', 'inside', 200, 'rule_allow', '127.0.0.1'],
+    ['pin-out.test', 'outside', 403, 'address_not_allowed', null],
+    ['pin-mixed.test', 'both', 200, 'rule_allow', '127.0.0.1'],
+  ] as const;
+
+  it.each(rows)('CONNECT %s (%s) -> %s %s', async (name, _where, status, reason, address) => {
+    const port = name === 'pin-out.test' ? outside.port : origin.port;
+    const res = await rawExchange(proxy.port, `CONNECT ${name}:${port} HTTP/1.1\r\nHost: ${name}:${port}\r\n\r\n`, 500);
+    expect(res.slice(0, 12)).toBe(`HTTP/1.1 ${status}`);
+    const rec = await proxy.sink.waitFor((r) => r.method === 'CONNECT' && r.host === name);
+    expect(rec).toMatchObject({ reason, address, rule: 'pinned' });
+    if (name !== 'pin-in.test') expect(rec.detail?.refusedAddresses).toEqual([{ address: '127.0.0.2', why: 'rule_cidr' }]);
+  });
+
+  it.each(rows)('GET http://%s (%s) -> %s %s', async (name, _where, status, reason, address) => {
+    const port = name === 'pin-out.test' ? outside.port : origin.port;
+    const before = outside.seen.length;
+    const res = await rawExchange(proxy.port, `GET http://${name}:${port}/ HTTP/1.1\r\nHost: ${name}:${port}\r\nConnection: close\r\n\r\n`);
+    expect(res.slice(0, 12)).toBe(`HTTP/1.1 ${status}`);
+    expect(outside.seen.length).toBe(before);
+    const rec = await proxy.sink.waitFor((r) => r.method === 'GET' && r.host === name);
+    expect(rec).toMatchObject({ reason, address, rule: 'pinned' });
+    expect(rec.detail?.refusedAddresses ?? []).toEqual(name === 'pin-in.test' ? [] : [{ address: '127.0.0.2', why: 'rule_cidr' }]);
+  });
+});
