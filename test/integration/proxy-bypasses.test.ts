@@ -169,27 +169,17 @@ describe('Upgrade splices only after a real 101 that matches', () => {
   let plain: Scripted;
   const origins: Record<string, Scripted> = {};
   // How an origin may answer an upgrade request; only the first one is a switch the proxy may splice.
+  // Write this answer, then echo whatever arrives (so a wrongly spliced connection would show it).
+  const answerWith = (head: string) => (_req: IncomingMessage, s: Socket) => {
+    s.write(head);
+    s.on('data', (d) => s.write(d));
+    s.on('error', () => s.destroy());
+  };
   const answers: Record<string, (req: IncomingMessage, socket: Socket) => void> = {
-    switch: (_req, s) => {
-      s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
-      s.on('data', (d) => s.write(d));
-      s.on('error', () => s.destroy());
-    },
-    wrongToken: (_req, s) => {
-      s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n');
-      s.on('data', (d) => s.write(d));
-      s.on('error', () => s.destroy());
-    },
-    noToken: (_req, s) => {
-      s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n');
-      s.on('data', (d) => s.write(d));
-      s.on('error', () => s.destroy());
-    },
-    okWithUpgradeHeaders: (_req, s) => {
-      s.write('HTTP/1.1 200 OK\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 12\r\n\r\nplain-answer');
-      s.on('data', (d) => s.write(d));
-      s.on('error', () => s.destroy());
-    },
+    switch: answerWith('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'),
+    wrongToken: answerWith('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n'),
+    noToken: answerWith('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n'),
+    okWithUpgradeHeaders: answerWith('HTTP/1.1 200 OK\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 12\r\n\r\nplain-answer'),
   };
   beforeAll(async () => {
     plain = await scriptedOrigin(null);
