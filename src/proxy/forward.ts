@@ -9,7 +9,7 @@ import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
 import { roundMs, startRecord } from '../decisions/record.js';
 import { checkHead } from './conformance.js';
-import { settle } from './record.js';
+import { settle, settleVet } from './record.js';
 import { relay } from './relay.js';
 import { dialForTunnel, splice } from './tunnel.js';
 import { responseHead, sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from './upgrade.js';
@@ -103,8 +103,8 @@ async function admit(
   rec.timings.dnsMs = roundMs(v.dnsMs);
   if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
   if (!v.ok) {
-    settle(rec, { verdict: 'deny', mode: v.mode, reason: v.reason, rule: v.rule, status: v.status });
-    refuse({ status: v.status, reason: v.reason, rule: v.rule, message: v.message, decisionId: rec.id, target: authority });
+    settleVet(rec, v, v.status);
+    refuse({ status: v.status, reason: v.reason, rule: rec.rule, message: v.message, hint: v.hint?.text, decisionId: rec.id, target: authority });
     emit(core, rec, t0);
     return null;
   }
@@ -158,7 +158,7 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
       bodyTimeout: core.limits.requestIdleMs,
     });
     rec.timings.connectMs = roundMs(performance.now() - tc);
-    settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: upstream.statusCode });
+    settleVet(rec, v, upstream.statusCode);
     const headers = forwardResponseHeaders(upstream.headers);
     headers['x-agent-egress-decision'] = rec.id;
     res.writeHead(upstream.statusCode, headers);
@@ -169,9 +169,10 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
     if (!res.headersSent) {
       const status = timeout ? 504 : 502;
       const reason = timeout ? 'upstream_timeout' : 'upstream_error';
-      settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
+      settleVet(rec, v, status, reason);
       rec.detail = { ...rec.detail, error: errorText(err) };
-      refuseResponse(res, { status, reason, decisionId: rec.id, target: `${req.method} ${hostHeader(target)}` }, json, true);
+      const cause = (err as { code?: unknown }).code;
+      refuseResponse(res, { status, reason, decisionId: rec.id, target: `${req.method} ${hostHeader(target)}`, cause: typeof cause === 'string' ? cause : undefined }, json, true);
     } else {
       // Headers already went out: the only honest signal left is to cut the connection.
       rec.detail = { ...rec.detail, error: errorText(err), truncated: true };
@@ -231,7 +232,7 @@ export async function handleUpgrade(core: ProxyCore, req: IncomingMessage, socke
   headers.push('Connection', 'Upgrade', 'Upgrade', asked.join(', '));
   const fail = (status: number, reason: 'upstream_error' | 'upstream_timeout', error: string) => {
     upstream.destroy();
-    settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
+    settleVet(rec, v, status, reason);
     rec.detail = { ...rec.detail, error };
     refuseSocket(socket, { status, reason, message: error, decisionId: rec.id, target: label }, json);
     emit(core, rec, t0);
