@@ -182,8 +182,9 @@ export class ProxyServer {
       return;
     }
     if (head.length > 0) socket.unshift(head);
-    // A fresh parser for the same socket: Node freed the old one when it emitted 'upgrade'.
-    this.server.emit('connection', socket);
+    // A fresh parser for the same socket: Node freed the old one when it emitted 'upgrade'. On the TLS
+    // listener the socket is already the decrypted TLSSocket, which https.Server takes on 'secureConnection'.
+    this.server.emit(this.tls ? 'secureConnection' : 'connection', socket);
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {

@@ -448,3 +448,43 @@ rules:
     expect(rec.detail?.refusedAddresses ?? []).toEqual(name === 'pin-in.test' ? [] : [{ address: '127.0.0.2', why: 'rule_cidr' }]);
   });
 });
+
+describe('Upgrade declined on the TLS listener: the connection goes back to the parser too', () => {
+  let proxy: TestProxy;
+  let plain: Awaited<ReturnType<typeof scriptedOrigin>>;
+  const certs = mkdtempSync(join(tmpdir(), 'ae-bypass-tls-'));
+  beforeAll(async () => {
+    const { initCerts } = await import('../../src/certs/init.js');
+    await initCerts({ dir: certs, serverNames: ['127.0.0.1'], agents: [], days: 2, force: false });
+    plain = await scriptedOrigin(null);
+    proxy = await startTestProxy({
+      policyFile: policyFile('tls-upgrade.yaml', `version: 1\naddress_guard: { exempt: [127.0.0.1/32] }\nrules:\n  - {name: loop, action: allow, cidrs: [127.0.0.1/32], ports: [${plain.port}]}\n`),
+      tls: { certFile: join(certs, 'server.crt'), keyFile: join(certs, 'server.key') },
+    });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await plain?.close();
+  });
+
+  it('a 200 to an upgrade is relayed; the next request on the TLS connection is decided (403)', async () => {
+    const { connect: tlsConnect } = await import('node:tls');
+    const { readFileSync } = await import('node:fs');
+    const s = tlsConnect({ port: proxy.port, host: '127.0.0.1', ca: readFileSync(join(certs, 'ca.crt')), servername: '127.0.0.1' });
+    let buf = '';
+    s.on('data', (d) => (buf += d.toString('latin1')));
+    await new Promise<void>((r, j) => s.once('secureConnect', () => r()).once('error', j));
+    const until = async (pred: () => boolean) => {
+      for (let i = 0; i < 300 && !pred(); i++) await new Promise((r) => setTimeout(r, 10));
+    };
+    s.write(`GET http://127.0.0.1:${plain.port}/up HTTP/1.1\r\nHost: 127.0.0.1:${plain.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+    await until(() => buf.includes('plain-answer'));
+    expect(buf).toMatch(/^HTTP\/1\.1 200 /);
+    buf = '';
+    s.write(`GET http://127.0.0.2:${plain.port}/secret HTTP/1.1\r\nHost: 127.0.0.2:${plain.port}\r\n\r\n`);
+    await until(() => /\r\n\r\n[^\n]*\n/.test(buf));
+    expect(buf).toMatch(/^HTTP\/1\.1 403 /);
+    s.destroy();
+    expect(plain.seen).toEqual([`GET 127.0.0.1:${plain.port} /up`]);
+  });
+});
