@@ -21,18 +21,18 @@ export async function handleConnect(core: ProxyCore, req: IncomingMessage, socke
   const rec = startRecord(clientLabel(socket), 'CONNECT', req.url ?? '', null, ctx.policy.hash);
   const json = wantsJson(req.headers.accept);
 
+  if (core.draining()) {
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'shutting_down', rule: null, status: 503 });
+    refuseSocket(socket, { status: 503, reason: 'shutting_down', decisionId: rec.id }, json);
+    return emit(core, rec, t0);
+  }
+
   const bad = checkHead(req);
   if (bad) {
     rec.host = (req.url ?? '').slice(0, 255);
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: bad.status });
     rec.detail = { error: bad.message };
     refuseSocket(socket, { status: bad.status, reason: 'bad_request', message: bad.message, decisionId: rec.id }, json);
-    return emit(core, rec, t0);
-  }
-
-  if (core.draining()) {
-    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'shutting_down', rule: null, status: 503 });
-    refuseSocket(socket, { status: 503, reason: 'shutting_down', decisionId: rec.id }, json);
     return emit(core, rec, t0);
   }
 

@@ -49,18 +49,18 @@ async function admit(
   const ctx = core.context();
   rec.policyHash = ctx.policy.hash;
   const url = req.url ?? '';
+  if (core.draining()) {
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'shutting_down', rule: null, status: 503 });
+    refuse({ status: 503, reason: 'shutting_down', decisionId: rec.id });
+    emit(core, rec, t0);
+    return null;
+  }
   const bad = checkHead(req);
   if (bad) {
     rec.host = '';
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: bad.status });
     rec.detail = { error: bad.message };
     refuse({ status: bad.status, reason: 'bad_request', message: bad.message, decisionId: rec.id });
-    emit(core, rec, t0);
-    return null;
-  }
-  if (core.draining()) {
-    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'shutting_down', rule: null, status: 503 });
-    refuse({ status: 503, reason: 'shutting_down', decisionId: rec.id });
     emit(core, rec, t0);
     return null;
   }
