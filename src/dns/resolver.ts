@@ -184,6 +184,7 @@ export class FilteringResolver {
       );
     }
     if (f.stripped.length) rec.detail.stripped = f.stripped;
+    if (f.dropped.length) rec.detail.dropped = f.dropped;
     if (f.reportedTarget) rec.detail.cnameTarget = f.reportedTarget.name;
     rec.address = f.kept[0] ?? null;
     const out = reply(up.rcode, { answers: f.answers, authorities: f.authorities });
