@@ -23,6 +23,12 @@ function policyFile(name: string, yaml: string): string {
   return f;
 }
 
+/** The real proxy with a loopback-exempt policy of these rules, resolving through the test DNS server. */
+function proxyWith(name: string, body: string): Promise<TestProxy> {
+  const yaml = `version: 1\naddress_guard: { exempt: [127.0.0.1/32] }\n${body}`;
+  return startTestProxy({ policyFile: policyFile(name, yaml), dnsServers: [`127.0.0.1:${dns.port}`] });
+}
+
 beforeAll(async () => {
   dns = await startTestDnsServer({
     'ro.test': { A: ['127.0.0.1'] },
@@ -185,17 +191,7 @@ describe('Upgrade splices only after a real 101 that matches', () => {
     plain = await scriptedOrigin(null);
     for (const [k, fn] of Object.entries(answers)) origins[k] = await scriptedOrigin(fn);
     const ports = [...Object.values(origins).map((o) => o.port), plain.port];
-    proxy = await startTestProxy({
-      policyFile: policyFile(
-        'upgrade.yaml',
-        `version: 1
-address_guard: { exempt: [127.0.0.1/32] }
-rules:
-  - {name: origins, action: allow, hosts: [open.test, ro.test], ports: [${ports.join(', ')}]}
-`,
-      ),
-      dnsServers: [`127.0.0.1:${dns.port}`],
-    });
+    proxy = await proxyWith('upgrade.yaml', `rules:\n  - {name: origins, action: allow, hosts: [open.test, ro.test], ports: [${ports.join(', ')}]}\n`);
   });
   afterAll(async () => {
     await proxy?.close();
@@ -269,17 +265,7 @@ rules:
 describe('HTTP/1.1 conformance: rejected before any decision, recorded as bad_request', () => {
   let proxy: TestProxy;
   beforeAll(async () => {
-    proxy = await startTestProxy({
-      policyFile: policyFile(
-        'conformance.yaml',
-        `version: 1
-address_guard: { exempt: [127.0.0.1/32] }
-rules:
-  - {name: open, action: allow, hosts: [open.test], ports: [${origin.port}]}
-`,
-      ),
-      dnsServers: [`127.0.0.1:${dns.port}`],
-    });
+    proxy = await proxyWith('conformance.yaml', `rules:\n  - {name: open, action: allow, hosts: [open.test], ports: [${origin.port}]}\n`);
   });
   afterAll(() => proxy?.close());
 
@@ -345,20 +331,15 @@ describe('what the origin never receives: credentials and hop-by-hop headers', (
   const token = 'agent-secret-token';
   beforeAll(async () => {
     const { createHash } = await import('node:crypto');
-    proxy = await startTestProxy({
-      policyFile: policyFile(
-        'strip.yaml',
-        `version: 1
-address_guard: { exempt: [127.0.0.1/32] }
-agents:
+    proxy = await proxyWith(
+      'strip.yaml',
+      `agents:
   - name: bot
     token_sha256: "${createHash('sha256').update(token).digest('hex')}"
     rules:
       - {name: open, action: allow, hosts: [open.test], ports: [${origin.port}]}
 `,
-      ),
-      dnsServers: [`127.0.0.1:${dns.port}`],
-    });
+    );
   });
   afterAll(() => proxy?.close());
 
