@@ -1,4 +1,5 @@
 import { InvalidArgumentError, Option } from 'commander';
+import { displaySafe } from '../decisions/display.js';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
@@ -85,8 +86,6 @@ export function usageLine(command: string, text: string): string {
     .split(/\r?\n/)
     .map((l) => l.trim())
     .filter(Boolean)
-    .join(' ')
-    // eslint-disable-next-line no-control-regex
-    .replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-  return `${command}: ${cause} (see ${command} --help)\n`;
+    .join(' ');
+  return `${command}: ${displaySafe(cause)} (see ${command} --help)\n`;
 }

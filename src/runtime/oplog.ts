@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import { isatty } from 'node:tty';
 import pino, { type Logger } from 'pino';
+import { displaySafe, safeJson } from '../decisions/display.js';
 
 /** Operational log format: `auto` is pretty on a terminal, JSON lines otherwise. */
 export type OpLogFormat = 'auto' | 'pretty' | 'json';
@@ -28,15 +29,12 @@ const DIM = '\x1b[2m';
 /** pino's own fields, shown in the line's frame rather than as key=value. */
 const FRAME = new Set(['level', 'time', 'pid', 'hostname', 'msg']);
 
-/** Control and bidi characters shown as escapes: a logged host or path must not drive the terminal. */
-function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
+/** A logged host or path must not drive the terminal: control and bidi characters show as escapes. */
+const printable = displaySafe;
 
 function value(v: unknown): string {
-  if (typeof v === 'string') return /[\s"=]/.test(v) || v === '' ? JSON.stringify(v) : printable(v);
-  return printable(JSON.stringify(v) ?? String(v));
+  if (typeof v === 'string') return /[\s"=]/.test(v) || v === '' ? safeJson(v) : printable(v);
+  return printable(safeJson(v) ?? String(v));
 }
 
 /** One pino JSON line as one human line: `12:00:00.000 INFO  message key=value …`. */
