@@ -297,6 +297,8 @@ describe('agent-egress CLI', () => {
 
     it('on a pipe: JSON lines, the report-mode warning among them; --log-format pretty forces human lines', async () => {
       const s = await serve([...ARGS, '--policy', reportPolicy]);
+      // 'exit' may come before the last stderr bytes: read what was written while it runs.
+      for (let i = 0; i < 40 && !s.stderr().includes('REPORT MODE'); i++) await new Promise((r) => setTimeout(r, 100));
       s.child.kill('SIGTERM');
       await s.exited;
       const lines = s.stderr().trim().split('\n').map((l) => JSON.parse(l));
