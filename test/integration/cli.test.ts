@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { startHttpOrigin, type Origin } from '../helpers/origin.js';
+import { alive } from '../helpers/process.js';
 import { openRaw, rawExchange } from '../helpers/raw.js';
 
 const run = promisify(execFile);
@@ -222,14 +223,6 @@ describe('agent-egress CLI', () => {
     });
     let err = '';
     npx.stderr!.on('data', (d) => (err += d));
-    const alive = (pid: number) => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    };
     const ppidOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[1]);
     let proxyPid = 0;
     try {

@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHttpOrigin, type Origin } from '../helpers/origin.js';
+import { alive } from '../helpers/process.js';
 import { rawExchange } from '../helpers/raw.js';
 
 const ROOT = resolve(__dirname, '../..');
@@ -68,14 +69,6 @@ describe('serve --workers', () => {
     }
   });
 
-  const alive = (pid: number) => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
   const humanLines = (text: string) => text.split('\n').filter((l) => l && !l.startsWith('{'));
 
   it('a busy port: exits 2 at once with one line naming the cause, and never re-forks', async () => {
