@@ -40,6 +40,7 @@ export async function runSuggest(
   // Loaded here, not at start-up: the public suffix list is large and only this command needs it.
   const { suggestPolicy } = await import('../../decisions/suggest.js');
   const s = suggestPolicy(records, { comment, current });
+  if (!current) note('agent-egress policy suggest: no --policy given: starting from an empty policy (pass --policy FILE to keep its rules and denies)\n');
   if (!o.output) return out(s.yaml);
   writeFileSync(o.output, s.yaml, { mode: 0o644 });
   const lines = [
