@@ -9,6 +9,7 @@ import { CursorError } from '../decisions/store/sqlite.js';
 import type { PolicyHolder } from '../policy/holder.js';
 import { isLoopbackHost } from '../net/endpoint.js';
 import { AdminConfigError, bearerMatches, parseListen } from './auth.js';
+import { registerOriginGuard } from './origin-guard.js';
 import { PAGE_CSS, PAGE_HTML, PAGE_JS } from './page.js';
 
 export interface AdminServerOptions {
@@ -21,6 +22,8 @@ export interface AdminServerOptions {
   metricsRegistry: Registry;
   ready: () => boolean;
   logger?: Logger;
+  /** Names besides IP literals and localhost that the admin API answers to (DNS rebinding guard). */
+  hosts?: string[];
   /** How often the SSE stream polls the store for other processes' writes. Default 1000 ms. */
   streamPollMs?: number;
 }
@@ -47,7 +50,8 @@ const pageQuery = {
   additionalProperties: false,
   properties: { ...FILTER_PROPS, limit: { type: 'integer', minimum: 1, maximum: MAX_LIMIT }, cursor: { type: 'string', minLength: 1, maxLength: 200 } },
 } as const;
-const errorBody = { type: 'object', properties: { statusCode: { type: 'integer' }, error: { type: 'string' }, message: { type: 'string' } } } as const;
+// `param` must be in the schema: fastify's serializer drops properties a response schema does not name.
+const errorBody = { type: 'object', properties: { statusCode: { type: 'integer' }, error: { type: 'string' }, message: { type: 'string' }, param: { type: 'string' } } } as const;
 // Records are returned as stored; their shape is documented in docs/api.md and src/decisions/record.ts.
 const recordSchema = { type: 'object', additionalProperties: true } as const;
 
@@ -73,6 +77,7 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
   });
   const streams = new Set<ServerResponse>();
+  registerOriginGuard(app, { listenHost: host, names: opts.hosts });
 
   app.addHook('onRequest', async (req, reply) => {
     if (!opts.token) return;

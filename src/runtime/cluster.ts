@@ -131,7 +131,7 @@ export async function runPrimary(cfg: EgressConfig, workers: number, logger: Log
   if (cfg.admin && store) {
     const aggregate = new AggregatorRegistry<PrometheusContentType>();
     aggregate.metrics = () => aggregate.clusterMetrics();
-    admin = await startAdminServer({ listen: cfg.admin.listen, token: cfg.admin.token, store, policy, metricsRegistry: aggregate, ready: () => listening.size > 0, logger });
+    admin = await startAdminServer({ listen: cfg.admin.listen, token: cfg.admin.token, hosts: cfg.admin.hosts, store, policy, metricsRegistry: aggregate, ready: () => listening.size > 0, logger });
   }
 
   let stopping = false;

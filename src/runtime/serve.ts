@@ -38,7 +38,7 @@ export interface EgressConfig {
   /** The SQLite decision store; null/undefined = none. */
   store?: { dataDir: string; retentionMs?: number; maxBytes?: number } | null;
   /** The admin API (queries, metrics, reload); null/undefined = none. */
-  admin?: { listen: string; token?: string } | null;
+  admin?: { listen: string; token?: string; hosts?: string[] } | null;
   /** Spike alerts on denies (needs nothing else); null/undefined = defaults, false = off. */
   alerts?: Omit<SpikeOptions, 'registry' | 'logger' | 'onAlert'> | false | null;
   /** Addresses the guard must refuse besides this process's own listeners (e.g. a cluster primary's admin API). */
@@ -143,6 +143,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       admin = await startAdminServer({
         listen: cfg.admin.listen,
         token: cfg.admin.token,
+        hosts: cfg.admin.hosts,
         store,
         policy: holder,
         metricsRegistry: registry,

@@ -50,6 +50,7 @@ export function registerServe(program: Command): void {
     .addOption(opt('--retention-size <size>', 'keep the store under this size, e.g. 2GB (oldest deleted first)', 'RETENTION_SIZE').argParser(parseSize))
     .addOption(opt('--admin-listen <host:port>', 'admin API (queries, /metrics, reload, page); a non-loopback address needs --admin-token', 'ADMIN_LISTEN').default('127.0.0.1:3129'))
     .addOption(opt('--no-admin', 'do not start the admin API', 'NO_ADMIN'))
+    .addOption(repeatable('--admin-host <name>', 'a DNS name the admin API is reached by (besides IP addresses and localhost); other Host headers get 421', env('ADMIN_HOST')))
     .addOption(opt('--admin-token <token>', 'bearer token for the admin API (prefer the env var)', 'ADMIN_TOKEN'))
     .addOption(opt('--alert-window <dur>', 'spike alerts: sliding window of denies per agent', 'ALERT_WINDOW').argParser(parseDurationMs).default(60_000, '60s'))
     .addOption(opt('--alert-threshold <n>', 'spike alerts: denies in the window that count as a spike', 'ALERT_THRESHOLD').argParser(parsePositiveInt).default(20))
@@ -91,7 +92,7 @@ export function registerServe(program: Command): void {
         },
         logger,
         store: o.store === false ? null : { dataDir: o.dataDir, retentionMs: o.retention, maxBytes: o.retentionSize },
-        admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken },
+        admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken, hosts: listValue(o.adminHost) },
         alerts:
           o.alerts === false
             ? false
