@@ -1,5 +1,6 @@
-import { statSync } from 'node:fs';
-import { applyFlags, compilePolicy, loadPolicyFile, type PolicyFlags } from '../policy/index.js';
+import { createHash } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import { applyFlags, compilePolicy, loadPolicyFile, parsePolicyText, PolicyError, type PolicyFlags } from '../policy/index.js';
 import type { PolicyHolder, PolicyState } from '../policy/holder.js';
 import type { CompiledPolicy, PolicySpec } from '../policy/types.js';
 
@@ -7,6 +8,25 @@ import type { CompiledPolicy, PolicySpec } from '../policy/types.js';
 export function buildPolicy(file: string | undefined, flags: PolicyFlags, env: NodeJS.ProcessEnv = process.env): CompiledPolicy {
   const base: PolicySpec | null = file ? loadPolicyFile(file) : null;
   return compilePolicy(applyFlags(base, flags), env);
+}
+
+/** Default time a changed policy file must stay unchanged before it is read (`--policy-settle`). */
+export const DEFAULT_SETTLE_MS = 2_000;
+
+/** One observation of the file: identity, size, mtime and a hash of the very bytes read. */
+interface Snapshot {
+  key: string;
+  text: string | null;
+  mtimeMs: number;
+}
+
+export interface PolicyHolderOptions {
+  /**
+   * A changed file is loaded only after it has stayed unchanged (inode, size, mtime, content hash)
+   * this long, so a file written in two steps (scp, `kubectl cp`, a shell `>` redirect) is never
+   * loaded half-way. 0 reads at once.
+   */
+  settleMs?: number;
 }
 
 /**
@@ -20,13 +40,19 @@ export class FilePolicyHolder implements PolicyHolder {
   private timer: NodeJS.Timeout | null = null;
   /** The file's identity when it was last read, so an edit made before the first poll is not missed. */
   private seen: string | null = null;
+  private readonly settleMs: number;
+  /** One reload at a time: a poll, SIGHUP or API call during a settling read joins it. */
+  private inflight: Promise<{ ok: true; hash: string } | { ok: false; error: string }> | null = null;
+  private closed = false;
 
   constructor(
     private readonly file: string | undefined,
     private readonly flags: PolicyFlags,
     private readonly onEvent: (e: { ok: boolean; trigger: string; hash?: string; error?: string }) => void = () => {},
+    opts: PolicyHolderOptions = {},
   ) {
-    this.seen = this.fingerprint();
+    this.settleMs = opts.settleMs ?? DEFAULT_SETTLE_MS;
+    this.seen = this.snapshot()?.key ?? null;
     this.active = buildPolicy(file, flags);
     this.st = { policy: this.active, loadedAt: new Date().toISOString(), files: file ? [file] : [], reloads: 0, reloadFailures: 0, lastError: null };
   }
@@ -43,11 +69,26 @@ export class FilePolicyHolder implements PolicyHolder {
     this.listeners.push(fn);
   }
 
-  async reload(trigger: 'file' | 'signal' | 'api'): Promise<{ ok: true; hash: string } | { ok: false; error: string }> {
+  /**
+   * Every trigger (poll, SIGHUP, API) reads the file only once it is stable: at once when its mtime
+   * is already older than the settle time, otherwise after watching it stay unchanged that long
+   * (giving up, and keeping the running policy, if it is still changing after 5 settle times).
+   */
+  reload(trigger: 'file' | 'signal' | 'api'): Promise<{ ok: true; hash: string } | { ok: false; error: string }> {
+    this.inflight ??= this.doReload(trigger).finally(() => {
+      this.inflight = null;
+    });
+    return this.inflight;
+  }
+
+  private async doReload(trigger: 'file' | 'signal' | 'api'): Promise<{ ok: true; hash: string } | { ok: false; error: string }> {
     let next: CompiledPolicy;
-    this.seen = this.fingerprint();
     try {
-      next = buildPolicy(this.file, this.flags);
+      const snap = this.file ? await this.stableSnapshot() : null;
+      this.seen = snap?.key ?? null;
+      if (this.closed) return { ok: false, error: 'policy holder closed' };
+      const base: PolicySpec | null = this.file ? this.parse(snap) : null;
+      next = compilePolicy(applyFlags(base, this.flags));
     } catch (err) {
       const error = (err as Error).message;
       this.st.reloadFailures++;
@@ -62,31 +103,73 @@ export class FilePolicyHolder implements PolicyHolder {
     return { ok: true, hash: next.hash };
   }
 
+  /** Parses exactly the bytes that were seen stable (never a second read that could be newer or torn). */
+  private parse(snap: Snapshot | null): PolicySpec {
+    if (!snap || snap.text === null) {
+      throw new PolicyError([{ file: this.file!, line: 0, column: 0, message: 'cannot read policy: the file is missing or unreadable' }]);
+    }
+    return parsePolicyText(snap.text, this.file!);
+  }
+
+  private async stableSnapshot(): Promise<Snapshot | null> {
+    let snap = this.snapshot();
+    if (this.settleMs <= 0 || !snap) return snap;
+    const step = Math.max(10, Math.min(100, Math.floor(this.settleMs / 10)));
+    const giveUp = Date.now() + 5 * this.settleMs;
+    // Already quiet for the settle time by the file's own clock: no need to wait.
+    if (Date.now() - snap.mtimeMs >= this.settleMs) return snap;
+    let since = Date.now();
+    for (;;) {
+      await new Promise((r) => setTimeout(r, step));
+      if (this.closed) return snap;
+      const now = this.snapshot();
+      if (!now || now.key !== snap.key) {
+        snap = now;
+        since = Date.now();
+        if (!snap) return null;
+      } else if (Date.now() - since >= this.settleMs) {
+        return snap;
+      }
+      if (Date.now() > giveUp) {
+        throw new PolicyError([{ file: this.file!, line: 0, column: 0, message: `the file is still changing after ${5 * this.settleMs} ms; write it elsewhere and rename it into place` }]);
+      }
+    }
+  }
+
   /**
-   * Poll the file's stat: unlike fs.watch this survives editors' rename-on-save and Kubernetes
-   * ConfigMap symlink swaps, at the cost of up to intervalMs delay.
+   * Poll the file: unlike fs.watch this survives editors' rename-on-save and Kubernetes ConfigMap
+   * symlink swaps, at the cost of up to intervalMs delay (plus the settle time).
    */
   watch(intervalMs = 1_000): void {
     if (!this.file || this.timer) return;
     // Compared with what was last read (not with the previous poll), so an edit made between the
     // load and the first poll is still seen.
     this.timer = setInterval(() => {
-      if (this.fingerprint() !== this.seen) void this.reload('file');
+      if (this.inflight) return;
+      if ((this.snapshot()?.key ?? null) !== this.seen) void this.reload('file');
     }, intervalMs);
     this.timer.unref();
   }
 
-  private fingerprint(): string | null {
+  private snapshot(): Snapshot | null {
     if (!this.file) return null;
     try {
       const st = statSync(this.file);
-      return `${st.ino}:${st.size}:${st.mtimeMs}`;
+      const buf = readFileSync(this.file);
+      const after = statSync(this.file);
+      // Written to while being read: a key no later snapshot can match, and "just modified".
+      if (after.ino !== st.ino || after.size !== st.size || after.mtimeMs !== st.mtimeMs || buf.length !== st.size) {
+        return { key: `changing:${process.hrtime.bigint()}`, text: null, mtimeMs: Date.now() };
+      }
+      const hash = createHash('sha256').update(buf).digest('hex');
+      return { key: `${st.ino}:${st.size}:${st.mtimeMs}:${hash}`, text: buf.toString('utf8'), mtimeMs: st.mtimeMs };
     } catch {
-      return 'missing';
+      return { key: 'missing', text: null, mtimeMs: 0 };
     }
   }
 
   close(): void {
+    this.closed = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
   }

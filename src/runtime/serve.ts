@@ -32,6 +32,8 @@ export interface EgressConfig {
   tls?: { certFile: string; keyFile: string; clientCaFile?: string };
   /** Poll the policy file for changes (ms); 0 disables. */
   watchMs?: number;
+  /** A changed policy file is read only once unchanged this long (ms; default 2000, 0 = at once). */
+  policySettleMs?: number;
   /** Extra sinks (tests; the store and alerts are added here by serve). */
   sinks?: DecisionSink[];
   logger?: Logger;
@@ -75,7 +77,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   const holder = new FilePolicyHolder(cfg.policyFile, cfg.flags, (e) => {
     if (e.ok) logger.info({ trigger: e.trigger, policyHash: e.hash }, 'policy reloaded');
     else logger.error({ trigger: e.trigger, error: e.error }, 'policy reload failed; keeping the running policy');
-  });
+  }, { settleMs: cfg.policySettleMs });
   for (const w of (holder.current() as CompiledPolicy & { warnings?: string[] }).warnings ?? []) logger.warn(w);
 
   const resolver = createResolver({ servers: cfg.dnsServers.length ? cfg.dnsServers : undefined, timeoutMs: cfg.limits?.dnsTimeoutMs ?? 5_000 });

@@ -44,6 +44,7 @@ export function registerServe(program: Command): void {
     .addOption(opt('--max-connections-per-client <n>', 'concurrent connections from one client address (503 beyond)', 'MAX_CONNECTIONS_PER_CLIENT').argParser(parsePositiveInt).default(DEFAULT_LIMITS.maxConnectionsPerClient))
     .addOption(opt('--shutdown-grace <dur>', 'on SIGTERM/SIGINT, time for in-flight work to finish', 'SHUTDOWN_GRACE').argParser(parseDurationMs).default(DEFAULT_LIMITS.shutdownGraceMs, '10s'))
     .addOption(opt('--policy-poll <dur>', 'how often to check the policy file for changes (0 = only SIGHUP/API)', 'POLICY_POLL').argParser((v) => (v === '0' ? 0 : parseDurationMs(v))).default(1_000, '1s'))
+    .addOption(opt('--policy-settle <dur>', 'load a changed policy file only once it stayed unchanged this long (0 = at once)', 'POLICY_SETTLE').argParser((v) => (v === '0' ? 0 : parseDurationMs(v))).default(2_000, '2s'))
     .addOption(opt('--data-dir <dir>', 'where the SQLite decision store lives', 'DATA_DIR').default('./data'))
     .addOption(opt('--no-store', 'do not keep decisions in the SQLite store (also disables the admin API)', 'NO_STORE'))
     .addOption(opt('--retention <dur>', 'delete stored decisions older than this, e.g. 30d', 'RETENTION').argParser(parseDurationMs))
@@ -77,6 +78,7 @@ export function registerServe(program: Command): void {
         logFile: o.decisionLog === false ? null : o.logFile,
         logQuery: !!o.logQuery,
         watchMs: o.policyPoll,
+        policySettleMs: o.policySettle,
         tls: o.tlsCert ? { certFile: o.tlsCert, keyFile: o.tlsKey, clientCaFile: o.clientCa } : undefined,
         limits: {
           maxHeaderBytes: o.maxHeaderBytes,
