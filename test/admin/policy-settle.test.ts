@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
 import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -40,7 +41,7 @@ beforeAll(async () => {
   writeFileSync(policyFile, start);
   child = spawn(
     'node',
-    [BIN, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--policy', policyFile, '--policy-poll', '100ms', '--policy-settle', '2s', '--no-decision-log', '--log-format', 'json'],
+    [BIN, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--policy', policyFile, '--policy-poll', '100ms', '--policy-settle', '2s', '--admin-host', 'egress-admin.test', '--no-decision-log', '--log-format', 'json'],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let err = '';
@@ -116,5 +117,20 @@ describe('policy file settle time', () => {
     expect(now.hash).toBe(body.hash);
     expect(now.policy.rules.map((r) => r.name)).toEqual(['origin', 'block-origin']);
     expect(await statusThroughProxy()).toBe(403);
+  });
+});
+
+describe('serve --admin-host', () => {
+  const get = (host: string) =>
+    new Promise<number>((ok, fail) => {
+      const req = http.get({ host: '127.0.0.1', port: adminPort, path: '/healthz', headers: { host }, setHost: false }, (res) => {
+        res.resume();
+        ok(res.statusCode ?? 0);
+      });
+      req.on('error', fail);
+    });
+  it('answers the configured name and refuses others with 421', async () => {
+    expect(await get(`egress-admin.test:${adminPort}`)).toBe(200);
+    expect(await get(`other.test:${adminPort}`)).toBe(421);
   });
 });
