@@ -143,6 +143,10 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
   let bestAllow: CRule | null = null;
   let bestDeny: CRule | null = null;
   let methodMiss: CRule | null = null;
+  /** Opaque tunnel only: a deny rule with methods that requests inside the tunnel could match. */
+  let methodDeny: CRule | null = null;
+  /** The request's methods cannot be seen (an uninspected tunnel): it may carry any method. */
+  let sOpaque = false;
   let unconstrained = false;
   let qtypeOk = false;
   const cidrAllows: CRule[] = [];
@@ -151,7 +155,8 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
     if (sPort !== null && r.ports !== null && !inPorts(r.ports, sPort)) return;
     if (r.allow) {
       if (sDenyOnly) return;
-      if (sMethod !== null && r.methods !== null && !r.methods.has(sMethod)) {
+      // An opaque tunnel may carry any method, so a rule that allows only some cannot allow it.
+      if (r.methods !== null && (sOpaque || (sMethod !== null && !r.methods.has(sMethod)))) {
         // Remember which rule matched all but the method, so the refusal can name it.
         if (methodMiss === null || r.order < methodMiss.order) methodMiss = r;
         return;
@@ -161,8 +166,16 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
       else cidrAllows.push(r);
       if (sQtype !== null && r.dnsTypes !== null && r.dnsTypes.has(sQtype)) qtypeOk = true;
     } else {
-      // A deny rule with methods denies only those methods, which only plain HTTP has.
-      if (r.methods !== null && (sMethod === null || !r.methods.has(sMethod))) return;
+      // A deny rule with methods denies only those methods. A request whose method is seen is judged by
+      // it; an opaque tunnel could carry one of them, so it is refused (fail closed); DNS and an
+      // inspected tunnel (whose requests are each decided later) are not refused on their account.
+      if (r.methods !== null) {
+        if (sOpaque) {
+          if (methodDeny === null || r.order < methodDeny.order) methodDeny = r;
+          return;
+        }
+        if (sMethod === null || !r.methods.has(sMethod)) return;
+      }
       if (bestDeny === null || r.order < bestDeny.order) bestDeny = r;
     }
   };
@@ -179,13 +192,16 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
     const agent = req.agent === null ? anonymous : agents.get(req.agent);
     if (agent === undefined) return deny('no_rule', null, spec.mode);
     sPort = req.port;
-    sMethod = req.method !== undefined && req.method !== 'CONNECT' ? upper(req.method) : null;
     sQtype = req.qtype !== undefined ? upper(req.qtype) : null;
+    sMethod = req.method !== undefined ? upper(req.method) : null;
+    if (sMethod === 'CONNECT') sMethod = null;
+    sOpaque = methodsHidden(req, sMethod);
     sIsIp = req.host.kind === 'ip';
     sDenyOnly = false;
     bestAllow = null;
     bestDeny = null;
     methodMiss = null;
+    methodDeny = null;
     unconstrained = false;
     qtypeOk = false;
     cidrAllows.length = 0;
@@ -209,6 +225,8 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
     const a = bestAllow as CRule | null;
     const m = methodMiss as CRule | null;
     if (a === null) return m !== null ? deny('method_not_allowed', m.name, mode) : deny('no_rule', null, mode);
+    const md = methodDeny as CRule | null;
+    if (md !== null) return deny('method_not_allowed', md.name, mode);
     return { verdict: 'allow', reason: 'rule_allow', rule: a.name, mode, constraint: sIsIp ? null : constraintFor(agent) };
   }
 
@@ -223,7 +241,7 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
       const rs: string[] = [];
       for (const r of agent.denyCidrRules) {
         if (sPort !== null && r.ports !== null && !inPorts(r.ports, sPort)) continue;
-        if (r.methods !== null && (sMethod === null || !r.methods.has(sMethod))) continue;
+        if (r.methods !== null && !sOpaque && (sMethod === null || !r.methods.has(sMethod))) continue;
         cs.push(...r.cidrs!);
         rs.push(r.name);
       }
@@ -347,6 +365,15 @@ function makeAgent(
 function within(addr: ipaddr.IPv4 | ipaddr.IPv6, cidr: Cidr): boolean {
   if (addr.kind() !== cidr.range[0].kind()) return false;
   return addr.match(cidr.range as [ipaddr.IPv4, number]);
+}
+
+/**
+ * Whether the request may carry methods the proxy cannot see: a tunnel (no method, or CONNECT) that is
+ * not inspected. DNS (a query type) has no method of its own; a plain request names its method.
+ */
+function methodsHidden(req: DecisionRequest, method: string | null): boolean {
+  if (method !== null || req.qtype !== undefined) return false;
+  return req.tunnel !== 'inspected';
 }
 
 function upper(s: string): string {
