@@ -57,6 +57,7 @@ export class ProxyServer {
       counters: { activeTunnels: 0, activeRequests: 0 },
       draining: () => this.isDraining,
       tunnels: new Set(),
+      reattach: (socket, head) => this.reattach(socket, head),
     };
     // Upstream connections for plain HTTP are pooled per vetted address:port (the origin key is the IP).
     this.agent = new Agent({
@@ -130,6 +131,17 @@ export class ProxyServer {
       emit(this.core, rec, t0);
       return;
     }
+    this.server.emit('connection', socket);
+  }
+
+  private reattach(socket: Socket, head: Buffer): void {
+    if (socket.destroyed) return;
+    if (this.isDraining) {
+      socket.end();
+      return;
+    }
+    if (head.length > 0) socket.unshift(head);
+    // A fresh parser for the same socket: Node freed the old one when it emitted 'upgrade'.
     this.server.emit('connection', socket);
   }
 

@@ -18,7 +18,7 @@ export async function dialForTunnel(
   client: Socket,
   v: VetOutcome & { ok: true },
   port: number,
-  refusal: { target?: string; json: boolean; status: number },
+  refusal: { target?: string; json: boolean; status: number | null },
 ): Promise<Socket | null> {
   const tc = performance.now();
   try {

@@ -1,5 +1,6 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { createServer, type IncomingMessage } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -126,5 +127,149 @@ agents:
     c.socket.destroy();
     const rec = await report.sink.waitFor((r) => r.method === 'CONNECT' && r.host === 'ro.test');
     expect(rec).toMatchObject({ verdict: 'deny', mode: 'report', reason: 'method_not_allowed', rule: 'ro' });
+  });
+});
+
+/** An origin whose answer to an upgrade request the test chooses, and which counts what it saw. */
+async function scriptedOrigin(answer: ((req: IncomingMessage, socket: Socket) => void) | null): Promise<{ port: number; seen: string[]; close(): Promise<void> }> {
+  const seen: string[] = [];
+  const server = createServer((req, res) => {
+    seen.push(`${req.method} ${req.headers.host} ${req.url}`);
+    req.resume();
+    res.end('plain-answer');
+  });
+  // Without an 'upgrade' listener Node answers an upgrade request like any other: 200, keep-alive.
+  if (answer) {
+    server.on('upgrade', (req: IncomingMessage, socket: Socket) => {
+      seen.push(`${req.method} ${req.headers.host} ${req.url}`);
+      answer(req, socket);
+    });
+  }
+  const sockets = new Set<Socket>();
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as AddressInfo).port,
+    seen,
+    close: () =>
+      new Promise((r) => {
+        // Upgraded sockets are no longer the server's to close.
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+describe('Upgrade splices only after a real 101 that matches', () => {
+  type Scripted = Awaited<ReturnType<typeof scriptedOrigin>>;
+  let proxy: TestProxy;
+  let plain: Scripted;
+  const origins: Record<string, Scripted> = {};
+  // How an origin may answer an upgrade request; only the first one is a switch the proxy may splice.
+  const answers: Record<string, (req: IncomingMessage, socket: Socket) => void> = {
+    switch: (_req, s) => {
+      s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+      s.on('data', (d) => s.write(d));
+      s.on('error', () => s.destroy());
+    },
+    wrongToken: (_req, s) => {
+      s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n');
+      s.on('data', (d) => s.write(d));
+      s.on('error', () => s.destroy());
+    },
+    noToken: (_req, s) => {
+      s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n');
+      s.on('data', (d) => s.write(d));
+      s.on('error', () => s.destroy());
+    },
+    okWithUpgradeHeaders: (_req, s) => {
+      s.write('HTTP/1.1 200 OK\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 12\r\n\r\nplain-answer');
+      s.on('data', (d) => s.write(d));
+      s.on('error', () => s.destroy());
+    },
+  };
+  beforeAll(async () => {
+    plain = await scriptedOrigin(null);
+    for (const [k, fn] of Object.entries(answers)) origins[k] = await scriptedOrigin(fn);
+    const ports = [...Object.values(origins).map((o) => o.port), plain.port];
+    proxy = await startTestProxy({
+      policyFile: policyFile(
+        'upgrade.yaml',
+        `version: 1
+address_guard: { exempt: [127.0.0.1/32] }
+rules:
+  - {name: origins, action: allow, hosts: [open.test, ro.test], ports: [${ports.join(', ')}]}
+`,
+      ),
+      dnsServers: [`127.0.0.1:${dns.port}`],
+    });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    for (const o of Object.values(origins)) await o.close();
+    await plain?.close();
+  });
+
+  const upgradeTo = (port: number, path = '/ws') =>
+    `GET http://open.test:${port}${path} HTTP/1.1\r\nHost: open.test:${port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+
+  it('a real 101 with the asked-for protocol is spliced and recorded as 101', async () => {
+    const c = await openRaw(proxy.port);
+    c.socket.write(upgradeTo(origins.switch.port));
+    const head = await c.read('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 101 /);
+    expect(head.toLowerCase()).toContain('upgrade: websocket');
+    c.socket.write('frame-bytes');
+    expect(await c.read('frame-bytes')).toBe('frame-bytes');
+    c.socket.destroy();
+    const rec = await proxy.sink.waitFor((r) => r.port === origins.switch.port && r.path === '/ws');
+    expect(rec).toMatchObject({ verdict: 'allow', status: 101 });
+  });
+
+  const declined = [
+    // how the origin answered, and whether the second request follows in the same packet
+    ['plain 200 (no upgrade support), pipelined', 'plain', 'pipelined'],
+    ['plain 200 (no upgrade support), keep-alive', 'plain', 'after'],
+    ['200 carrying Upgrade headers, pipelined', 'okWithUpgradeHeaders', 'pipelined'],
+    ['200 carrying Upgrade headers, keep-alive', 'okWithUpgradeHeaders', 'after'],
+  ] as const;
+  it.each(declined)('%s: relayed as a response; the next request on the connection is decided again', async (_label, which, when) => {
+    const o = which === 'plain' ? plain : origins[which];
+    const before = o.seen.length;
+    const denied = `GET http://denied.test:${o.port}/secret-${which}-${when} HTTP/1.1\r\nHost: denied.test:${o.port}\r\n\r\n`;
+    const c = await openRaw(proxy.port);
+    c.socket.write(upgradeTo(o.port, `/up-${which}-${when}`) + (when === 'pipelined' ? denied : ''));
+    const first = await c.read('plain-answer');
+    expect(first).toMatch(/^HTTP\/1\.1 200 /);
+    expect(first.toLowerCase()).not.toContain('upgrade: websocket');
+    if (when === 'after') c.socket.write(denied);
+    const second = await c.read(/\(reason no_rule[^\n]*\n/);
+    expect(second).toMatch(/^HTTP\/1\.1 403 /);
+    // And the connection still serves an allowed request after that, decided and forwarded on its own.
+    c.socket.write(`GET http://open.test:${o.port}/third HTTP/1.1\r\nHost: open.test:${o.port}\r\n\r\n`);
+    expect(await c.read('plain-answer')).toMatch(/^HTTP\/1\.1 200 /);
+    c.socket.destroy();
+    expect(o.seen.slice(before)).toEqual([`GET open.test:${o.port} /up-${which}-${when}`, `GET open.test:${o.port} /third`]);
+    const up = await proxy.sink.waitFor((r) => r.path === `/up-${which}-${when}`);
+    expect(up).toMatchObject({ verdict: 'allow', status: 200 });
+    const refused = await proxy.sink.waitFor((r) => r.host === 'denied.test' && r.path === `/secret-${which}-${when}`);
+    expect(refused).toMatchObject({ verdict: 'deny', reason: 'no_rule', status: 403 });
+  });
+
+  it.each([
+    ['a 101 naming another protocol', 'wrongToken'],
+    ['a 101 naming no protocol', 'noToken'],
+  ] as const)('%s is never spliced: 502, and nothing the client sends after reaches the origin', async (_label, which) => {
+    const o = origins[which];
+    const before = o.seen.length;
+    const res = await rawExchange(proxy.port, upgradeTo(o.port, `/bad-${which}`) + `GET http://denied.test:${o.port}/x HTTP/1.1\r\nHost: denied.test\r\n\r\n`, 2_000);
+    expect(res).toMatch(/^HTTP\/1\.1 502 /);
+    expect(res).not.toContain('GET http://denied.test');
+    expect(o.seen.length - before).toBe(1);
+    const rec = await proxy.sink.waitFor((r) => r.path === `/bad-${which}`);
+    expect(rec).toMatchObject({ reason: 'upstream_error', status: 502 });
   });
 });
