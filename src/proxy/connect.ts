@@ -4,6 +4,7 @@ import { formatAuthority, parseConnectTarget, TargetError } from '../net/target.
 import { clientLabel, emit, identify, type ProxyCore } from './core.js';
 import { refuseSocket, wantsJson } from './respond.js';
 import { roundMs, startRecord } from '../decisions/record.js';
+import { checkHead } from './conformance.js';
 import { settle } from './record.js';
 import { dialForTunnel, splice } from './tunnel.js';
 import { vetDestination } from './vet.js';
@@ -19,6 +20,15 @@ export async function handleConnect(core: ProxyCore, req: IncomingMessage, socke
   const ctx = core.context();
   const rec = startRecord(clientLabel(socket), 'CONNECT', req.url ?? '', null, ctx.policy.hash);
   const json = wantsJson(req.headers.accept);
+
+  const bad = checkHead(req);
+  if (bad) {
+    rec.host = (req.url ?? '').slice(0, 255);
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: bad.status });
+    rec.detail = { error: bad.message };
+    refuseSocket(socket, { status: bad.status, reason: 'bad_request', message: bad.message, decisionId: rec.id }, json);
+    return emit(core, rec, t0);
+  }
 
   if (core.draining()) {
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'shutting_down', rule: null, status: 503 });

@@ -8,6 +8,7 @@ import { clientLabel, emit, identify, type ProxyCore } from './core.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
 import { roundMs, startRecord } from '../decisions/record.js';
+import { checkHead } from './conformance.js';
 import { settle } from './record.js';
 import { relay } from './relay.js';
 import { dialForTunnel, splice } from './tunnel.js';
@@ -48,6 +49,15 @@ async function admit(
   const ctx = core.context();
   rec.policyHash = ctx.policy.hash;
   const url = req.url ?? '';
+  const bad = checkHead(req);
+  if (bad) {
+    rec.host = '';
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: bad.status });
+    rec.detail = { error: bad.message };
+    refuse({ status: bad.status, reason: 'bad_request', message: bad.message, decisionId: rec.id });
+    emit(core, rec, t0);
+    return null;
+  }
   if (core.draining()) {
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'shutting_down', rule: null, status: 503 });
     refuse({ status: 503, reason: 'shutting_down', decisionId: rec.id });
@@ -112,7 +122,7 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
   const t0 = performance.now();
   const rec = startRecord(clientLabel(req.socket), req.method ?? '', '', null, null);
   const json = wantsJson(req.headers.accept);
-  const a = await admit(core, req, rec, t0, (r) => refuseResponse(res, r, json, r.status === 400 || r.status === 503));
+  const a = await admit(core, req, rec, t0, (r) => refuseResponse(res, r, json, r.status === 400 || r.status === 503 || r.status === 505));
   if (!a) {
     // A refused request's body is not wanted; drain it so keep-alive stays usable, or close when it is large.
     req.resume();

@@ -10,6 +10,7 @@ import { handleRequest, handleUpgrade } from './forward.js';
 import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits, type RecordOptions } from './options.js';
 import { refuseSocket } from './respond.js';
 import { startRecord } from '../decisions/record.js';
+import { checkRequestLine } from './conformance.js';
 import { settle } from './record.js';
 import type { VetContext } from './vet.js';
 
@@ -45,9 +46,11 @@ export class ProxyServer {
   private readonly sockets = new Set<Socket>();
   private readonly perClient = new Map<string, number>();
   private isDraining = false;
+  private readonly tls: boolean;
 
   constructor(opts: ProxyServerOptions) {
     const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.tls = !!opts.tls;
     this.core = {
       context: opts.context,
       sink: opts.sink,
@@ -131,7 +134,44 @@ export class ProxyServer {
       emit(this.core, rec, t0);
       return;
     }
-    this.server.emit('connection', socket);
+    if (this.tls) this.server.emit('connection', socket);
+    else this.checkFirstLine(socket);
+  }
+
+  /**
+   * Read the first request line byte-exactly before the HTTP server sees the connection: llhttp accepts
+   * several spaces between its parts, which RFC 9112 §3 does not. (On a TLS listener the bytes are
+   * encrypted here; the version and header checks in conformance.ts still apply to every request.)
+   */
+  private checkFirstLine(socket: Socket): void {
+    let buf: Buffer = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      done();
+      this.refuseUnparsed(socket, 408, `request head not received within ${this.core.limits.headersTimeoutMs} ms`, 'ERR_HTTP_REQUEST_TIMEOUT');
+    }, this.core.limits.headersTimeoutMs);
+    const done = () => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', done);
+    };
+    const onData = (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      let start = 0;
+      while (start < buf.length && (buf[start] === 13 || buf[start] === 10)) start++;
+      const nl = buf.indexOf(10, start);
+      if (nl === -1 && buf.length <= this.core.limits.maxHeaderBytes) return;
+      done();
+      socket.pause();
+      const bad = nl === -1 ? null : checkRequestLine(buf.toString('latin1', 0, nl + 1));
+      if (bad) return this.refuseUnparsed(socket, bad.status, bad.message, 'request_line');
+      // Hand over as if nothing had been read: Node resumes the socket when its parser attaches.
+      socket.unshift(buf);
+      (socket as { readableFlowing: boolean | null }).readableFlowing = null;
+      this.server.emit('connection', socket);
+    };
+    socket.on('data', onData);
+    socket.on('close', done);
+    socket.on('error', () => socket.destroy());
   }
 
   private reattach(socket: Socket, head: Buffer): void {
@@ -150,8 +190,6 @@ export class ProxyServer {
       socket.destroy();
       return;
     }
-    const t0 = performance.now();
-    const rec = startRecord(clientLabel(socket), 'UNPARSED', '', null, null);
     let status = 400;
     let message = 'malformed HTTP request';
     if (err.code === 'HPE_HEADER_OVERFLOW') {
@@ -161,8 +199,15 @@ export class ProxyServer {
       status = 408;
       message = `request head not received within ${this.core.limits.headersTimeoutMs} ms`;
     }
+    this.refuseUnparsed(socket, status, message, err.code ?? 'parse_error');
+  }
+
+  /** A request the proxy could not (or would not) parse: recorded as bad_request and answered on the socket. */
+  private refuseUnparsed(socket: Socket, status: number, message: string, error: string): void {
+    const t0 = performance.now();
+    const rec = startRecord(clientLabel(socket), 'UNPARSED', '', null, null);
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status });
-    rec.detail = { error: err.code ?? 'parse_error' };
+    rec.detail = { error };
     refuseSocket(socket, { status, reason: 'bad_request', message, decisionId: rec.id });
     emit(this.core, rec, t0);
   }

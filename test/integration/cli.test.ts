@@ -114,10 +114,10 @@ describe('agent-egress CLI', () => {
     ]);
     const port = Number(/"listen":"127\.0\.0\.1:(\d+)"/.exec(s.stderr())![1]);
     for (let i = 0; i < 20; i++) {
-      expect(await rawExchange(port, `CONNECT blocked${i}.test:443 HTTP/1.1\r\n\r\n`)).toMatch(/^HTTP\/1\.1 403 /);
+      expect(await rawExchange(port, `CONNECT blocked${i}.test:443 HTTP/1.1\r\nHost: blocked${i}.test:443\r\n\r\n`)).toMatch(/^HTTP\/1\.1 403 /);
     }
     const t = await openRaw(port);
-    t.socket.write(`CONNECT allowed.test:${origin.port} HTTP/1.1\r\n\r\n`);
+    t.socket.write(`CONNECT allowed.test:${origin.port} HTTP/1.1\r\nHost: allowed.test:${origin.port}\r\n\r\n`);
     expect(await t.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
     s.child.kill('SIGTERM');
     expect(await s.exited).toBe(0);

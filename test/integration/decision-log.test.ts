@@ -46,7 +46,7 @@ describe('decision log through the running proxy', () => {
     // A burst of denied CONNECTs, 8 at a time, while the API is queried in between.
     const hosts = Array.from({ length: 200 }, (_, i) => `exfil-${i}.attacker.example`);
     for (let i = 0; i < hosts.length; i += 8) {
-      const batch = hosts.slice(i, i + 8).map((h) => rawExchange(proxy.port, `CONNECT ${h}:443 HTTP/1.1\r\n\r\n`));
+      const batch = hosts.slice(i, i + 8).map((h) => rawExchange(proxy.port, `CONNECT ${h}:443 HTTP/1.1\r\nHost: ${h}:443\r\n\r\n`));
       const out = await Promise.all(batch);
       for (const r of out) expect(r).toMatch(/^HTTP\/1\.1 403 /);
       if (i % 64 === 0) expect((await api('/api/decisions?decision=deny&limit=5')).status).toBe(200);
@@ -91,7 +91,7 @@ describe('decision log through the running proxy', () => {
 
   it('a bad policy via the API keeps the running one and reports the failure; open tunnels are untouched', async () => {
     const t = await openRaw(proxy.port);
-    t.socket.write(`CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\n\r\n`);
+    t.socket.write(`CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n\r\n`);
     expect(await t.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
     const before = proxy.egress.holder.current().hash;
     writeFileSync(policyFile, 'version: 1\nrules: [ {name: x, action: allow, hosts: ["*"], ports: [99999]} ]\n');

@@ -273,3 +273,77 @@ rules:
     expect(rec).toMatchObject({ reason: 'upstream_error', status: 502 });
   });
 });
+
+describe('HTTP/1.1 conformance: rejected before any decision, recorded as bad_request', () => {
+  let proxy: TestProxy;
+  beforeAll(async () => {
+    proxy = await startTestProxy({
+      policyFile: policyFile(
+        'conformance.yaml',
+        `version: 1
+address_guard: { exempt: [127.0.0.1/32] }
+rules:
+  - {name: open, action: allow, hosts: [open.test], ports: [${origin.port}]}
+`,
+      ),
+      dnsServers: [`127.0.0.1:${dns.port}`],
+    });
+  });
+  afterAll(() => proxy?.close());
+
+  const auth = (u: string) => `Proxy-Authorization: Basic ${Buffer.from(`${u}:x`).toString('base64')}\r\n`;
+  const rows = (p: number): [string, string, number][] => [
+    // label, raw request, expected status
+    ['CONNECT HTTP/1.1 without Host', `CONNECT open.test:${p} HTTP/1.1\r\n\r\n`, 400],
+    ['CONNECT with two Host headers', `CONNECT open.test:${p} HTTP/1.1\r\nHost: open.test:${p}\r\nHost: denied.test:${p}\r\n\r\n`, 400],
+    ['CONNECT with Host twice in other cases', `CONNECT open.test:${p} HTTP/1.1\r\nhost: open.test:${p}\r\nHOST: open.test:${p}\r\n\r\n`, 400],
+    ['GET with two Host headers', `GET http://open.test:${p}/ HTTP/1.1\r\nHost: open.test:${p}\r\nHost: denied.test\r\nConnection: close\r\n\r\n`, 400],
+    ['GET HTTP/1.1 without Host', `GET http://open.test:${p}/ HTTP/1.1\r\nConnection: close\r\n\r\n`, 400],
+    ['Upgrade with two Host headers', `GET http://open.test:${p}/ws HTTP/1.1\r\nHost: open.test:${p}\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n`, 400],
+    ['HTTP/2.0 request line', `GET http://open.test:${p}/ HTTP/2.0\r\nHost: open.test:${p}\r\nConnection: close\r\n\r\n`, 505],
+    ['HTTP/2.0 CONNECT', `CONNECT open.test:${p} HTTP/2.0\r\nHost: open.test:${p}\r\n\r\n`, 505],
+    ['HTTP/0.9 request line', `GET http://open.test:${p}/ HTTP/0.9\r\nHost: open.test:${p}\r\n\r\n`, 400],
+    ['no version', `GET http://open.test:${p}/\r\nHost: open.test:${p}\r\n\r\n`, 400],
+    ['HTTP/1.2', `GET http://open.test:${p}/ HTTP/1.2\r\nHost: open.test:${p}\r\n\r\n`, 400],
+    ['two spaces after the method', `GET  http://open.test:${p}/ HTTP/1.1\r\nHost: open.test:${p}\r\nConnection: close\r\n\r\n`, 400],
+    ['two spaces before the version', `GET http://open.test:${p}/  HTTP/1.1\r\nHost: open.test:${p}\r\nConnection: close\r\n\r\n`, 400],
+    ['CONNECT with two spaces', `CONNECT  open.test:${p} HTTP/1.1\r\nHost: open.test:${p}\r\n\r\n`, 400],
+    ['a tab for a space', `GET\thttp://open.test:${p}/ HTTP/1.1\r\nHost: open.test:${p}\r\n\r\n`, 400],
+    ['a lower-case method', `get http://open.test:${p}/ HTTP/1.1\r\nHost: open.test:${p}\r\n\r\n`, 400],
+    ['leading space', ` GET http://open.test:${p}/ HTTP/1.1\r\nHost: open.test:${p}\r\n\r\n`, 400],
+    ['two Proxy-Authorization headers on CONNECT', `CONNECT open.test:${p} HTTP/1.1\r\nHost: open.test:${p}\r\n${auth('a')}${auth('b')}\r\n`, 400],
+    ['two Proxy-Authorization headers on GET', `GET http://open.test:${p}/ HTTP/1.1\r\nHost: open.test:${p}\r\n${auth('a')}${auth('b')}Connection: close\r\n\r\n`, 400],
+    // What stays accepted: HTTP/1.0 has no Host requirement (RFC 9112 §3.2 is about HTTP/1.1); empty
+    // lines before the request line may be skipped (RFC 9112 §2.2).
+    ['CONNECT HTTP/1.0 without Host', `CONNECT open.test:${p} HTTP/1.0\r\n\r\n`, 200],
+    ['GET HTTP/1.0 without Host', `GET http://open.test:${p}/ HTTP/1.0\r\n\r\n`, 200],
+    ['an empty line before the request line', `\r\nGET http://open.test:${p}/ HTTP/1.1\r\nHost: open.test:${p}\r\nConnection: close\r\n\r\n`, 200],
+  ];
+
+  it('has a row for every class', () => {
+    expect(rows(1).length).toBe(22);
+  });
+
+  it.each(rows(0).map((r, i) => [r[0], i] as const))('%s', async (_label, i) => {
+    const [label, raw, status] = rows(origin.port)[i];
+    const before = origin.seen.length;
+    const n = proxy.sink.records.length;
+    const res = await rawExchange(proxy.port, raw, 1_000);
+    expect(res.slice(0, 12), label).toBe(`HTTP/1.1 ${status}`);
+    if (status === 200) return;
+    expect(origin.seen.length).toBe(before);
+    const rec = await proxy.sink.waitFor((r) => proxy.sink.records.indexOf(r) >= n);
+    expect(rec).toMatchObject({ verdict: 'deny', reason: 'bad_request', status, rule: null });
+    // Refused before identification and decision: no agent, no rule, no address.
+    expect(rec.address ?? null).toBeNull();
+  });
+
+  it('a bad request line on a later request of a kept-alive connection is still refused (version, Host)', async () => {
+    const c = await openRaw(proxy.port);
+    c.socket.write(`GET http://open.test:${origin.port}/ HTTP/1.1\r\nHost: open.test:${origin.port}\r\n\r\n`);
+    expect(await c.read('hello')).toMatch(/^HTTP\/1\.1 200 /);
+    c.socket.write(`GET http://open.test:${origin.port}/ HTTP/1.1\r\nHost: open.test:${origin.port}\r\nHost: denied.test\r\n\r\n`);
+    expect(await c.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 /);
+    c.socket.destroy();
+  });
+});

@@ -39,13 +39,13 @@ describe('serve --workers', () => {
       const admin = /"admin":"(127\.0\.0\.1:\d+)"/.exec(err)![1];
 
       // Denied under the first policy, by whichever worker takes the connection.
-      for (let i = 0; i < 30; i++) expect(await rawExchange(port, `CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\n\r\n`)).toMatch(/^HTTP\/1\.1 403 /);
+      for (let i = 0; i < 30; i++) expect(await rawExchange(port, `CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 403 /);
 
       // SIGHUP to the primary reaches every worker: all later connections are allowed.
       writeFileSync(file, policy([origin.port]));
       child.kill('SIGHUP');
       await new Promise((r) => setTimeout(r, 500));
-      for (let i = 0; i < 10; i++) expect(await rawExchange(port, `CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\n\r\n`, 150)).toMatch(/^HTTP\/1\.1 200 /);
+      for (let i = 0; i < 10; i++) expect(await rawExchange(port, `CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n\r\n`, 150)).toMatch(/^HTTP\/1\.1 200 /);
 
       const metrics = await request(`http://${admin}/metrics`);
       const text = await metrics.body.text();
