@@ -332,6 +332,32 @@ func main() {
   }, 150_000);
 });
 
+describe('records and start-up checks', () => {
+  it('log query --path filters on the recorded path, in the store and through the API', async () => {
+    await new Promise((r) => setTimeout(r, 400));
+    const q = await run('node', [BIN, 'log', 'query', '--data-dir', dataDir, '--path', '/repos/acme/*', '--json', '--limit', '1000'], { encoding: 'utf8' });
+    const rows = q.stdout.trim().split('\n').map((l) => JSON.parse(l) as { path: string; parent?: string });
+    expect(rows.length).toBeGreaterThanOrEqual(4);
+    for (const r of rows) expect(r.path.startsWith('/repos/acme/')).toBe(true);
+    expect(rows.some((r) => r.path === '/repos/acme/widgets' && typeof r.parent === 'string')).toBe(true);
+    const viaApi = await run('node', [BIN, 'log', 'query', '--url', adminUrl, '--path', '/user/*', '--json'], { encoding: 'utf8' });
+    const apiRows = viaApi.stdout.trim().split('\n').map((l) => JSON.parse(l) as { path: string; reason: string });
+    expect(apiRows.map((r) => [r.path, r.reason])).toEqual([['/user/keys', 'path_not_allowed']]);
+  });
+
+  it('a policy with an inspecting rule and no CA is refused at load with file:line', async () => {
+    const p = join(dir, 'no-ca.yaml');
+    writeFileSync(p, 'version: 1\nrules:\n  - name: a\n    action: allow\n    hosts: [api.allowed.test]\n    inspect: true\n');
+    const r = await run('node', [BIN, 'serve', '--policy', p, '--listen', '127.0.0.1:0', '--no-store', '--no-decision-log'], { encoding: 'utf8' }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${p}:3:`);
+    expect(r.stderr).toContain('inspect: true needs an inspection CA');
+  });
+});
+
 describe('no secret value anywhere the proxy writes', () => {
   it('not in stdout, stderr, the log file, the store, the admin API or /metrics', async () => {
     // Let the store's batch commit.
