@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
 import type { Mode } from '../decisions/record.js';
-import { parseCidr, type Cidr } from '../net/ip.js';
+import { embeddedIpv4, parseCidr, toWords, v4Text, type Cidr, type EmbeddedIpv4 } from '../net/ip.js';
 import { CidrIndex, NameIndex } from './host-index.js';
 import { compileRequestRule, type HttpFacts, type RequestMatcher } from './request-rules.js';
 import { loadSecrets } from './secrets.js';
@@ -244,14 +244,7 @@ export function compilePolicy(
       if (host.kind === 'name') set.names.lookup(host.value, visit);
       else set.addrs.lookup(host.value, host.family, visit);
     }
-    if (host.kind === 'ip' && host.family === 6 && bestDeny === null) {
-      // An IPv4-mapped IPv6 literal reaches the IPv4 host: IPv4 deny rules must still catch it.
-      const v4 = mappedV4(host.value);
-      if (v4 !== null) {
-        sDenyOnly = true;
-        for (const set of agent.sets) set.addrs.lookup(v4, 4, visit);
-      }
-    }
+    if (host.kind === 'ip' && host.family === 6 && bestDeny === null) lookupEmbedded(agent, host.value);
     const mode = agent.mode;
     const d = bestDeny as CRule | null;
     if (d !== null) return deny('rule_deny', d.name, mode);
@@ -268,6 +261,22 @@ export function compilePolicy(
     const pd = requestDeny as CRule | null;
     if (pd !== null) return deny('path_not_allowed', pd.name, mode);
     return { verdict: 'allow', reason: 'rule_allow', rule: a.name, mode, constraint: sIsIp ? null : constraintFor(agent), effects: a.effects };
+  }
+
+  /**
+   * An IPv6 literal that embeds IPv4 (NAT64, 6to4, SIIT, compatible, Teredo, local-use NAT64) reaches
+   * that IPv4 host, so IPv4 CIDR rules judge it too: one unambiguous IPv4 meets allow and deny rules
+   * alike; ambiguous candidates (Teredo's two, local NAT64's positions) meet deny rules only.
+   */
+  function lookupEmbedded(agent: CAgent, v6: string): void {
+    const e = embeddedOf(v6);
+    if (e === null) return;
+    sDenyOnly = e.v4 === null;
+    for (const n of e.candidates) {
+      const v4 = v4Text(n);
+      for (const set of agent.sets) set.addrs.lookup(v4, 4, visit);
+    }
+    sDenyOnly = false;
   }
 
   function constraintFor(agent: CAgent): AddressConstraint | null {
@@ -322,15 +331,20 @@ export function compilePolicy(
     } catch {
       return false;
     }
-    const mapped = addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress() ? (addr as ipaddr.IPv6).toIPv4Address() : null;
+    // IPv4 embedded in IPv6 is judged as that IPv4: a deny CIDR refuses any candidate, an allow CIDR
+    // accepts only an unambiguous one (lookupEmbedded's rule, for resolved addresses).
+    const e = addr.kind() === 'ipv6' ? embeddedIpv4(toWords(addr.toByteArray())) : null;
+    const inner = e === null ? NO_ADDRS : e.candidates.map((n) => ipaddr.fromByteArray([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]));
     for (const text of c.denyCidrs) {
       const cidr = cidrOf(text);
-      if (cidr === null || within(addr, cidr) || (mapped !== null && within(mapped, cidr))) return false;
+      if (cidr === null || within(addr, cidr)) return false;
+      for (const v4 of inner) if (within(v4, cidr)) return false;
     }
     if (c.allowCidrs === null) return true;
     for (const text of c.allowCidrs) {
       const cidr = cidrOf(text);
-      if (cidr !== null && within(addr, cidr)) return true;
+      if (cidr === null) continue;
+      if (within(addr, cidr) || (e !== null && e.v4 !== null && within(inner[0], cidr))) return true;
     }
     return false;
   }
@@ -425,11 +439,11 @@ function upper(s: string): string {
   return s;
 }
 
-function mappedV4(v6: string): string | null {
-  if (!v6.startsWith('::ffff:')) return null;
+const NO_ADDRS: readonly ipaddr.IPv4[] = Object.freeze([]);
+
+function embeddedOf(v6: string): EmbeddedIpv4 | null {
   try {
-    const a = ipaddr.IPv6.parse(v6);
-    return a.isIPv4MappedAddress() ? a.toIPv4Address().toString() : null;
+    return embeddedIpv4(toWords(ipaddr.IPv6.parse(v6).toByteArray()));
   } catch {
     return null;
   }

@@ -9,7 +9,7 @@ import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
 import { roundMs, startRecord } from '../decisions/record.js';
 import { checkHead } from './conformance.js';
-import { settle } from './record.js';
+import { settle, settleVet } from './record.js';
 import { relay } from './relay.js';
 import { dialForTunnel, splice } from './tunnel.js';
 import { responseHead, sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from './upgrade.js';
@@ -53,18 +53,18 @@ async function admit(
   const ctx = core.context();
   rec.policyHash = ctx.policy.hash;
   const url = req.url ?? '';
+  if (core.draining()) {
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'shutting_down', rule: null, status: 503 });
+    refuse({ status: 503, reason: 'shutting_down', decisionId: rec.id });
+    emit(core, rec, t0);
+    return null;
+  }
   const bad = checkHead(req);
   if (bad) {
     rec.host = '';
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: bad.status });
     rec.detail = { error: bad.message };
     refuse({ status: bad.status, reason: 'bad_request', message: bad.message, decisionId: rec.id });
-    emit(core, rec, t0);
-    return null;
-  }
-  if (core.draining()) {
-    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'shutting_down', rule: null, status: 503 });
-    refuse({ status: 503, reason: 'shutting_down', decisionId: rec.id });
     emit(core, rec, t0);
     return null;
   }
@@ -91,18 +91,18 @@ async function admit(
   const { target } = parsed;
   rec.host = target.host.value;
   rec.port = target.port;
-  const authority = `${req.method} ${hostHeader(target)}`;
   const np = normalizeRequestPath(parsed.path, parsed.query);
   if (!np.ok) {
     rec.path = parsed.path.slice(0, 2048);
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: 400 });
     rec.detail = { error: np.message };
-    refuse({ status: 400, reason: 'bad_request', message: np.message, decisionId: rec.id, target: authority });
+    refuse({ status: 400, reason: 'bad_request', message: np.message, decisionId: rec.id });
     emit(core, rec, t0);
     return null;
   }
   const path = np.path;
   rec.path = core.recordOpts.logQuery ? path + parsed.query : path;
+  const authority = `${req.method} ${hostHeader(target)}`;
 
   const who = identify(core, ctx, req.headers, req.socket);
   if (!who.ok) {
@@ -117,8 +117,8 @@ async function admit(
   rec.timings.dnsMs = roundMs(v.dnsMs);
   if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
   if (!v.ok) {
-    settle(rec, { verdict: 'deny', mode: v.mode, reason: v.reason, rule: v.rule, status: v.status });
-    refuse({ status: v.status, reason: v.reason, rule: v.rule, message: v.message, decisionId: rec.id, target: authority });
+    settleVet(rec, v, v.status);
+    refuse({ status: v.status, reason: v.reason, rule: rec.rule, message: v.message, hint: v.hint?.text, decisionId: rec.id, target: authority });
     emit(core, rec, t0);
     return null;
   }
@@ -132,7 +132,7 @@ async function admit(
   if (!b.ok) {
     settle(rec, { verdict: 'deny', mode: v.mode, reason: 'secret_not_allowed', rule: v.rule, status: 403 });
     rec.detail = { ...rec.detail, secret: b.secret };
-    refuse({ status: 403, reason: 'secret_not_allowed', rule: v.rule, decisionId: rec.id, target: authority });
+    refuse({ status: 403, reason: 'secret_not_allowed', rule: v.rule, decisionId: rec.id, target: `${req.method} ${expected}` });
     emit(core, rec, t0);
     return null;
   }
@@ -186,7 +186,7 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
       bodyTimeout: core.limits.requestIdleMs,
     });
     rec.timings.connectMs = roundMs(performance.now() - tc);
-    settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: upstream.statusCode });
+    settleVet(rec, v, upstream.statusCode);
     const headers = forwardResponseHeaders(upstream.headers);
     headers['x-agent-egress-decision'] = rec.id;
     res.writeHead(upstream.statusCode, headers);
@@ -197,9 +197,10 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
     if (!res.headersSent) {
       const status = timeout ? 504 : 502;
       const reason = timeout ? 'upstream_timeout' : 'upstream_error';
-      settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
+      settleVet(rec, v, status, reason);
       rec.detail = { ...rec.detail, error: errorText(err) };
-      refuseResponse(res, { status, reason, decisionId: rec.id, target: `${req.method} ${hostHeader(target)}` }, json, true);
+      const cause = (err as { code?: unknown }).code;
+      refuseResponse(res, { status, reason, decisionId: rec.id, target: `${req.method} ${hostHeader(target)}`, cause: typeof cause === 'string' ? cause : undefined }, json, true);
     } else {
       // Headers already went out: the only honest signal left is to cut the connection.
       rec.detail = { ...rec.detail, error: errorText(err), truncated: true };
@@ -259,7 +260,7 @@ export async function handleUpgrade(core: ProxyCore, req: IncomingMessage, socke
   headers.push('Connection', 'Upgrade', 'Upgrade', asked.join(', '));
   const fail = (status: number, reason: 'upstream_error' | 'upstream_timeout', error: string) => {
     upstream.destroy();
-    settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
+    settleVet(rec, v, status, reason);
     rec.detail = { ...rec.detail, error };
     refuseSocket(socket, { status, reason, message: error, decisionId: rec.id, target: label }, json);
     emit(core, rec, t0);

@@ -1,6 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createNetServer, Socket, type Server as NetServer } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { Agent } from 'undici';
 import type { DecisionSink } from '../decisions/sink.js';
@@ -14,6 +15,8 @@ import { startRecord } from '../decisions/record.js';
 import { checkRequestLine } from './conformance.js';
 import { settle } from './record.js';
 import type { VetContext } from './vet.js';
+
+const PLAIN_TO_TLS = 'this proxy listener speaks TLS: use an https:// proxy URL (e.g. HTTPS_PROXY=https://host:port)';
 
 export interface TlsListenerOptions {
   cert: string | Buffer;
@@ -108,9 +111,7 @@ export class ProxyServer {
       handleRequest(this.core, this.agent, req, res).catch((err) => this.crashGuard(err, req.socket));
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
-    this.server.on('tlsClientError', () => {
-      // A failed TLS handshake (wrong or missing client certificate) never reaches HTTP; nothing to answer.
-    });
+    this.server.on('tlsClientError', (err: NodeJS.ErrnoException, tls: TLSSocket) => this.onTlsClientError(err, tls));
   }
 
   /**
@@ -186,8 +187,9 @@ export class ProxyServer {
       return;
     }
     if (head.length > 0) socket.unshift(head);
-    // A fresh parser for the same socket: Node freed the old one when it emitted 'upgrade'.
-    this.server.emit('connection', socket);
+    // A fresh parser for the same socket: Node freed the old one when it emitted 'upgrade'. On the TLS
+    // listener the socket is already the decrypted TLSSocket, which https.Server takes on 'secureConnection'.
+    this.server.emit(this.tls ? 'secureConnection' : 'connection', socket);
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
@@ -214,6 +216,25 @@ export class ProxyServer {
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status });
     rec.detail = { error };
     refuseSocket(socket, { status, reason: 'bad_request', message, decisionId: rec.id });
+    emit(this.core, rec, t0);
+  }
+
+  /**
+   * A failed TLS handshake (wrong or missing client certificate) never reaches HTTP: the TLS alert is the
+   * answer. A client that spoke plain HTTP to the TLS listener can read an HTTP answer, so it gets a 400
+   * saying how to reach the proxy, on the raw socket under the TLS one.
+   */
+  private onTlsClientError(err: NodeJS.ErrnoException, tls: TLSSocket): void {
+    if (err.code !== 'ERR_SSL_HTTP_REQUEST') return;
+    // node:tls keeps the wrapped socket as _parent; it is not in the public types.
+    const raw = (tls as TLSSocket & { _parent?: unknown })._parent;
+    if (!(raw instanceof Socket) || !raw.writable) return;
+    raw.on('error', () => raw.destroy());
+    const t0 = performance.now();
+    const rec = startRecord(clientLabel(raw), 'UNPARSED', '', null, null);
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: 400 });
+    rec.detail = { error: 'plain HTTP to the TLS listener' };
+    refuseSocket(raw, { status: 400, reason: 'bad_request', message: PLAIN_TO_TLS, decisionId: rec.id });
     emit(this.core, rec, t0);
   }
 

@@ -3,6 +3,7 @@ import type { AddressGuard } from '../net/guard.js';
 import { ResolveError, type Resolver } from '../net/resolve.js';
 import type { Target } from '../net/target.js';
 import type { HttpFacts } from '../policy/request-rules.js';
+import { allowedPorts, portItems, portsHint } from '../policy/ports.js';
 import type { CompiledPolicy, PolicyDecision } from '../policy/types.js';
 
 /**
@@ -33,6 +34,10 @@ interface Common {
   dnsMs: number | null;
   /** Addresses refused after resolution, with why (for the record). */
   refused?: { address: string; why: string }[];
+  /** no_rule only: where the host would be allowed ("example.com is allowed on port 443 only"). */
+  hint?: { text: string; allowedPorts: string[] };
+  /** Why resolution failed, for the record. */
+  error?: string;
 }
 
 export type VetOutcome =
@@ -53,7 +58,8 @@ export async function vetDestination(
 ): Promise<VetOutcome> {
   const decision = method === undefined ? decideTunnel(ctx.policy, agent, target) : ctx.policy.decide({ agent, host: target.host, port: target.port, method, http });
   const report = decision.verdict === 'deny' && decision.mode === 'report';
-  const base = { decision, verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule, dnsMs: null };
+  const hint = decision.reason === 'no_rule' ? hintFor(ctx.policy, agent, target, method) : undefined;
+  const base = { decision, verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule, dnsMs: null, hint };
   if (decision.verdict === 'deny' && !report) {
     // Refused before any lookup: resolving a name the policy refuses would leak it to DNS.
     return { ...base, ok: false, status: 403 };
@@ -71,7 +77,8 @@ export async function vetDestination(
       dnsMs = performance.now() - t0;
       const timeout = err instanceof ResolveError && err.code === 'timeout';
       const message = err instanceof ResolveError && err.code === 'not_found' ? `${target.host.value} does not resolve` : undefined;
-      return { ...base, dnsMs, ok: false, verdict: 'deny', reason: 'dns_failure', status: timeout ? 504 : 502, message };
+      const error = String((err as Error).message ?? err).slice(0, 200);
+      return { ...base, dnsMs, ok: false, verdict: 'deny', reason: 'dns_failure', status: timeout ? 504 : 502, message, error };
     }
     dnsMs = performance.now() - t0;
   }
@@ -104,4 +111,11 @@ export async function vetDestination(
     };
   }
   return { ...base, dnsMs, refused: refused.length ? refused : undefined, ok: true, addresses: passed };
+}
+
+/** Only on the deny path: decide() once per stretch of ports, so never for an allowed request. */
+function hintFor(policy: CompiledPolicy, agent: string | null, target: Target, method?: string): VetOutcome['hint'] {
+  const ports = allowedPorts(policy, { agent, host: target.host, method });
+  if (ports === null || ports.length === 0) return undefined;
+  return { text: portsHint(target.host.value, ports), allowedPorts: portItems(ports) };
 }

@@ -23,6 +23,12 @@ function policyFile(name: string, yaml: string): string {
   return f;
 }
 
+/** The real proxy with a loopback-exempt policy of these rules, resolving through the test DNS server. */
+function proxyWith(name: string, body: string): Promise<TestProxy> {
+  const yaml = `version: 1\naddress_guard: { exempt: [127.0.0.1/32] }\n${body}`;
+  return startTestProxy({ policyFile: policyFile(name, yaml), dnsServers: [`127.0.0.1:${dns.port}`] });
+}
+
 beforeAll(async () => {
   dns = await startTestDnsServer({
     'ro.test': { A: ['127.0.0.1'] },
@@ -169,43 +175,23 @@ describe('Upgrade splices only after a real 101 that matches', () => {
   let plain: Scripted;
   const origins: Record<string, Scripted> = {};
   // How an origin may answer an upgrade request; only the first one is a switch the proxy may splice.
+  // Write this answer, then echo whatever arrives (so a wrongly spliced connection would show it).
+  const answerWith = (head: string) => (_req: IncomingMessage, s: Socket) => {
+    s.write(head);
+    s.on('data', (d) => s.write(d));
+    s.on('error', () => s.destroy());
+  };
   const answers: Record<string, (req: IncomingMessage, socket: Socket) => void> = {
-    switch: (_req, s) => {
-      s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
-      s.on('data', (d) => s.write(d));
-      s.on('error', () => s.destroy());
-    },
-    wrongToken: (_req, s) => {
-      s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n');
-      s.on('data', (d) => s.write(d));
-      s.on('error', () => s.destroy());
-    },
-    noToken: (_req, s) => {
-      s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n');
-      s.on('data', (d) => s.write(d));
-      s.on('error', () => s.destroy());
-    },
-    okWithUpgradeHeaders: (_req, s) => {
-      s.write('HTTP/1.1 200 OK\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 12\r\n\r\nplain-answer');
-      s.on('data', (d) => s.write(d));
-      s.on('error', () => s.destroy());
-    },
+    switch: answerWith('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'),
+    wrongToken: answerWith('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n'),
+    noToken: answerWith('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n'),
+    okWithUpgradeHeaders: answerWith('HTTP/1.1 200 OK\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 12\r\n\r\nplain-answer'),
   };
   beforeAll(async () => {
     plain = await scriptedOrigin(null);
     for (const [k, fn] of Object.entries(answers)) origins[k] = await scriptedOrigin(fn);
     const ports = [...Object.values(origins).map((o) => o.port), plain.port];
-    proxy = await startTestProxy({
-      policyFile: policyFile(
-        'upgrade.yaml',
-        `version: 1
-address_guard: { exempt: [127.0.0.1/32] }
-rules:
-  - {name: origins, action: allow, hosts: [open.test, ro.test], ports: [${ports.join(', ')}]}
-`,
-      ),
-      dnsServers: [`127.0.0.1:${dns.port}`],
-    });
+    proxy = await proxyWith('upgrade.yaml', `rules:\n  - {name: origins, action: allow, hosts: [open.test, ro.test], ports: [${ports.join(', ')}]}\n`);
   });
   afterAll(async () => {
     await proxy?.close();
@@ -246,8 +232,10 @@ rules:
     expect(first).toMatch(/^HTTP\/1\.1 200 /);
     expect(first.toLowerCase()).not.toContain('upgrade: websocket');
     if (when === 'after') c.socket.write(denied);
-    const second = await c.read(/\(reason no_rule[^\n]*\n/);
+    // The refusal body is one line: read the head, then that line, so nothing is left for the next read.
+    const second = (await c.read('\r\n\r\n')) + (await c.read('\n'));
     expect(second).toMatch(/^HTTP\/1\.1 403 /);
+    expect(second).toContain('no_rule');
     // And the connection still serves an allowed request after that, decided and forwarded on its own.
     c.socket.write(`GET http://open.test:${o.port}/third HTTP/1.1\r\nHost: open.test:${o.port}\r\n\r\n`);
     expect(await c.read('plain-answer')).toMatch(/^HTTP\/1\.1 200 /);
@@ -277,17 +265,7 @@ rules:
 describe('HTTP/1.1 conformance: rejected before any decision, recorded as bad_request', () => {
   let proxy: TestProxy;
   beforeAll(async () => {
-    proxy = await startTestProxy({
-      policyFile: policyFile(
-        'conformance.yaml',
-        `version: 1
-address_guard: { exempt: [127.0.0.1/32] }
-rules:
-  - {name: open, action: allow, hosts: [open.test], ports: [${origin.port}]}
-`,
-      ),
-      dnsServers: [`127.0.0.1:${dns.port}`],
-    });
+    proxy = await proxyWith('conformance.yaml', `rules:\n  - {name: open, action: allow, hosts: [open.test], ports: [${origin.port}]}\n`);
   });
   afterAll(() => proxy?.close());
 
@@ -345,5 +323,149 @@ rules:
     c.socket.write(`GET http://open.test:${origin.port}/ HTTP/1.1\r\nHost: open.test:${origin.port}\r\nHost: denied.test\r\n\r\n`);
     expect(await c.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 /);
     c.socket.destroy();
+  });
+});
+
+describe('what the origin never receives: credentials and hop-by-hop headers', () => {
+  let proxy: TestProxy;
+  const token = 'agent-secret-token';
+  beforeAll(async () => {
+    const { createHash } = await import('node:crypto');
+    proxy = await proxyWith(
+      'strip.yaml',
+      `agents:
+  - name: bot
+    token_sha256: "${createHash('sha256').update(token).digest('hex')}"
+    rules:
+      - {name: open, action: allow, hosts: [open.test], ports: [${origin.port}]}
+`,
+    );
+  });
+  afterAll(() => proxy?.close());
+
+  const creds = `Proxy-Authorization: Basic ${Buffer.from(`bot:${token}`).toString('base64')}\r\n`;
+  const hop = 'Proxy-Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: X-T\r\nX-Named-Hop: drop-me\r\nX-Kept: yes\r\n';
+  // Header names the origin must not see; one row each so the list can grow.
+  const never = ['proxy-authorization', 'proxy-connection', 'keep-alive', 'te', 'trailer', 'x-named-hop'];
+
+  const names = (raw: string[]) => raw.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+
+  it.each(never)('plain HTTP: %s is not forwarded', async (name) => {
+    const before = origin.seen.length;
+    const res = await rawExchange(proxy.port, `GET http://open.test:${origin.port}/echo?h=${name} HTTP/1.1\r\nHost: open.test:${origin.port}\r\n${creds}${hop}Connection: close, X-Named-Hop\r\n\r\n`);
+    expect(res).toMatch(/^HTTP\/1\.1 200 /);
+    const seen = origin.seen.slice(before);
+    expect(seen.length).toBe(1);
+    expect(names(seen[0].rawHeaders)).toContain('x-kept');
+    expect(names(seen[0].rawHeaders)).not.toContain(name);
+    expect(JSON.stringify(seen[0].rawHeaders)).not.toContain(token);
+    expect(JSON.stringify(seen[0].rawHeaders)).not.toContain(Buffer.from(`bot:${token}`).toString('base64'));
+  });
+
+  it.each(never)('Upgrade: %s is not forwarded', async (name) => {
+    const before = origin.seen.length;
+    const c = await openRaw(proxy.port);
+    c.socket.write(`GET http://open.test:${origin.port}/ws?h=${name} HTTP/1.1\r\nHost: open.test:${origin.port}\r\n${creds}${hop}Connection: Upgrade, X-Named-Hop\r\nUpgrade: echo\r\n\r\n`);
+    expect(await c.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 101 /);
+    c.socket.destroy();
+    const seen = origin.seen.slice(before);
+    expect(seen.length).toBe(1);
+    expect(names(seen[0].rawHeaders)).toEqual(expect.arrayContaining(['x-kept', 'upgrade', 'connection']));
+    expect(names(seen[0].rawHeaders)).not.toContain(name);
+    expect(JSON.stringify(seen[0].rawHeaders)).not.toContain(Buffer.from(`bot:${token}`).toString('base64'));
+  });
+});
+
+describe('hosts + cidrs: a name pinned to addresses, through the proxy', () => {
+  let proxy: TestProxy;
+  let outside: Origin;
+  beforeAll(async () => {
+    // A live origin on the address outside the pin: if the pin were skipped, the request would succeed.
+    outside = await startHttpOrigin('127.0.0.2');
+    dns.set('pin-in.test', { A: ['127.0.0.1'] });
+    dns.set('pin-out.test', { A: ['127.0.0.2'] });
+    dns.set('pin-mixed.test', { A: ['127.0.0.2', '127.0.0.1'] });
+    proxy = await startTestProxy({
+      policyFile: policyFile(
+        'pin.yaml',
+        `version: 1
+address_guard: { exempt: [127.0.0.0/8] }
+rules:
+  - {name: pinned, action: allow, hosts: ["pin-*.test"], cidrs: [127.0.0.1/32], ports: [${origin.port}, ${outside.port}]}
+`,
+      ),
+      dnsServers: [`127.0.0.1:${dns.port}`],
+    });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await outside?.close();
+  });
+
+  const rows = [
+    // name, resolved to, expected status, reason, dialled address
+    ['pin-in.test', 'inside', 200, 'rule_allow', '127.0.0.1'],
+    ['pin-out.test', 'outside', 403, 'address_not_allowed', null],
+    ['pin-mixed.test', 'both', 200, 'rule_allow', '127.0.0.1'],
+  ] as const;
+
+  it.each(rows)('CONNECT %s (%s) -> %s %s', async (name, _where, status, reason, address) => {
+    const port = name === 'pin-out.test' ? outside.port : origin.port;
+    const res = await rawExchange(proxy.port, `CONNECT ${name}:${port} HTTP/1.1\r\nHost: ${name}:${port}\r\n\r\n`, 500);
+    expect(res.slice(0, 12)).toBe(`HTTP/1.1 ${status}`);
+    const rec = await proxy.sink.waitFor((r) => r.method === 'CONNECT' && r.host === name);
+    expect(rec).toMatchObject({ reason, address, rule: 'pinned' });
+    if (name !== 'pin-in.test') expect(rec.detail?.refusedAddresses).toEqual([{ address: '127.0.0.2', why: 'rule_cidr' }]);
+  });
+
+  it.each(rows)('GET http://%s (%s) -> %s %s', async (name, _where, status, reason, address) => {
+    const port = name === 'pin-out.test' ? outside.port : origin.port;
+    const before = outside.seen.length;
+    const res = await rawExchange(proxy.port, `GET http://${name}:${port}/ HTTP/1.1\r\nHost: ${name}:${port}\r\nConnection: close\r\n\r\n`);
+    expect(res.slice(0, 12)).toBe(`HTTP/1.1 ${status}`);
+    expect(outside.seen.length).toBe(before);
+    const rec = await proxy.sink.waitFor((r) => r.method === 'GET' && r.host === name);
+    expect(rec).toMatchObject({ reason, address, rule: 'pinned' });
+    expect(rec.detail?.refusedAddresses ?? []).toEqual(name === 'pin-in.test' ? [] : [{ address: '127.0.0.2', why: 'rule_cidr' }]);
+  });
+});
+
+describe('Upgrade declined on the TLS listener: the connection goes back to the parser too', () => {
+  let proxy: TestProxy;
+  let plain: Awaited<ReturnType<typeof scriptedOrigin>>;
+  const certs = mkdtempSync(join(tmpdir(), 'ae-bypass-tls-'));
+  beforeAll(async () => {
+    const { initCerts } = await import('../../src/certs/init.js');
+    await initCerts({ dir: certs, serverNames: ['127.0.0.1'], agents: [], days: 2, force: false });
+    plain = await scriptedOrigin(null);
+    proxy = await startTestProxy({
+      policyFile: policyFile('tls-upgrade.yaml', `version: 1\naddress_guard: { exempt: [127.0.0.1/32] }\nrules:\n  - {name: loop, action: allow, cidrs: [127.0.0.1/32], ports: [${plain.port}]}\n`),
+      tls: { certFile: join(certs, 'server.crt'), keyFile: join(certs, 'server.key') },
+    });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await plain?.close();
+  });
+
+  it('a 200 to an upgrade is relayed; the next request on the TLS connection is decided (403)', async () => {
+    const { connect: tlsConnect } = await import('node:tls');
+    const { readFileSync } = await import('node:fs');
+    const s = tlsConnect({ port: proxy.port, host: '127.0.0.1', ca: readFileSync(join(certs, 'ca.crt')), servername: '127.0.0.1' });
+    let buf = '';
+    s.on('data', (d) => (buf += d.toString('latin1')));
+    await new Promise<void>((r, j) => s.once('secureConnect', () => r()).once('error', j));
+    const until = async (pred: () => boolean) => {
+      for (let i = 0; i < 300 && !pred(); i++) await new Promise((r) => setTimeout(r, 10));
+    };
+    s.write(`GET http://127.0.0.1:${plain.port}/up HTTP/1.1\r\nHost: 127.0.0.1:${plain.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+    await until(() => buf.includes('plain-answer'));
+    expect(buf).toMatch(/^HTTP\/1\.1 200 /);
+    buf = '';
+    s.write(`GET http://127.0.0.2:${plain.port}/secret HTTP/1.1\r\nHost: 127.0.0.2:${plain.port}\r\n\r\n`);
+    await until(() => /\r\n\r\n[^\n]*\n/.test(buf));
+    expect(buf).toMatch(/^HTTP\/1\.1 403 /);
+    s.destroy();
+    expect(plain.seen).toEqual([`GET 127.0.0.1:${plain.port} /up`]);
   });
 });

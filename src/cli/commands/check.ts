@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { attribute } from '../../decisions/attribution.js';
 import { AddressGuard } from '../../net/guard.js';
 import { createResolver } from '../../net/resolve.js';
 import { formatAuthority, parseCheckTarget, TargetError, type Target } from '../../net/target.js';
@@ -70,7 +71,9 @@ export function registerCheck(program: Command): void {
       if (o.resolve) {
         const resolver = createResolver({ servers: listValue(o.dnsServer).length ? listValue(o.dnsServer) : undefined });
         const v = await vetDestination({ policy, guard: new AddressGuard({ exempt: policy.spec.guardExempt }), resolver }, agent, target, method);
-        out = { verdict: v.verdict, mode: v.mode, rule: v.rule, reason: v.reason, addresses: v.ok ? v.addresses : [], refused: v.refused ?? [] };
+        // Named as the proxy's record names it: no rule for a guard refusal or failed lookup after an allow.
+        const rule = v.decision ? attribute(v.decision, { verdict: v.verdict, reason: v.reason }).rule : v.rule;
+        out = { verdict: v.verdict, mode: v.mode, rule, reason: v.reason, addresses: v.ok ? v.addresses : [], refused: v.refused ?? [] };
       } else {
         const d = policy.decide({ agent, host: target.host, port: target.port, method });
         out = { verdict: d.verdict, mode: d.mode, rule: d.rule, reason: d.reason };
