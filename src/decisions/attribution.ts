@@ -1,10 +1,10 @@
-import type { Reason, Verdict } from './record.js';
+import { FAILURE_REASONS, type Reason, type Verdict } from './record.js';
 
 /**
  * Reasons that are failures to reach the destination, not decisions: they read as errors (the CLI, the
- * refusal body), never as "denied".
+ * refusal body), never as "denied". One list, record.ts's FAILURE_REASONS.
  */
-const FAILURES: ReadonlySet<Reason> = new Set<Reason>(['dns_failure', 'upstream_error', 'upstream_timeout']);
+const FAILURES: ReadonlySet<Reason> = new Set<Reason>(FAILURE_REASONS);
 
 export function isFailure(reason: Reason): boolean {
   return FAILURES.has(reason);

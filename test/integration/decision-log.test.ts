@@ -98,7 +98,15 @@ describe('decision log through the running proxy', () => {
     const r = await api('/api/policy/reload', { method: 'POST' });
     expect(r.status).toBeGreaterThanOrEqual(400);
     expect(proxy.egress.holder.current().hash).toBe(before);
-    expect(JSON.stringify((await api('/api/policy')).json())).toMatch(/99999|port/);
+    // The failure is reported where an operator looks: the reload answer and the policy's lastError,
+    // naming the file, the line and the bad value (not just any mention of "port" in the running policy).
+    expect(r.json().ok).toBe(false);
+    const state = (await api('/api/policy')).json();
+    expect(state.reloadFailures).toBeGreaterThanOrEqual(1);
+    expect(state.lastError.message).toContain(policyFile);
+    expect(state.lastError.message).toMatch(/:2\b/);
+    expect(state.lastError.message).toContain('99999');
+    expect(JSON.stringify(state.policy)).not.toContain('99999');
     t.socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
     expect(await t.read('hello')).toContain('hello');
     t.socket.destroy();
