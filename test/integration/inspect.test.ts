@@ -345,6 +345,22 @@ describe('records and start-up checks', () => {
     expect(apiRows.map((r) => [r.path, r.reason])).toEqual([['/user/keys', 'path_not_allowed']]);
   });
 
+  it('check answers for request rules as the proxy did: inside an inspected tunnel and on plain HTTP', async () => {
+    const policy = join(dir, 'policy.yaml');
+    const check = (...a: string[]) =>
+      run('node', [BIN, 'check', '--policy', policy, '--json', ...a], { encoding: 'utf8', env: { ...process.env, H8_GH_TOKEN: REAL } }).then(
+        (r) => JSON.parse(r.stdout) as Record<string, unknown>,
+        (e: { stdout: string }) => JSON.parse(e.stdout) as Record<string, unknown>,
+      );
+    expect(await check(`${api()}/repos/acme/x`, '--method', 'POST')).toMatchObject({ verdict: 'allow', rule: 'gh', method: 'POST', inspected: true });
+    expect(await check(`${api()}/user/keys`)).toMatchObject({ verdict: 'deny', reason: 'path_not_allowed', rule: 'gh' });
+    expect(await check(`${api()}/repos/acme/x`, '--method', 'DELETE')).toMatchObject({ verdict: 'deny', reason: 'method_not_allowed' });
+    // Not inspected: the CONNECT alone is judged.
+    expect(await check(`https://raw.allowed.test:${untrusted.port}/anything`, '--method', 'DELETE')).toMatchObject({ verdict: 'allow', method: 'CONNECT', inspected: false });
+    expect(await check(`http://plain.allowed.test:${plain.port}/other`)).toMatchObject({ verdict: 'deny', reason: 'path_not_allowed' });
+    expect(await check(`http://plain.allowed.test:${plain.port}/echo/a/../b`)).toMatchObject({ verdict: 'allow', path: '/echo/b' });
+  });
+
   it('a policy with an inspecting rule and no CA is refused at load with file:line', async () => {
     const p = join(dir, 'no-ca.yaml');
     writeFileSync(p, 'version: 1\nrules:\n  - name: a\n    action: allow\n    hosts: [api.allowed.test]\n    inspect: true\n');
