@@ -116,7 +116,7 @@ export function compilePolicy(
   opts: { secretValues?: boolean } = {},
 ): CompiledPolicyWithWarnings {
   const warnings: string[] = [];
-  const secrets = loadSecrets(spec.secrets, env, opts.secretValues ?? true);
+  const secrets = loadSecrets(spec.secrets, env, opts.secretValues ?? true, warnings);
   const hash = spec.hash || policyHash(spec);
   const shared = buildSet(spec.rules, 0);
   const anonymous = makeAgent(null, spec, shared, env, warnings, -1);

@@ -31,6 +31,11 @@ export class SecretTable {
     return new SecretTable([], new Map());
   }
 
+  /** Whether the secret's value was loaded (an unset env or unreadable file leaves it unusable). */
+  loaded(name: string): boolean {
+    return this.#values.has(name);
+  }
+
   get size(): number {
     return this.#placeholders.length;
   }
@@ -72,11 +77,12 @@ export class SecretTable {
 }
 
 /**
- * Read every secret's value (env or file). A missing or unusable value refuses the whole load with
- * the secret's file:line, never with the value. `loadValues: false` (check, policy validate) keeps
- * the placeholders only.
+ * Read every secret's value (env or file). A missing value is a warning naming the secret's file:line
+ * (never the value), like an unset token_env: that secret is then unusable, and a request whose rule
+ * would broker it is refused (fail closed). A value that cannot go into a header refuses the load.
+ * `loadValues: false` (check) keeps the placeholders only.
  */
-export function loadSecrets(specs: readonly SecretSpec[], env: NodeJS.ProcessEnv, loadValues = true): SecretTable {
+export function loadSecrets(specs: readonly SecretSpec[], env: NodeJS.ProcessEnv, loadValues = true, warnings: string[] = []): SecretTable {
   const values = new Map<string, string>();
   const errors: PolicyError['errors'] = [];
   if (loadValues) {
@@ -85,18 +91,18 @@ export function loadSecrets(specs: readonly SecretSpec[], env: NodeJS.ProcessEnv
       if (s.env !== null) {
         v = env[s.env];
         if (v === undefined || v === '') {
-          errors.push({ file: s.pos.file, line: s.pos.line, column: 1, message: `secret ${s.name}: environment variable ${s.env} is not set` });
+          warnings.push(`${s.pos.file}:${s.pos.line}: secret ${s.name}: environment variable ${s.env} is not set; requests that need it are refused`);
           continue;
         }
       } else if (s.file !== null) {
         try {
           v = readFileSync(s.file, 'utf8').replace(/\r?\n$/, '');
         } catch (e) {
-          errors.push({ file: s.pos.file, line: s.pos.line, column: 1, message: `secret ${s.name}: cannot read ${s.file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}` });
+          warnings.push(`${s.pos.file}:${s.pos.line}: secret ${s.name}: cannot read ${s.file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}; requests that need it are refused`);
           continue;
         }
         if (v === '') {
-          errors.push({ file: s.pos.file, line: s.pos.line, column: 1, message: `secret ${s.name}: ${s.file} is empty` });
+          warnings.push(`${s.pos.file}:${s.pos.line}: secret ${s.name}: ${s.file} is empty; requests that need it are refused`);
           continue;
         }
       }
@@ -129,7 +135,9 @@ export function broker(table: SecretTable, effects: RuleEffects | null | undefin
   const seen = new Set<string>();
   table.found(target, seen);
   for (let i = 1; i < headers.length; i += 2) table.found(headers[i], seen);
-  for (const name of seen) if (!allowed.includes(name)) return { ok: false, secret: name };
+  // A placeholder of a secret the rule does not broker, or whose value is not loaded, never leaves.
+  for (const name of seen) if (!allowed.includes(name) || !table.loaded(name)) return { ok: false, secret: name };
+  for (const h of setting) for (const m of h.value.matchAll(SECRET_REF)) if (!table.loaded(m[1])) return { ok: false, secret: m[1] };
   const used = [...seen];
   let out = headers;
   if (seen.size > 0) {

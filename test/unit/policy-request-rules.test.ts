@@ -186,8 +186,13 @@ describe('secrets and brokering', () => {
       'authorization',
       'Bearer file-secret-value',
     ]);
-    expect(() => compilePolicy(parsePolicyText(text.replace('file: tok', 'file: nope'), join(dir, 'p.yaml')), {})).toThrow(/p\.yaml:3:.*secret s: cannot read/);
-    expect(() => compilePolicy(parsePolicyText(RULES, 'r.yaml'), { GH_TOKEN: 'x' })).toThrow(/r\.yaml:5:.*LLM_KEY is not set/);
+    // A missing value is a warning with file:line, and the secret is unusable: its placeholder is refused.
+    const noFile = compilePolicy(parsePolicyText(text.replace('file: tok', 'file: nope'), join(dir, 'p.yaml')), {});
+    expect(noFile.warnings.join('\n')).toMatch(/p\.yaml:3: secret s: cannot read/);
+    expect(broker(noFile.secrets, noFile.decide({ agent: null, host: normalizeHost('a.example'), port: 443, tunnel: 'inspected' }).effects, [], '/')).toEqual({ ok: false, secret: 's' });
+    const noEnv = compilePolicy(parsePolicyText(RULES, 'r.yaml'), { GH_TOKEN: 'x' });
+    expect(noEnv.warnings.join('\n')).toMatch(/r\.yaml:5: secret llm: environment variable LLM_KEY is not set/);
+    expect(broker(noEnv.secrets, { inspect: false, secrets: ['llm'], setHeaders: [] }, ['x-api-key', 'sk-placeholder-llm-0000'], '/')).toEqual({ ok: false, secret: 'llm' });
     // check and validate can run without the values.
     expect(compilePolicy(parsePolicyText(RULES, 'r.yaml'), {}, { secretValues: false }).hash).toBe(p.hash);
   });
