@@ -1,7 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import type { Readable } from 'node:stream';
 import { Client, errors as undiciErrors } from 'undici';
 import { roundMs, startRecord, type DecisionRecord, type Reason } from '../decisions/record.js';
 import type { Target } from '../net/target.js';
@@ -9,7 +8,7 @@ import { emit, type ProxyCore } from '../proxy/core.js';
 import { DialError } from '../proxy/dial.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from '../proxy/headers.js';
 import { settle } from '../proxy/record.js';
-import { relay } from '../proxy/relay.js';
+import { relay, upstreamBody } from '../proxy/relay.js';
 import { brokerRequest, normalizeRequestPath } from '../proxy/request-check.js';
 import { refuseResponse, refuseSocket } from '../proxy/respond.js';
 import type { VetContext, VetOutcome } from '../proxy/vet.js';
@@ -265,19 +264,8 @@ async function innerRequest(t: Tunnel, req: IncomingMessage, res: ServerResponse
   const a = admitInner(t, req, rec, refuse);
   if (!a) return;
   core.counters.activeRequests++;
-  let up = 0;
   let down = 0;
-  const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
-  async function* countedBody() {
-    for await (const c of req) {
-      up += (c as Buffer).length;
-      yield c as Buffer;
-    }
-  }
-  const abort = new AbortController();
-  res.on('close', () => {
-    if (!res.writableFinished) abort.abort();
-  });
+  const body = upstreamBody(req, res);
   const tc = performance.now();
   const verdict = { verdict: rec.verdict, mode: rec.mode, reason: rec.reason, rule: rec.rule };
   try {
@@ -285,8 +273,8 @@ async function innerRequest(t: Tunnel, req: IncomingMessage, res: ServerResponse
       path: a.path + a.query,
       method: req.method as 'GET',
       headers: a.headers,
-      body: hasBody ? (countedBody() as unknown as Readable) : null,
-      signal: abort.signal,
+      body: body.body,
+      signal: body.signal,
     });
     rec.timings.connectMs = roundMs(performance.now() - tc);
     settle(rec, { ...verdict, status: r.statusCode });
@@ -307,7 +295,7 @@ async function innerRequest(t: Tunnel, req: IncomingMessage, res: ServerResponse
     }
   } finally {
     core.counters.activeRequests--;
-    rec.bytesUp = up;
+    rec.bytesUp = body.sent();
     rec.bytesDown = down;
     emit(core, rec, t0);
   }

@@ -1,6 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Readable } from 'node:stream';
 import { errors as undiciErrors, type Agent } from 'undici';
 import { parseProxyUrl, TargetError, type Target } from '../net/target.js';
 import type { DecisionRecord } from '../decisions/record.js';
@@ -10,7 +9,7 @@ import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
 import { roundMs, startRecord } from '../decisions/record.js';
 import { checkHead } from './conformance.js';
 import { settle, settleVet } from './record.js';
-import { relay } from './relay.js';
+import { relay, upstreamBody } from './relay.js';
 import { dialForTunnel, splice } from './tunnel.js';
 import { responseHead, sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from './upgrade.js';
 import { vetDestination, type VetOutcome } from './vet.js';
@@ -158,30 +157,16 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
   }
   const { target, v } = a;
   core.counters.activeRequests++;
-  let up = 0;
   let down = 0;
-  const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
-  // Count through an iterator rather than a 'data' listener: a listener would start the flow before
-  // undici attaches, and the first chunks would be lost.
-  async function* countedBody() {
-    for await (const c of req) {
-      up += (c as Buffer).length;
-      yield c as Buffer;
-    }
-  }
-  const abort = new AbortController();
-  res.on('close', () => {
-    if (!res.writableFinished) abort.abort();
-  });
+  const body = upstreamBody(req, res);
   const tc = performance.now();
   try {
     const upstream = await requestVetted(agent, v.addresses, target.port, rec, {
       path: a.path + a.query,
       method: req.method as 'GET',
       headers: a.headers,
-      // undici streams async iterables with backpressure; its types list only Readable.
-      body: hasBody ? (countedBody() as unknown as Readable) : null,
-      signal: abort.signal,
+      body: body.body,
+      signal: body.signal,
       headersTimeout: core.limits.requestIdleMs,
       bodyTimeout: core.limits.requestIdleMs,
     });
@@ -208,7 +193,7 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
     }
   } finally {
     core.counters.activeRequests--;
-    rec.bytesUp = up;
+    rec.bytesUp = body.sent();
     rec.bytesDown = down;
     emit(core, rec, t0);
   }
