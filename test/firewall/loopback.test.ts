@@ -43,6 +43,8 @@ describe.each(VARIANTS)('loopback confinement: $name', (variant) => {
     '--allow-dest', `127.0.0.1/32:${db4.port}`,
     '--allow-dest', `[::1/128]:${db6.port}`,
     '--agent-local-port', `${agentDev4.port},${agentDev6.port}`,
+    // A range too, so the kernel loads that form on every apply.
+    '--agent-local-port', '1-2',
   ];
   const ok = (proto: 'tcp' | 'udp', host: string, port: number, uid?: number) => probe(topo.agent, proto, host, port, uid).ok;
   const viaProxy = (uid: number) =>

@@ -38,6 +38,26 @@ describe('firewall render: one name for the tool, the port that was given', () =
   });
 });
 
+describe('firewall render: --agent-local-port', () => {
+  it('renders ports and ranges for lo only, in both tools; a bad range is exit 2', () => {
+    const nft = render('--tool', 'nftables', '--proxy', '127.0.0.1:3128', '--agent-local-port', '5173-5180', '--agent-local-port', '3000').stdout;
+    expect(nft).toContain('oifname "lo" meta l4proto { tcp, udp } th dport { 3000, 5173-5180 } accept');
+    expect(nft).not.toMatch(/oifname "lo" accept/);
+    const ipt = render('--tool', 'iptables', '--family', '6', '--proxy', '127.0.0.1:3128', '--agent-local-port', '3000,5173-5180').stdout;
+    expect(ipt).toContain('-A AGENT_EGRESS -o lo -p tcp -m multiport --dports 3000,5173:5180 -j RETURN');
+    expect(ipt).toContain('-A AGENT_EGRESS -o lo -p udp -m multiport --dports 3000,5173:5180 -j RETURN');
+    expect(ipt).not.toMatch(/-o lo -j RETURN/);
+    // multiport takes 15 ports a rule, a range counting two: 8 ranges need two rules per protocol.
+    const many = Array.from({ length: 8 }, (_, i) => `${1000 + i * 10}-${1005 + i * 10}`).join(',');
+    expect(render('--tool', 'iptables', '--family', '4', '--proxy', '127.0.0.1:3128', '--agent-local-port', many).stdout.match(/-o lo -p tcp/g)).toHaveLength(2);
+    for (const bad of ['5180-5173', '0', '70000', 'abc', '1-']) {
+      const r = render('--tool', 'nftables', '--proxy', '127.0.0.1:3128', '--agent-local-port', bad);
+      expect(r.code, bad).toBe(2);
+      expect(r.stderr).toMatch(/--agent-local-port/);
+    }
+  });
+});
+
 describe('firewall render --tool docker: what it prints can start the image', () => {
   const tmp = mkdtempSync(join(tmpdir(), 'ae-render-'));
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));
