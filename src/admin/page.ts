@@ -1,7 +1,12 @@
+import { UNSAFE, displaySafe } from '../decisions/display.js';
+import { FAILURE_REASONS } from '../decisions/record.js';
+
 /**
  * The small read-only page at GET /. No build step, no data in the HTML: the script fetches the API
  * with a bearer token the user pastes, kept in sessionStorage (never in a URL, never in a cookie).
- * Everything from the API is rendered with textContent, never innerHTML.
+ * Everything from the API is rendered with textContent, never innerHTML (so no HTML is ever parsed
+ * from a record), and through the same displaySafe() as the CLI, embedded below, so a recorded
+ * control or bidi character shows as an escape instead of reordering or hiding the row.
  */
 export const PAGE_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>agent-egress decisions</title>
@@ -24,9 +29,14 @@ export const PAGE_HTML = `<!doctype html>
 
 export const PAGE_CSS = `body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse;width:100%}
 td,th{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;font-family:ui-monospace,monospace;font-size:13px}
-tr.deny td:nth-child(2){color:#b00;font-weight:bold}form{margin:.5em 0}#status{color:#555}`;
+tr.deny td:nth-child(2){color:#b00;font-weight:bold}tr.error td:nth-child(2){color:#a60;font-weight:bold}form{margin:.5em 0}#status{color:#555}`;
 
 export const PAGE_JS = `(() => {
+  const UNSAFE = ${UNSAFE};
+  const displaySafe = ${displaySafe.toString()};
+  // DNS and upstream failures: the policy allowed these, so they read as errors, not as denials.
+  const FAILURES = ${JSON.stringify(FAILURE_REASONS)};
+  const outcome = (r) => FAILURES.includes(r.reason) ? 'error' : r.verdict + (r.mode === 'report' ? ' (report)' : '');
   const $ = (id) => document.getElementById(id);
   const KEY = 'agent-egress-admin-token';
   $('auth').addEventListener('submit', (e) => { e.preventDefault(); sessionStorage.setItem(KEY, $('token').value); $('token').value = ''; load(); });
@@ -42,18 +52,18 @@ export const PAGE_JS = `(() => {
     try {
       const res = await fetch('/api/decisions?' + q, { headers });
       const body = await res.json();
-      if (!res.ok) { $('status').textContent = res.status + ': ' + (body.message || body.error); return; }
+      if (!res.ok) { $('status').textContent = res.status + ': ' + displaySafe(String(body.message || body.error)); return; }
       const rows = body.records.map((r) => {
         const tr = document.createElement('tr');
-        tr.className = r.verdict;
-        for (const v of [r.time, r.verdict + (r.mode === 'report' ? ' (report)' : ''), r.agent ?? '-', r.method, r.host, r.port ?? '', r.reason, r.rule ?? '-', r.id]) {
-          const td = document.createElement('td'); td.textContent = String(v); tr.appendChild(td);
+        tr.className = FAILURES.includes(r.reason) ? 'error' : r.verdict;
+        for (const v of [r.time, outcome(r), r.agent ?? '-', r.method, r.host, r.port ?? '', r.reason, r.rule ?? '-', r.id]) {
+          const td = document.createElement('td'); td.textContent = displaySafe(String(v)); tr.appendChild(td);
         }
         return tr;
       });
       $('rows').replaceChildren(...rows);
       $('status').textContent = rows.length + ' decisions, newest first';
-    } catch (err) { $('status').textContent = String(err); }
+    } catch (err) { $('status').textContent = displaySafe(String(err)); }
   }
   load();
 })();

@@ -2,6 +2,7 @@ import { Counter, type Registry } from 'prom-client';
 import { request } from 'undici';
 import type { DecisionRecord } from './record.js';
 import type { DecisionSink } from './sink.js';
+import { displaySafe, safeJson } from './display.js';
 
 export interface SpikeAlert {
   type: 'deny_spike';
@@ -33,7 +34,7 @@ export interface SpikeOptions {
   maxAgents?: number;
   webhook?: { url: string; timeoutMs?: number; retries?: number; headers?: Record<string, string> };
   registry?: Registry;
-  /** Where the warn-level record goes (e.g. the JSON-lines logger). */
+  /** Also called with each alert (exact values), besides the one warn line written to `logger`. */
   onAlert?: (alert: SpikeAlert) => void;
   logger?: { warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
 }
@@ -46,6 +47,23 @@ interface AgentState {
   periodEnd: number;
   periodCount: number;
   firing: boolean;
+}
+
+/** A window as the flags spell it: 60s, 1.5s, 250ms. */
+function formatWindow(ms: number): string {
+  return ms < 1000 ? `${ms}ms` : `${ms / 1000}s`;
+}
+
+/**
+ * The alert as the operational log shows it: the log is read on terminals, so recorded names are
+ * displaySafe there. The webhook and onAlert get the exact values (the webhook as safeJson).
+ */
+function displayAlert(a: SpikeAlert): SpikeAlert {
+  return {
+    ...a,
+    agent: a.agent === null ? null : displaySafe(a.agent),
+    topDestinations: a.topDestinations.map((d) => ({ ...d, host: displaySafe(d.host) })),
+  };
 }
 
 /**
@@ -148,7 +166,7 @@ export class SpikeDetector implements DecisionSink {
     };
     this.counter?.inc({ agent: agent ?? '' });
     try {
-      this.opts.logger?.warn({ alert }, `deny spike: agent ${agent ?? '(anonymous)'} had ${alert.denies} denies in ${this.o.windowMs / 1000}s`);
+      this.opts.logger?.warn({ alert: displayAlert(alert) }, `deny spike: agent ${agent === null ? '(anonymous)' : displaySafe(agent)} had ${alert.denies} denies in ${formatWindow(this.o.windowMs)}`);
       this.opts.onAlert?.(alert);
     } catch {
       /* reporting must not throw */
@@ -171,7 +189,7 @@ export class SpikeDetector implements DecisionSink {
         const res = await request(w.url, {
           method: 'POST',
           headers: { 'content-type': 'application/json', ...w.headers },
-          body: JSON.stringify(alert),
+          body: safeJson(alert),
           headersTimeout: timeout,
           bodyTimeout: timeout,
           signal: AbortSignal.timeout(timeout),

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { DecisionRecord } from './record.js';
+import { weightOf, type DecisionRecord } from './record.js';
 
 /** The hash a chain starts from when nothing was ever deleted. */
 export const GENESIS_HASH = '0'.repeat(64);
@@ -66,7 +66,7 @@ export interface ChainRow {
   json: string;
   hash: string;
   /** The indexed copies of record fields, checked against the JSON so a query cannot be fooled. */
-  columns: { id: string; timeMs: number; verdict: string; agent: string | null; host: string; reason: string; rule: string | null };
+  columns: { id: string; timeMs: number; verdict: string; agent: string | null; host: string; reason: string; rule: string | null; weight?: number };
 }
 
 export type ChainProblem = 'altered' | 'removed' | 'inserted';
@@ -132,5 +132,7 @@ function columnMismatch(row: ChainRow): string | null {
   if (rec.host !== c.host) return 'host';
   if (rec.reason !== c.reason) return 'reason';
   if ((rec.rule ?? null) !== c.rule) return 'rule';
+  // The count a summary adds up must be the one the hashed record carries.
+  if (c.weight !== undefined && weightOf(rec) !== c.weight) return 'weight';
   return null;
 }

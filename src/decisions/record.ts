@@ -25,6 +25,19 @@ export const REASONS = [
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
+/**
+ * Reasons that are failures, not refusals: the policy allowed the request (its rule is the allow rule
+ * that matched), then DNS or the upstream failed. Tables and summaries show them as errors.
+ */
+export const FAILURE_REASONS = ['dns_failure', 'upstream_error', 'upstream_timeout'] as const satisfies readonly Reason[];
+
+/** How a record reads for a person: allowed, denied by the policy, denied in report mode, or failed. */
+export function outcomeOf(r: Pick<DecisionRecord, 'verdict' | 'mode' | 'reason'>): 'allow' | 'deny' | 'deny*' | 'error' {
+  if ((FAILURE_REASONS as readonly string[]).includes(r.reason)) return 'error';
+  if (r.verdict === 'deny') return r.mode === 'report' ? 'deny*' : 'deny';
+  return 'allow';
+}
+
 export type Verdict = 'allow' | 'deny';
 export type Mode = 'enforce' | 'report';
 
@@ -63,6 +76,20 @@ export interface DecisionRecord {
   policyHash: string | null;
   /** Free-form detail, e.g. the Host header mismatch, the addresses the guard refused, the DNS qtype. */
   detail?: Record<string, unknown>;
+}
+
+/** What a folded record carries in `detail.aggregated`: it stands for `count` identical denials. */
+export interface Aggregated {
+  /** Identical denials this one record stands for, itself included (>= 2). */
+  count: number;
+  /** Time of the last of them (the record's own `time` is the first). */
+  until: string;
+}
+
+/** How many denials a stored record stands for. */
+export function weightOf(rec: DecisionRecord): number {
+  const a = rec.detail?.aggregated as Aggregated | undefined;
+  return a && Number.isInteger(a.count) && a.count > 1 ? a.count : 1;
 }
 
 let lastMs = 0;

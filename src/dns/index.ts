@@ -38,7 +38,9 @@ export interface DnsFilterOptions {
   upstreamTimeoutMs?: number;
   /** Default 128. */
   maxTcpConnections?: number;
-  /** Default 10 000 ms. */
+  /** Per client address; default 8. */
+  maxTcpPerClient?: number;
+  /** Time a TCP client has for each complete query (not reset by single bytes); default 10 000 ms. */
   tcpIdleMs?: number;
   /** Queries handled at once; default 1024. */
   maxInFlight?: number;
@@ -78,6 +80,7 @@ export async function startDnsFilter(opts: DnsFilterOptions): Promise<DnsFilterH
   });
   const limits = {
     maxTcpConnections: opts.maxTcpConnections ?? 128,
+    maxTcpPerClient: opts.maxTcpPerClient ?? 8,
     tcpIdleMs: opts.tcpIdleMs ?? 10_000,
     maxInFlight: opts.maxInFlight ?? 1024,
   };

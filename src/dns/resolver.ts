@@ -1,6 +1,7 @@
 import * as packet from 'dns-packet';
 import type { DecodedPacket, Question } from 'dns-packet';
 import type { Logger } from 'pino';
+import { attribute } from '../decisions/attribution.js';
 import { roundMs, startRecord, type DecisionRecord, type Mode, type Reason, type Verdict } from '../decisions/record.js';
 import type { DecisionSink } from '../decisions/sink.js';
 import type { AddressGuard } from '../net/guard.js';
@@ -134,6 +135,12 @@ export class FilteringResolver {
     const decision = policy.decide({ agent, host: { kind: 'name', value: qname }, port: null, qtype });
     const report = decision.verdict === 'deny' && decision.mode === 'report';
     const outcome = { verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule };
+    // A failure or guard refusal after an allow names no rule; the policy's answer goes to detail.policy.
+    const blame = (verdict: Verdict, reason: Reason) => {
+      const a = attribute(decision, { verdict, reason });
+      if (a.policy) rec.detail!.policy = a.policy;
+      return { verdict, reason, rule: a.rule };
+    };
     if (decision.verdict === 'deny' && !report) {
       // The name goes nowhere: that is the whole point (DNS exfiltration).
       const rcode = decision.reason === 'qtype_refused' ? RCODE.REFUSED : this.d.refuseRcode;
@@ -155,13 +162,13 @@ export class FilteringResolver {
       } catch (err) {
         rec.timings.dnsMs = roundMs(performance.now() - u0);
         rec.detail.error = err instanceof UpstreamError ? err.message : String(err);
-        return finish({ ...outcome, verdict: 'deny', reason: 'dns_failure', status: RCODE.SERVFAIL }, reply(RCODE.SERVFAIL));
+        return finish({ ...outcome, ...blame('deny', 'dns_failure'), status: RCODE.SERVFAIL }, reply(RCODE.SERVFAIL));
       }
       this.d.cache.set(key, up);
     }
     if (up.rcode !== RCODE.NOERROR && up.rcode !== RCODE.NXDOMAIN) {
       rec.detail.upstreamRcode = up.rcode;
-      return finish({ ...outcome, verdict: 'deny', reason: 'dns_failure', status: RCODE.SERVFAIL }, reply(RCODE.SERVFAIL));
+      return finish({ ...outcome, ...blame('deny', 'dns_failure'), status: RCODE.SERVFAIL }, reply(RCODE.SERVFAIL));
     }
 
     // A reload while we waited on the upstream must not let the old policy judge the answer's aliases.
@@ -177,13 +184,14 @@ export class FilteringResolver {
       );
     }
     if (f.stripped.length) rec.detail.stripped = f.stripped;
+    if (f.dropped.length) rec.detail.dropped = f.dropped;
     if (f.reportedTarget) rec.detail.cnameTarget = f.reportedTarget.name;
     rec.address = f.kept[0] ?? null;
     const out = reply(up.rcode, { answers: f.answers, authorities: f.authorities });
     if (f.kept.length === 0 && f.stripped.length > 0) {
       // Every address was refused: an empty NOERROR, recorded as the guard's (never report-mode) deny.
       const byGuard = f.stripped.some((s) => s.why !== 'rule_cidr');
-      return finish({ verdict: 'deny', mode: 'enforce', reason: byGuard ? 'private_address' : 'address_not_allowed', rule: decision.rule, status: up.rcode }, out);
+      return finish({ mode: 'enforce', ...blame('deny', byGuard ? 'private_address' : 'address_not_allowed'), status: up.rcode }, out);
     }
     if (f.reportedTarget && !report) {
       const d = f.reportedTarget.decision;

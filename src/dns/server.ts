@@ -3,11 +3,17 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import type { FilteringResolver } from './resolver.js';
 import type { Endpoint } from './endpoint.js';
+import { canonicalPeer } from '../net/ip.js';
 
 export interface ServerLimits {
   /** Concurrent TCP connections; more are closed at once. */
   maxTcpConnections: number;
-  /** A TCP connection with no complete query for this long is closed. */
+  /** Concurrent TCP connections from one client address; more are closed at once. */
+  maxTcpPerClient: number;
+  /**
+   * Deadline for a complete query: counted from the connection's start and from each complete query or
+   * answer, never from single bytes, so a client dripping a byte at a time cannot hold a connection.
+   */
   tcpIdleMs: number;
   /** Queries being worked on at once (both transports); beyond this, UDP queries are dropped. */
   maxInFlight: number;
@@ -94,17 +100,38 @@ function wire(
 
   tcp.maxConnections = limits.maxTcpConnections;
   tcp.on('error', (err) => logger?.error({ err }, 'dns: TCP server error'));
+  const perClient = new Map<string, number>();
   tcp.on('connection', (sock) => {
     if (closing) return void sock.destroy();
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
     sock.on('error', () => {}); // resets from clients are normal; 'close' cleans up
-    sock.setTimeout(limits.tcpIdleMs, () => sock.destroy());
+    // One client must not take every slot: without this, 128 slow connections from one address lock
+    // every other client out of TCP.
+    const peer = canonicalPeer(sock.remoteAddress ?? '');
+    const held = perClient.get(peer) ?? 0;
+    if (held >= limits.maxTcpPerClient) return void sock.destroy();
+    perClient.set(peer, held + 1);
+    sockets.add(sock);
+    sock.on('close', () => {
+      sockets.delete(sock);
+      const n = (perClient.get(peer) ?? 1) - 1;
+      if (n > 0) perClient.set(peer, n);
+      else perClient.delete(peer);
+    });
+    let deadline: NodeJS.Timeout | null = null;
+    const rearm = (): void => {
+      if (deadline) clearTimeout(deadline);
+      deadline = setTimeout(() => sock.destroy(), limits.tcpIdleMs);
+      deadline.unref();
+    };
+    sock.on('close', () => {
+      if (deadline) clearTimeout(deadline);
+    });
+    rearm();
     serveTcp(sock, resolver, () => {
       if (inFlight >= limits.maxInFlight) return false;
       inFlight++;
       return true;
-    }, () => inFlight--);
+    }, () => inFlight--, rearm);
   });
 
   return {
@@ -122,7 +149,7 @@ function wire(
 }
 
 /** RFC 1035 4.2.2 framing: each message is preceded by its 2-byte length. Answered in order. */
-function serveTcp(sock: net.Socket, resolver: FilteringResolver, acquire: () => boolean, release: () => void): void {
+function serveTcp(sock: net.Socket, resolver: FilteringResolver, acquire: () => boolean, release: () => void, progress: () => void): void {
   let buf = Buffer.alloc(0);
   const queue: Buffer[] = [];
   let busy = false;
@@ -148,6 +175,7 @@ function serveTcp(sock: net.Socket, resolver: FilteringResolver, acquire: () => 
           const len = Buffer.alloc(2);
           len.writeUInt16BE(out.length);
           sock.write(Buffer.concat([len, out]));
+          progress();
         }
       }
     } finally {
@@ -163,6 +191,7 @@ function serveTcp(sock: net.Socket, resolver: FilteringResolver, acquire: () => 
       if (buf.length < len + 2) break;
       queue.push(buf.subarray(2, len + 2));
       buf = buf.subarray(len + 2);
+      progress();
     }
     if (queue.length > MAX_TCP_PIPELINE) return void sock.destroy();
     void pump();

@@ -1,6 +1,6 @@
 import { networkInterfaces } from 'node:os';
 import ipaddr from 'ipaddr.js';
-import { canonicalIp, parseCidr, parseIp } from './ip.js';
+import { canonicalIp, embeddedIpv4, parseCidr, parseIp, toWords, v4Text } from './ip.js';
 
 /** range: a short code naming why, e.g. 'loopback', 'mapped:private', 'metadata', 'self', 'invalid'. */
 export type GuardResult = { ok: true } | { ok: false; range: string };
@@ -22,14 +22,6 @@ interface Prefix {
 
 interface Range extends Prefix {
   code: string;
-}
-
-function toWords(bytes: number[]): Words {
-  const w = new Uint32Array(bytes.length / 4);
-  for (let i = 0; i < w.length; i++) {
-    w[i] = ((bytes[i * 4] << 24) | (bytes[i * 4 + 1] << 16) | (bytes[i * 4 + 2] << 8) | bytes[i * 4 + 3]) >>> 0;
-  }
-  return w;
 }
 
 function inPrefix(addr: Words, p: Prefix): boolean {
@@ -94,17 +86,6 @@ const V6: Range[] = ranges([
 // forms, judged first) is unallocated or special-purpose, and no public service lives there.
 const V6_GLOBAL = prefix('2000::/3');
 
-/** Forms that carry an IPv4 address inside an IPv6 one, and where: [prefix, label, word index of the IPv4]. */
-const EMBEDDED: { p: Prefix; label: string; extract: (w: Words) => number }[] = [
-  { p: prefix('::ffff:0:0/96'), label: 'mapped', extract: (w) => w[3] },
-  { p: prefix('::ffff:0:0:0/96'), label: 'siit', extract: (w) => w[3] },
-  { p: prefix('64:ff9b::/96'), label: 'nat64', extract: (w) => w[3] },
-  // 6to4: the IPv4 is bits 16..48.
-  { p: prefix('2002::/16'), label: '6to4', extract: (w) => ((w[0] << 16) | (w[1] >>> 16)) >>> 0 },
-  // Compatible (deprecated) ::a.b.c.d; :: and ::1 are handled before.
-  { p: prefix('::/96'), label: 'compatible', extract: (w) => w[3] },
-];
-
 const V6_UNSPECIFIED = toWords(ipaddr.parse('::').toByteArray());
 const V6_LOOPBACK = toWords(ipaddr.parse('::1').toByteArray());
 
@@ -112,10 +93,6 @@ function equalWords(a: Words, b: Words): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
-}
-
-function v4Text(n: number): string {
-  return `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
 }
 
 function matchRange(list: Range[], w: Words): Range | null {
@@ -178,15 +155,35 @@ export class AddressGuard {
       return inner.ok ? inner : { ok: false, range: `${embedded.label}:${inner.range}` };
     }
     const r = matchRange(V6, w);
-    if (r) return this.exempted(this.exempt6, w, r.code);
+    if (r) {
+      const res = this.exempted(this.exempt6, w, r.code);
+      return res.ok ? this.ambiguousMetadata(w) : res;
+    }
     if (!inPrefix(w, V6_GLOBAL)) return this.exempted(this.exempt6, w, 'reserved');
     return { ok: true };
   }
 
+  /**
+   * The one IPv4 an IPv6 address reaches (the same decoder the policy's CIDR rules use). Teredo and
+   * local-use NAT64, whose IPv4 is ambiguous, are not unwrapped: their whole ranges are refused.
+   */
   private embedded(w: Words): { label: string; v4: number } | null {
-    if (equalWords(w, V6_UNSPECIFIED) || equalWords(w, V6_LOOPBACK)) return null;
-    for (const e of EMBEDDED) if (inPrefix(w, e.p)) return { label: e.label, v4: e.extract(w) };
-    return null;
+    const e = embeddedIpv4(w);
+    return e !== null && e.v4 !== null ? { label: e.form, v4: e.v4 } : null;
+  }
+
+  /**
+   * An exempted Teredo or local-use NAT64 range still never reaches a metadata address through any IPv4
+   * the address may carry: exempting a /32 of tunnels must not hand out the credentials endpoint.
+   */
+  private ambiguousMetadata(w: Words): GuardResult {
+    const e = embeddedIpv4(w);
+    if (e === null || e.v4 !== null) return { ok: true };
+    for (const n of e.candidates) {
+      const inner = this.judge4(Uint32Array.of(n));
+      if (!inner.ok && inner.range === 'metadata') return { ok: false, range: `${e.form}:metadata` };
+    }
+    return { ok: true };
   }
 
   private judge4(w: Words): GuardResult {

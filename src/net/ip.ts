@@ -129,3 +129,65 @@ export function canonicalPeer(raw: string): string {
   const ip = canonicalIp(raw);
   return ip ? unmapIpv4(ip.address) : raw;
 }
+
+/** An address's bytes (4 or 16) as 32-bit words, so prefix tests and IPv4 extraction are integer work. */
+export function toWords(bytes: ArrayLike<number>): Uint32Array {
+  const w = new Uint32Array(bytes.length / 4);
+  for (let i = 0; i < w.length; i++) {
+    w[i] = ((bytes[i * 4] << 24) | (bytes[i * 4 + 1] << 16) | (bytes[i * 4 + 2] << 8) | bytes[i * 4 + 3]) >>> 0;
+  }
+  return w;
+}
+
+/**
+ * The IPv4 an IPv6 address carries. `v4` is set when the form names exactly one IPv4 destination
+ * (the address is judged as that IPv4); `candidates` lists every IPv4 it may carry (a deny rule for
+ * any of them applies), which is more than one, and `v4` null, where the position is ambiguous:
+ * Teredo carries its server and its (obfuscated) client; local-use NAT64 (RFC 8215) may use any
+ * RFC 6052 prefix length, so each possible position is a candidate.
+ */
+export interface EmbeddedIpv4 {
+  form: 'mapped' | 'siit' | 'nat64' | '6to4' | 'compatible' | 'teredo' | 'nat64-local';
+  v4: number | null;
+  candidates: number[];
+}
+
+/** Byte i of a 16-byte address held as four words. */
+const byteAt = (w: Uint32Array, i: number): number => (w[i >> 2] >>> (24 - 8 * (i & 3))) & 0xff;
+const v4Of = (w: Uint32Array, idx: readonly number[]): number =>
+  ((byteAt(w, idx[0]) << 24) | (byteAt(w, idx[1]) << 16) | (byteAt(w, idx[2]) << 8) | byteAt(w, idx[3])) >>> 0;
+
+/** RFC 6052 §2.2 positions of the IPv4 for prefix lengths /48, /56, /64 and /96 (bits 64-71 are skipped). */
+const RFC6052_LOCAL = [
+  [6, 7, 9, 10],
+  [7, 9, 10, 11],
+  [9, 10, 11, 12],
+  [12, 13, 14, 15],
+] as const;
+
+/** Decode the IPv4 embedded in an IPv6 address (four words); null when it carries none (:: and ::1 carry none). */
+export function embeddedIpv4(w: Uint32Array): EmbeddedIpv4 | null {
+  if (w.length !== 4) return null;
+  const [a, b, c, d] = w;
+  const one = (form: EmbeddedIpv4['form'], v4: number): EmbeddedIpv4 => ({ form, v4, candidates: [v4] });
+  if (a === 0 && b === 0) {
+    if (c === 0xffff) return one('mapped', d);
+    if (c === 0xffff0000) return one('siit', d);
+    // ::/96 is the deprecated IPv4-compatible form, except :: and ::1, which are IPv6's own.
+    if (c === 0 && d > 1) return one('compatible', d);
+    return null;
+  }
+  if (a === 0x0064ff9b && b === 0 && c === 0) return one('nat64', d);
+  if (a >>> 16 === 0x2002) return one('6to4', ((a << 16) | (b >>> 16)) >>> 0);
+  if (a === 0x20010000) return { form: 'teredo', v4: null, candidates: [b, ~d >>> 0] };
+  if (a === 0x0064ff9b && b >>> 16 === 0x0001) {
+    return { form: 'nat64-local', v4: null, candidates: RFC6052_LOCAL.map((idx) => v4Of(w, idx)) };
+  }
+  return null;
+}
+
+/** uint32 to dotted quad. */
+export function v4Text(n: number): string {
+  return `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
+}
+

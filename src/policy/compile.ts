@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
 import type { Mode } from '../decisions/record.js';
-import { parseCidr, type Cidr } from '../net/ip.js';
+import { embeddedIpv4, parseCidr, toWords, v4Text, type Cidr, type EmbeddedIpv4 } from '../net/ip.js';
 import { CidrIndex, NameIndex } from './host-index.js';
 import type {
   AddressConstraint,
@@ -143,6 +143,10 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
   let bestAllow: CRule | null = null;
   let bestDeny: CRule | null = null;
   let methodMiss: CRule | null = null;
+  /** Opaque tunnel only: a deny rule with methods that requests inside the tunnel could match. */
+  let methodDeny: CRule | null = null;
+  /** The request's methods cannot be seen (an uninspected tunnel): it may carry any method. */
+  let sOpaque = false;
   let unconstrained = false;
   let qtypeOk = false;
   const cidrAllows: CRule[] = [];
@@ -151,7 +155,8 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
     if (sPort !== null && r.ports !== null && !inPorts(r.ports, sPort)) return;
     if (r.allow) {
       if (sDenyOnly) return;
-      if (sMethod !== null && r.methods !== null && !r.methods.has(sMethod)) {
+      // An opaque tunnel may carry any method, so a rule that allows only some cannot allow it.
+      if (r.methods !== null && (sOpaque || (sMethod !== null && !r.methods.has(sMethod)))) {
         // Remember which rule matched all but the method, so the refusal can name it.
         if (methodMiss === null || r.order < methodMiss.order) methodMiss = r;
         return;
@@ -161,8 +166,16 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
       else cidrAllows.push(r);
       if (sQtype !== null && r.dnsTypes !== null && r.dnsTypes.has(sQtype)) qtypeOk = true;
     } else {
-      // A deny rule with methods denies only those methods, which only plain HTTP has.
-      if (r.methods !== null && (sMethod === null || !r.methods.has(sMethod))) return;
+      // A deny rule with methods denies only those methods. A request whose method is seen is judged by
+      // it; an opaque tunnel could carry one of them, so it is refused (fail closed); DNS and an
+      // inspected tunnel (whose requests are each decided later) are not refused on their account.
+      if (r.methods !== null) {
+        if (sOpaque) {
+          if (methodDeny === null || r.order < methodDeny.order) methodDeny = r;
+          return;
+        }
+        if (sMethod === null || !r.methods.has(sMethod)) return;
+      }
       if (bestDeny === null || r.order < bestDeny.order) bestDeny = r;
     }
   };
@@ -179,13 +192,16 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
     const agent = req.agent === null ? anonymous : agents.get(req.agent);
     if (agent === undefined) return deny('no_rule', null, spec.mode);
     sPort = req.port;
-    sMethod = req.method !== undefined && req.method !== 'CONNECT' ? upper(req.method) : null;
     sQtype = req.qtype !== undefined ? upper(req.qtype) : null;
+    sMethod = req.method !== undefined ? upper(req.method) : null;
+    if (sMethod === 'CONNECT') sMethod = null;
+    sOpaque = methodsHidden(req, sMethod);
     sIsIp = req.host.kind === 'ip';
     sDenyOnly = false;
     bestAllow = null;
     bestDeny = null;
     methodMiss = null;
+    methodDeny = null;
     unconstrained = false;
     qtypeOk = false;
     cidrAllows.length = 0;
@@ -194,14 +210,7 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
       if (host.kind === 'name') set.names.lookup(host.value, visit);
       else set.addrs.lookup(host.value, host.family, visit);
     }
-    if (host.kind === 'ip' && host.family === 6 && bestDeny === null) {
-      // An IPv4-mapped IPv6 literal reaches the IPv4 host: IPv4 deny rules must still catch it.
-      const v4 = mappedV4(host.value);
-      if (v4 !== null) {
-        sDenyOnly = true;
-        for (const set of agent.sets) set.addrs.lookup(v4, 4, visit);
-      }
-    }
+    if (host.kind === 'ip' && host.family === 6 && bestDeny === null) lookupEmbedded(agent, host.value);
     const mode = agent.mode;
     const d = bestDeny as CRule | null;
     if (d !== null) return deny('rule_deny', d.name, mode);
@@ -209,7 +218,25 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
     const a = bestAllow as CRule | null;
     const m = methodMiss as CRule | null;
     if (a === null) return m !== null ? deny('method_not_allowed', m.name, mode) : deny('no_rule', null, mode);
+    const md = methodDeny as CRule | null;
+    if (md !== null) return deny('method_not_allowed', md.name, mode);
     return { verdict: 'allow', reason: 'rule_allow', rule: a.name, mode, constraint: sIsIp ? null : constraintFor(agent) };
+  }
+
+  /**
+   * An IPv6 literal that embeds IPv4 (NAT64, 6to4, SIIT, compatible, Teredo, local-use NAT64) reaches
+   * that IPv4 host, so IPv4 CIDR rules judge it too: one unambiguous IPv4 meets allow and deny rules
+   * alike; ambiguous candidates (Teredo's two, local NAT64's positions) meet deny rules only.
+   */
+  function lookupEmbedded(agent: CAgent, v6: string): void {
+    const e = embeddedOf(v6);
+    if (e === null) return;
+    sDenyOnly = e.v4 === null;
+    for (const n of e.candidates) {
+      const v4 = v4Text(n);
+      for (const set of agent.sets) set.addrs.lookup(v4, 4, visit);
+    }
+    sDenyOnly = false;
   }
 
   function constraintFor(agent: CAgent): AddressConstraint | null {
@@ -223,7 +250,7 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
       const rs: string[] = [];
       for (const r of agent.denyCidrRules) {
         if (sPort !== null && r.ports !== null && !inPorts(r.ports, sPort)) continue;
-        if (r.methods !== null && (sMethod === null || !r.methods.has(sMethod))) continue;
+        if (r.methods !== null && !sOpaque && (sMethod === null || !r.methods.has(sMethod))) continue;
         cs.push(...r.cidrs!);
         rs.push(r.name);
       }
@@ -263,15 +290,20 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
     } catch {
       return false;
     }
-    const mapped = addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress() ? (addr as ipaddr.IPv6).toIPv4Address() : null;
+    // IPv4 embedded in IPv6 is judged as that IPv4: a deny CIDR refuses any candidate, an allow CIDR
+    // accepts only an unambiguous one (lookupEmbedded's rule, for resolved addresses).
+    const e = addr.kind() === 'ipv6' ? embeddedIpv4(toWords(addr.toByteArray())) : null;
+    const inner = e === null ? NO_ADDRS : e.candidates.map((n) => ipaddr.fromByteArray([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]));
     for (const text of c.denyCidrs) {
       const cidr = cidrOf(text);
-      if (cidr === null || within(addr, cidr) || (mapped !== null && within(mapped, cidr))) return false;
+      if (cidr === null || within(addr, cidr)) return false;
+      for (const v4 of inner) if (within(v4, cidr)) return false;
     }
     if (c.allowCidrs === null) return true;
     for (const text of c.allowCidrs) {
       const cidr = cidrOf(text);
-      if (cidr !== null && within(addr, cidr)) return true;
+      if (cidr === null) continue;
+      if (within(addr, cidr) || (e !== null && e.v4 !== null && within(inner[0], cidr))) return true;
     }
     return false;
   }
@@ -349,6 +381,15 @@ function within(addr: ipaddr.IPv4 | ipaddr.IPv6, cidr: Cidr): boolean {
   return addr.match(cidr.range as [ipaddr.IPv4, number]);
 }
 
+/**
+ * Whether the request may carry methods the proxy cannot see: a tunnel (no method, or CONNECT) that is
+ * not inspected. DNS (a query type) has no method of its own; a plain request names its method.
+ */
+function methodsHidden(req: DecisionRequest, method: string | null): boolean {
+  if (method !== null || req.qtype !== undefined) return false;
+  return req.tunnel !== 'inspected';
+}
+
 function upper(s: string): string {
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
@@ -357,11 +398,11 @@ function upper(s: string): string {
   return s;
 }
 
-function mappedV4(v6: string): string | null {
-  if (!v6.startsWith('::ffff:')) return null;
+const NO_ADDRS: readonly ipaddr.IPv4[] = Object.freeze([]);
+
+function embeddedOf(v6: string): EmbeddedIpv4 | null {
   try {
-    const a = ipaddr.IPv6.parse(v6);
-    return a.isIPv4MappedAddress() ? a.toIPv4Address().toString() : null;
+    return embeddedIpv4(toWords(ipaddr.IPv6.parse(v6).toByteArray()));
   } catch {
     return null;
   }

@@ -20,7 +20,10 @@ export interface RuleSpec {
   cidrs: string[];
   /** null = the default (allow rules: 443 only; deny rules: every port). */
   ports: PortRange[] | null;
-  /** Upper-case HTTP methods for plain HTTP; null = any. CONNECT is never subject to methods. */
+  /**
+   * Upper-case HTTP methods; null = any. They judge requests whose method the proxy sees (plain HTTP,
+   * Upgrade). A tunnel the proxy cannot see into is refused by a rule with methods (fail closed).
+   */
   methods: string[] | null;
   /** Extra DNS query types this rule enables in the filtering resolver (e.g. TXT); null = none. */
   dnsTypes: string[] | null;
@@ -65,8 +68,15 @@ export interface DecisionRequest {
   host: NormalizedHost;
   /** Destination port; null for DNS (ports do not apply). */
   port: number | null;
-  /** HTTP method for plain HTTP; undefined for CONNECT and DNS. */
+  /** HTTP method for plain HTTP and Upgrade; undefined (or CONNECT) for a tunnel and DNS. */
   method?: string;
+  /**
+   * For a tunnel (no method, not DNS): whether the requests inside will be seen. Absent or 'opaque':
+   * they will not, so the tunnel may carry any method and a deciding rule that constrains methods
+   * refuses it (`method_not_allowed`). 'inspected': each inner request is decided again with its
+   * method, so the tunnel itself is judged like DNS (methods do not refuse it).
+   */
+  tunnel?: 'opaque' | 'inspected';
   /** DNS query type (A, AAAA, TXT, …); only for DNS. */
   qtype?: string;
 }

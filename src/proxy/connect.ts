@@ -4,7 +4,8 @@ import { formatAuthority, parseConnectTarget, TargetError } from '../net/target.
 import { clientLabel, emit, identify, type ProxyCore } from './core.js';
 import { refuseSocket, wantsJson } from './respond.js';
 import { roundMs, startRecord } from '../decisions/record.js';
-import { settle } from './record.js';
+import { checkHead } from './conformance.js';
+import { settle, settleVet } from './record.js';
 import { dialForTunnel, splice } from './tunnel.js';
 import { vetDestination } from './vet.js';
 
@@ -23,6 +24,15 @@ export async function handleConnect(core: ProxyCore, req: IncomingMessage, socke
   if (core.draining()) {
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'shutting_down', rule: null, status: 503 });
     refuseSocket(socket, { status: 503, reason: 'shutting_down', decisionId: rec.id }, json);
+    return emit(core, rec, t0);
+  }
+
+  const bad = checkHead(req);
+  if (bad) {
+    rec.host = (req.url ?? '').slice(0, 255);
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: bad.status });
+    rec.detail = { error: bad.message };
+    refuseSocket(socket, { status: bad.status, reason: 'bad_request', message: bad.message, decisionId: rec.id }, json);
     return emit(core, rec, t0);
   }
 
@@ -53,13 +63,13 @@ export async function handleConnect(core: ProxyCore, req: IncomingMessage, socke
   rec.timings.dnsMs = roundMs(v.dnsMs);
   if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
   if (!v.ok) {
-    settle(rec, { verdict: 'deny', mode: v.mode, reason: v.reason, rule: v.rule, status: v.status });
-    refuseSocket(socket, { status: v.status, reason: v.reason, rule: v.rule, message: v.message, decisionId: rec.id, target: authority }, json);
+    settleVet(rec, v, v.status);
+    refuseSocket(socket, { status: v.status, reason: v.reason, rule: rec.rule, message: v.message, hint: v.hint?.text, decisionId: rec.id, target: authority }, json);
     return emit(core, rec, t0);
   }
   if (socket.destroyed) {
     // The client gave up while we resolved: record the decision, open nothing.
-    settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: null });
+    settleVet(rec, v, null);
     return emit(core, rec, t0);
   }
 

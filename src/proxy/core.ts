@@ -21,6 +21,11 @@ export interface ProxyCore {
   counters: { activeTunnels: number; activeRequests: number };
   /** True once shutdown started: new work is refused with 503. */
   draining(): boolean;
+  /**
+   * Give a client connection back to the HTTP server (after an upgrade the origin declined), with the
+   * bytes already read past the last request, so whatever follows is parsed and decided again.
+   */
+  reattach(socket: Socket, head: Buffer): void;
   /** Close hooks for open tunnels, so shutdown can end them after the grace period. */
   tunnels: Set<() => void>;
 }

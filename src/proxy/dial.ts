@@ -5,6 +5,8 @@ export class DialError extends Error {
   constructor(
     readonly timeout: boolean,
     message: string,
+    /** The errno code (ECONNREFUSED, ETIMEDOUT, …), for the refusal's Proxy-Status. */
+    readonly code?: string,
   ) {
     super(message);
   }
@@ -40,7 +42,7 @@ function dialOne(address: string, port: number, timeoutMs: number): Promise<Sock
     const socket = connect(opts);
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new DialError(true, `connect to ${address} timed out`));
+      reject(new DialError(true, `connect to ${address} timed out`, 'ETIMEDOUT'));
     }, timeoutMs);
     socket.once('connect', () => {
       clearTimeout(timer);
@@ -50,7 +52,7 @@ function dialOne(address: string, port: number, timeoutMs: number): Promise<Sock
     socket.once('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       socket.destroy();
-      reject(new DialError(err.code === 'ETIMEDOUT', `connect to ${address}: ${err.code ?? err.message}`));
+      reject(new DialError(err.code === 'ETIMEDOUT', `connect to ${address}: ${err.code ?? err.message}`, err.code));
     });
   });
 }

@@ -8,9 +8,11 @@ import { clientLabel, emit, identify, type ProxyCore } from './core.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
 import { roundMs, startRecord } from '../decisions/record.js';
-import { settle } from './record.js';
+import { checkHead } from './conformance.js';
+import { settle, settleVet } from './record.js';
 import { relay } from './relay.js';
 import { dialForTunnel, splice } from './tunnel.js';
+import { responseHead, sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from './upgrade.js';
 import { vetDestination, type VetOutcome } from './vet.js';
 
 const ORIGIN_FORM =
@@ -53,6 +55,15 @@ async function admit(
     emit(core, rec, t0);
     return null;
   }
+  const bad = checkHead(req);
+  if (bad) {
+    rec.host = '';
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: bad.status });
+    rec.detail = { error: bad.message };
+    refuse({ status: bad.status, reason: 'bad_request', message: bad.message, decisionId: rec.id });
+    emit(core, rec, t0);
+    return null;
+  }
   if (url.startsWith('/') || url === '*') {
     rec.host = '';
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: 400 });
@@ -92,8 +103,8 @@ async function admit(
   rec.timings.dnsMs = roundMs(v.dnsMs);
   if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
   if (!v.ok) {
-    settle(rec, { verdict: 'deny', mode: v.mode, reason: v.reason, rule: v.rule, status: v.status });
-    refuse({ status: v.status, reason: v.reason, rule: v.rule, message: v.message, decisionId: rec.id, target: authority });
+    settleVet(rec, v, v.status);
+    refuse({ status: v.status, reason: v.reason, rule: rec.rule, message: v.message, hint: v.hint?.text, decisionId: rec.id, target: authority });
     emit(core, rec, t0);
     return null;
   }
@@ -111,7 +122,7 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
   const t0 = performance.now();
   const rec = startRecord(clientLabel(req.socket), req.method ?? '', '', null, null);
   const json = wantsJson(req.headers.accept);
-  const a = await admit(core, req, rec, t0, (r) => refuseResponse(res, r, json, r.status === 400 || r.status === 503));
+  const a = await admit(core, req, rec, t0, (r) => refuseResponse(res, r, json, r.status === 400 || r.status === 503 || r.status === 505));
   if (!a) {
     // A refused request's body is not wanted; drain it so keep-alive stays usable, or close when it is large.
     req.resume();
@@ -147,7 +158,7 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
       bodyTimeout: core.limits.requestIdleMs,
     });
     rec.timings.connectMs = roundMs(performance.now() - tc);
-    settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: upstream.statusCode });
+    settleVet(rec, v, upstream.statusCode);
     const headers = forwardResponseHeaders(upstream.headers);
     headers['x-agent-egress-decision'] = rec.id;
     res.writeHead(upstream.statusCode, headers);
@@ -158,9 +169,10 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
     if (!res.headersSent) {
       const status = timeout ? 504 : 502;
       const reason = timeout ? 'upstream_timeout' : 'upstream_error';
-      settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
+      settleVet(rec, v, status, reason);
       rec.detail = { ...rec.detail, error: errorText(err) };
-      refuseResponse(res, { status, reason, decisionId: rec.id, target: `${req.method} ${hostHeader(target)}` }, json, true);
+      const cause = (err as { code?: unknown }).code;
+      refuseResponse(res, { status, reason, decisionId: rec.id, target: `${req.method} ${hostHeader(target)}`, cause: typeof cause === 'string' ? cause : undefined }, json, true);
     } else {
       // Headers already went out: the only honest signal left is to cut the connection.
       rec.detail = { ...rec.detail, error: errorText(err), truncated: true };
@@ -198,7 +210,12 @@ function errorText(err: unknown): string {
   return (e.code ? `${e.code}: ` : '') + String(e.message ?? err).slice(0, 200);
 }
 
-/** Upgrade (WebSocket) on the plain-HTTP path: checked like any request, then a raw tunnel to the vetted address. */
+/**
+ * Upgrade (WebSocket) on the plain-HTTP path: checked like any request, then sent to the vetted address.
+ * Only a real 101 whose Upgrade matches what was asked becomes a raw tunnel. Any other answer is relayed
+ * as an ordinary response and the client connection goes back to the HTTP parser, so every request that
+ * follows on it is parsed and decided on its own.
+ */
 export async function handleUpgrade(core: ProxyCore, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
   const t0 = performance.now();
   socket.on('error', () => socket.destroy());
@@ -207,13 +224,85 @@ export async function handleUpgrade(core: ProxyCore, req: IncomingMessage, socke
   const a = await admit(core, req, rec, t0, (r) => refuseSocket(socket, r, json));
   if (!a) return;
   const { target, v } = a;
-  const upstream = await dialForTunnel(core, rec, t0, socket, v, target.port, { target: `${req.method} ${hostHeader(target)}`, json, status: 101 });
+  const label = `${req.method} ${hostHeader(target)}`;
+  const upstream = await dialForTunnel(core, rec, t0, socket, v, target.port, { target: label, json, status: null });
   if (!upstream) return;
+  const asked = upgradeTokens(req.headers.upgrade);
   const headers = forwardRequestHeaders(req.rawHeaders, hostHeader(target));
-  const lines = [`${req.method} ${a.path}${a.query} HTTP/1.1`];
-  for (let i = 0; i < headers.length; i += 2) lines.push(`${headers[i]}: ${headers[i + 1]}`);
-  lines.push('Connection: Upgrade', `Upgrade: ${req.headers.upgrade}`);
-  upstream.write(lines.join('\r\n') + '\r\n\r\n');
-  if (head.length) upstream.write(head);
-  splice(core, rec, t0, socket, upstream);
+  headers.push('Connection', 'Upgrade', 'Upgrade', asked.join(', '));
+  const fail = (status: number, reason: 'upstream_error' | 'upstream_timeout', error: string) => {
+    upstream.destroy();
+    settleVet(rec, v, status, reason);
+    rec.detail = { ...rec.detail, error };
+    refuseSocket(socket, { status, reason, message: error, decisionId: rec.id, target: label }, json);
+    emit(core, rec, t0);
+  };
+  const gone = () => upstream.destroy();
+  socket.once('close', gone);
+  let answer: UpgradeAnswer;
+  try {
+    answer = await sendUpgrade(upstream, { method: req.method ?? 'GET', path: a.path + a.query, headers, asked, timeoutMs: core.limits.requestIdleMs });
+  } catch (err) {
+    socket.off('close', gone);
+    if (err instanceof UpgradeTimeoutError) return fail(504, 'upstream_timeout', err.message);
+    return fail(502, 'upstream_error', errorText(err));
+  }
+  socket.off('close', gone);
+  rec.status = answer.res.statusCode ?? null;
+  if (answer.kind === 'mismatch') {
+    answer.socket.destroy();
+    const got = String(answer.res.headers.upgrade ?? '').slice(0, 100);
+    return fail(502, 'upstream_error', `the origin answered ${answer.res.statusCode} with Upgrade "${got}" to a request for "${asked.join(', ')}"`);
+  }
+  if (socket.destroyed) {
+    (answer.kind === 'switched' ? answer.socket : answer.res).destroy();
+    return emit(core, rec, t0);
+  }
+  if (answer.kind === 'switched') {
+    const switched = { connection: 'Upgrade', upgrade: upgradeTokens(answer.res.headers.upgrade).join(', '), 'x-agent-egress-decision': rec.id };
+    socket.write(responseHead(req.method ?? 'GET', answer.res, switched).head);
+    if (answer.head.length) socket.write(answer.head);
+    if (head.length) answer.socket.write(head);
+    splice(core, rec, t0, socket, answer.socket);
+    return;
+  }
+  await relayPlain(core, rec, t0, socket, req.method ?? 'GET', answer.res, head);
+}
+
+/**
+ * Relay an origin's ordinary answer to an upgrade request, then hand the client connection back to the
+ * HTTP server with the bytes it sent after the request, so a pipelined request is parsed and decided.
+ */
+async function relayPlain(core: ProxyCore, rec: DecisionRecord, t0: number, socket: Socket, method: string, res: IncomingMessage, head: Buffer): Promise<void> {
+  const out = responseHead(method, res, { 'x-agent-egress-decision': rec.id });
+  let down = 0;
+  const done = () => {
+    rec.bytesDown = down;
+    res.socket?.destroy();
+    emit(core, rec, t0);
+  };
+  socket.write(out.head);
+  try {
+    for await (const c of res) {
+      const chunk = c as Buffer;
+      down += chunk.length;
+      if (chunk.length === 0) continue;
+      const ok = out.chunked ? socket.write(`${chunk.length.toString(16)}\r\n`) && socket.write(chunk) && socket.write('\r\n') : socket.write(chunk);
+      if (!ok && !socket.destroyed) await new Promise<void>((r) => socket.once('drain', r).once('close', r));
+      if (socket.destroyed) break;
+    }
+  } catch (err) {
+    // The origin broke off mid-body: the client cannot be told in-band any more, so cut it.
+    rec.detail = { ...rec.detail, error: errorText(err), truncated: true };
+    socket.destroy();
+    return done();
+  }
+  if (socket.destroyed || !res.complete) {
+    if (!res.complete) rec.detail = { ...rec.detail, truncated: true };
+    socket.destroy();
+    return done();
+  }
+  if (out.chunked) socket.write('0\r\n\r\n');
+  done();
+  core.reattach(socket, head);
 }

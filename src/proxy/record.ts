@@ -1,4 +1,6 @@
+import { attribute } from '../decisions/attribution.js';
 import type { DecisionRecord, Mode, Reason, Verdict } from '../decisions/record.js';
+import type { VetOutcome } from './vet.js';
 
 export function settle(
   rec: DecisionRecord,
@@ -9,4 +11,19 @@ export function settle(
   rec.reason = o.reason;
   rec.rule = o.rule;
   rec.status = o.status;
+}
+
+/**
+ * Settle a record from what vetDestination found and what happened after: the status the client got,
+ * and the reason when the upstream failed. Blame follows `attribute` (no rule for a failure or guard
+ * refusal after an allow; the policy's own decision kept in detail.policy), and a no_rule deny carries
+ * where the host would have been allowed.
+ */
+export function settleVet(rec: DecisionRecord, v: VetOutcome, status: number | null, failure?: Reason): void {
+  const reason = failure ?? v.reason;
+  const a = v.decision ? attribute(v.decision, { verdict: v.verdict, reason }) : { rule: v.rule };
+  settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: a.rule, status });
+  if (a.policy) rec.detail = { ...rec.detail, policy: a.policy };
+  if (v.error) rec.detail = { ...rec.detail, error: v.error };
+  if (v.hint) rec.detail = { ...rec.detail, hint: v.hint.text, allowedPorts: v.hint.allowedPorts };
 }

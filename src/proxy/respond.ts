@@ -1,7 +1,9 @@
 import type { Socket } from 'node:net';
 import type { ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
+import { isFailure } from '../decisions/attribution.js';
 import type { Reason } from '../decisions/record.js';
+import { proxyErrorType, proxyStatusValue } from './proxy-status.js';
 
 /** Why a request was refused, in words a person fixing their agent can act on. */
 const EXPLAIN: Partial<Record<Reason, string>> = {
@@ -27,24 +29,39 @@ export interface Refusal {
   decisionId?: string;
   rule?: string | null;
   target?: string;
+  /** The low-level cause of an upstream failure (errno or undici code), to pick the precise Proxy-Status error. */
+  cause?: string;
+  /** What would be allowed instead ("example.com is allowed on port 443 only"), appended to the why. */
+  hint?: string;
+}
+
+function why(r: Refusal): string {
+  const why = r.message ?? EXPLAIN[r.reason] ?? r.reason;
+  return r.hint ? `${why}: ${r.hint}` : why;
+}
+
+/** "(reason …, rule …, decision …)": the same words in the body and in Proxy-Status details. */
+function trace(r: Refusal): string {
+  return r.decisionId ? ` (reason ${r.reason}${r.rule ? `, rule ${r.rule}` : ''}, decision ${r.decisionId})` : ` (reason ${r.reason})`;
 }
 
 function bodyFor(r: Refusal, json: boolean): { type: string; body: string } {
-  const why = r.message ?? EXPLAIN[r.reason] ?? r.reason;
   if (json) {
     return {
       type: 'application/json',
-      body: JSON.stringify({ error: why, reason: r.reason, rule: r.rule ?? null, target: r.target ?? null, decision: r.decisionId ?? null }) + '\n',
+      body: JSON.stringify({ error: why(r), reason: r.reason, rule: r.rule ?? null, target: r.target ?? null, decision: r.decisionId ?? null }) + '\n',
     };
   }
-  const head = r.target ? `agent-egress refused ${r.target}: ` : 'agent-egress: ';
-  const id = r.decisionId ? ` (reason ${r.reason}${r.rule ? `, rule ${r.rule}` : ''}, decision ${r.decisionId})` : ` (reason ${r.reason})`;
-  return { type: 'text/plain; charset=utf-8', body: `${head}${why}${id}\n` };
+  // A failed lookup or connection is an error, not a refusal: the policy said yes.
+  const verb = isFailure(r.reason) ? 'could not reach' : 'refused';
+  const head = r.target ? `agent-egress ${verb} ${r.target}: ` : 'agent-egress: ';
+  return { type: 'text/plain; charset=utf-8', body: `${head}${why(r)}${trace(r)}\n` };
 }
 
 function extraHeaders(r: Refusal): [string, string][] {
   const h: [string, string][] = [['X-Agent-Egress-Reason', r.reason]];
   if (r.decisionId) h.push(['X-Agent-Egress-Decision', r.decisionId]);
+  h.push(['Proxy-Status', proxyStatusValue(proxyErrorType(r.reason, r.status, r.cause), why(r) + trace(r))]);
   if (r.status === 407) h.push(['Proxy-Authenticate', 'Basic realm="agent-egress"']);
   if (r.status === 503) h.push(['Retry-After', '1']);
   return h;

@@ -1,6 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createNetServer, Socket, type Server as NetServer } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { Agent } from 'undici';
 import type { DecisionSink } from '../decisions/sink.js';
@@ -10,8 +11,11 @@ import { handleRequest, handleUpgrade } from './forward.js';
 import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits, type RecordOptions } from './options.js';
 import { refuseSocket } from './respond.js';
 import { startRecord } from '../decisions/record.js';
+import { checkRequestLine } from './conformance.js';
 import { settle } from './record.js';
 import type { VetContext } from './vet.js';
+
+const PLAIN_TO_TLS = 'this proxy listener speaks TLS: use an https:// proxy URL (e.g. HTTPS_PROXY=https://host:port)';
 
 export interface TlsListenerOptions {
   cert: string | Buffer;
@@ -45,9 +49,11 @@ export class ProxyServer {
   private readonly sockets = new Set<Socket>();
   private readonly perClient = new Map<string, number>();
   private isDraining = false;
+  private readonly tls: boolean;
 
   constructor(opts: ProxyServerOptions) {
     const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.tls = !!opts.tls;
     this.core = {
       context: opts.context,
       sink: opts.sink,
@@ -57,6 +63,7 @@ export class ProxyServer {
       counters: { activeTunnels: 0, activeRequests: 0 },
       draining: () => this.isDraining,
       tunnels: new Set(),
+      reattach: (socket, head) => this.reattach(socket, head),
     };
     // Upstream connections for plain HTTP are pooled per vetted address:port (the origin key is the IP).
     this.agent = new Agent({
@@ -99,9 +106,7 @@ export class ProxyServer {
       handleRequest(this.core, this.agent, req, res).catch((err) => this.crashGuard(err, req.socket));
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
-    this.server.on('tlsClientError', () => {
-      // A failed TLS handshake (wrong or missing client certificate) never reaches HTTP; nothing to answer.
-    });
+    this.server.on('tlsClientError', (err: NodeJS.ErrnoException, tls: TLSSocket) => this.onTlsClientError(err, tls));
   }
 
   /**
@@ -130,7 +135,56 @@ export class ProxyServer {
       emit(this.core, rec, t0);
       return;
     }
-    this.server.emit('connection', socket);
+    if (this.tls) this.server.emit('connection', socket);
+    else this.checkFirstLine(socket);
+  }
+
+  /**
+   * Read the first request line byte-exactly before the HTTP server sees the connection: llhttp accepts
+   * several spaces between its parts, which RFC 9112 §3 does not. (On a TLS listener the bytes are
+   * encrypted here; the version and header checks in conformance.ts still apply to every request.)
+   */
+  private checkFirstLine(socket: Socket): void {
+    let buf: Buffer = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      done();
+      this.refuseUnparsed(socket, 408, `request head not received within ${this.core.limits.headersTimeoutMs} ms`, 'ERR_HTTP_REQUEST_TIMEOUT');
+    }, this.core.limits.headersTimeoutMs);
+    const done = () => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', done);
+    };
+    const onData = (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      let start = 0;
+      while (start < buf.length && (buf[start] === 13 || buf[start] === 10)) start++;
+      const nl = buf.indexOf(10, start);
+      if (nl === -1 && buf.length <= this.core.limits.maxHeaderBytes) return;
+      done();
+      socket.pause();
+      const bad = nl === -1 ? null : checkRequestLine(buf.toString('latin1', 0, nl + 1));
+      if (bad) return this.refuseUnparsed(socket, bad.status, bad.message, 'request_line');
+      // Hand over as if nothing had been read: Node resumes the socket when its parser attaches.
+      socket.unshift(buf);
+      (socket as { readableFlowing: boolean | null }).readableFlowing = null;
+      this.server.emit('connection', socket);
+    };
+    socket.on('data', onData);
+    socket.on('close', done);
+    socket.on('error', () => socket.destroy());
+  }
+
+  private reattach(socket: Socket, head: Buffer): void {
+    if (socket.destroyed) return;
+    if (this.isDraining) {
+      socket.end();
+      return;
+    }
+    if (head.length > 0) socket.unshift(head);
+    // A fresh parser for the same socket: Node freed the old one when it emitted 'upgrade'. On the TLS
+    // listener the socket is already the decrypted TLSSocket, which https.Server takes on 'secureConnection'.
+    this.server.emit(this.tls ? 'secureConnection' : 'connection', socket);
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
@@ -138,8 +192,6 @@ export class ProxyServer {
       socket.destroy();
       return;
     }
-    const t0 = performance.now();
-    const rec = startRecord(clientLabel(socket), 'UNPARSED', '', null, null);
     let status = 400;
     let message = 'malformed HTTP request';
     if (err.code === 'HPE_HEADER_OVERFLOW') {
@@ -149,9 +201,35 @@ export class ProxyServer {
       status = 408;
       message = `request head not received within ${this.core.limits.headersTimeoutMs} ms`;
     }
+    this.refuseUnparsed(socket, status, message, err.code ?? 'parse_error');
+  }
+
+  /** A request the proxy could not (or would not) parse: recorded as bad_request and answered on the socket. */
+  private refuseUnparsed(socket: Socket, status: number, message: string, error: string): void {
+    const t0 = performance.now();
+    const rec = startRecord(clientLabel(socket), 'UNPARSED', '', null, null);
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status });
-    rec.detail = { error: err.code ?? 'parse_error' };
+    rec.detail = { error };
     refuseSocket(socket, { status, reason: 'bad_request', message, decisionId: rec.id });
+    emit(this.core, rec, t0);
+  }
+
+  /**
+   * A failed TLS handshake (wrong or missing client certificate) never reaches HTTP: the TLS alert is the
+   * answer. A client that spoke plain HTTP to the TLS listener can read an HTTP answer, so it gets a 400
+   * saying how to reach the proxy, on the raw socket under the TLS one.
+   */
+  private onTlsClientError(err: NodeJS.ErrnoException, tls: TLSSocket): void {
+    if (err.code !== 'ERR_SSL_HTTP_REQUEST') return;
+    // node:tls keeps the wrapped socket as _parent; it is not in the public types.
+    const raw = (tls as TLSSocket & { _parent?: unknown })._parent;
+    if (!(raw instanceof Socket) || !raw.writable) return;
+    raw.on('error', () => raw.destroy());
+    const t0 = performance.now();
+    const rec = startRecord(clientLabel(raw), 'UNPARSED', '', null, null);
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: 400 });
+    rec.detail = { error: 'plain HTTP to the TLS listener' };
+    refuseSocket(raw, { status: 400, reason: 'bad_request', message: PLAIN_TO_TLS, decisionId: rec.id });
     emit(this.core, rec, t0);
   }
 

@@ -3,7 +3,7 @@ import type { DecisionRecord } from '../decisions/record.js';
 import { emit, type ProxyCore } from './core.js';
 import { dialVetted, DialError } from './dial.js';
 import { roundMs } from '../decisions/record.js';
-import { settle } from './record.js';
+import { settleVet } from './record.js';
 import { refuseSocket } from './respond.js';
 import type { VetOutcome } from './vet.js';
 
@@ -18,14 +18,14 @@ export async function dialForTunnel(
   client: Socket,
   v: VetOutcome & { ok: true },
   port: number,
-  refusal: { target?: string; json: boolean; status: number },
+  refusal: { target?: string; json: boolean; status: number | null },
 ): Promise<Socket | null> {
   const tc = performance.now();
   try {
     const d = await dialVetted(v.addresses, port, core.limits.connectTimeoutMs);
     rec.address = d.address;
     rec.timings.connectMs = roundMs(performance.now() - tc);
-    settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: refusal.status });
+    settleVet(rec, v, refusal.status);
     return d.socket;
   } catch (err) {
     const timeout = err instanceof DialError && err.timeout;
@@ -33,9 +33,10 @@ export async function dialForTunnel(
     const reason = timeout ? 'upstream_timeout' : 'upstream_error';
     rec.timings.connectMs = roundMs(performance.now() - tc);
     rec.address = v.addresses[0];
-    settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
+    settleVet(rec, v, status, reason);
     rec.detail = { ...rec.detail, error: (err as Error).message };
-    refuseSocket(client, { status, reason, decisionId: rec.id, target: refusal.target }, refusal.json);
+    const cause = err instanceof DialError ? err.code : undefined;
+    refuseSocket(client, { status, reason, decisionId: rec.id, target: refusal.target, cause }, refusal.json);
     emit(core, rec, t0);
     return null;
   }

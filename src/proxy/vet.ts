@@ -2,6 +2,7 @@ import type { Mode, Reason, Verdict } from '../decisions/record.js';
 import type { AddressGuard } from '../net/guard.js';
 import { ResolveError, type Resolver } from '../net/resolve.js';
 import type { Target } from '../net/target.js';
+import { allowedPorts, portItems, portsHint } from '../policy/ports.js';
 import type { CompiledPolicy, PolicyDecision } from '../policy/types.js';
 
 /** Everything the checks need, captured once per request so a policy reload mid-request cannot mix two policies. */
@@ -21,6 +22,10 @@ interface Common {
   dnsMs: number | null;
   /** Addresses refused after resolution, with why (for the record). */
   refused?: { address: string; why: string }[];
+  /** no_rule only: where the host would be allowed ("example.com is allowed on port 443 only"). */
+  hint?: { text: string; allowedPorts: string[] };
+  /** Why resolution failed, for the record. */
+  error?: string;
 }
 
 export type VetOutcome =
@@ -35,7 +40,8 @@ export type VetOutcome =
 export async function vetDestination(ctx: VetContext, agent: string | null, target: Target, method?: string): Promise<VetOutcome> {
   const decision = ctx.policy.decide({ agent, host: target.host, port: target.port, method });
   const report = decision.verdict === 'deny' && decision.mode === 'report';
-  const base = { decision, verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule, dnsMs: null };
+  const hint = decision.reason === 'no_rule' ? hintFor(ctx.policy, agent, target, method) : undefined;
+  const base = { decision, verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule, dnsMs: null, hint };
   if (decision.verdict === 'deny' && !report) {
     // Refused before any lookup: resolving a name the policy refuses would leak it to DNS.
     return { ...base, ok: false, status: 403 };
@@ -53,7 +59,8 @@ export async function vetDestination(ctx: VetContext, agent: string | null, targ
       dnsMs = performance.now() - t0;
       const timeout = err instanceof ResolveError && err.code === 'timeout';
       const message = err instanceof ResolveError && err.code === 'not_found' ? `${target.host.value} does not resolve` : undefined;
-      return { ...base, dnsMs, ok: false, verdict: 'deny', reason: 'dns_failure', status: timeout ? 504 : 502, message };
+      const error = String((err as Error).message ?? err).slice(0, 200);
+      return { ...base, dnsMs, ok: false, verdict: 'deny', reason: 'dns_failure', status: timeout ? 504 : 502, message, error };
     }
     dnsMs = performance.now() - t0;
   }
@@ -86,4 +93,11 @@ export async function vetDestination(ctx: VetContext, agent: string | null, targ
     };
   }
   return { ...base, dnsMs, refused: refused.length ? refused : undefined, ok: true, addresses: passed };
+}
+
+/** Only on the deny path: decide() once per stretch of ports, so never for an allowed request. */
+function hintFor(policy: CompiledPolicy, agent: string | null, target: Target, method?: string): VetOutcome['hint'] {
+  const ports = allowedPorts(policy, { agent, host: target.host, method });
+  if (ports === null || ports.length === 0) return undefined;
+  return { text: portsHint(target.host.value, ports), allowedPorts: portItems(ports) };
 }

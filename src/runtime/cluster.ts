@@ -11,6 +11,17 @@ import { FilePolicyHolder } from './policy-holder.js';
 import type { EgressConfig, RunningEgress } from './serve.js';
 
 const RELOAD = 'agent-egress:reload';
+/** Worker -> primary: the proxy (and DNS) listeners are up. */
+const LISTENING = 'agent-egress:listening';
+/** Worker -> primary: start-up failed, with the one-line cause. */
+const START_FAILED = 'agent-egress:start-failed';
+
+/** Restarts after a crash wait this long, doubling per crash in the window, up to the max. */
+const RESTART_DELAY_MS = 500;
+const RESTART_DELAY_MAX_MS = 10_000;
+/** This many worker crashes within the window: the primary gives up instead of looping. */
+const CRASH_LIMIT = 5;
+const CRASH_WINDOW_MS = 60_000;
 const ADMIN_ENV = 'AGENT_EGRESS_CLUSTER_ADMIN';
 
 /** "auto" = one worker per core; a number as given. */
@@ -41,12 +52,35 @@ function parseAdmin(text: string): { address: string; port: number } {
 
 /** Worker side after start: metrics reach the primary's /metrics, and reloads come from the primary. */
 export function attachWorker(running: RunningEgress): void {
+  process.send?.(LISTENING);
   AggregatorRegistry.setRegistries([running.metrics as Registry]);
   // prom-client answers the primary's metric requests only once an AggregatorRegistry was constructed here.
   new AggregatorRegistry();
   process.on('message', (m) => {
     if (m === RELOAD) void running.holder.reload('signal');
   });
+}
+
+/**
+ * Worker side when start-up fails: tell the primary the cause, so that it prints one line for all
+ * workers instead of each worker printing its own. Resolves once the message is sent.
+ */
+export function reportWorkerStartFailure(message: string): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.send) return resolve();
+    process.send({ type: START_FAILED, message: message.replace(/\s*\n\s*/g, '; ') }, undefined, {}, () => resolve());
+  });
+}
+
+/** The primary of a cluster that cannot run: its one-line cause and the exit code. */
+export class ClusterStartError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+    this.name = 'ClusterStartError';
+  }
 }
 
 /** The primary's view of the policy: its own validated copy, and a reload that reaches every worker. */
@@ -75,13 +109,18 @@ class ClusterPolicyHolder implements PolicyHolder {
 /**
  * The primary of `serve --workers N`: validates the policy, runs the admin API (queries the shared
  * store, aggregates the workers' metrics), forks N workers that share the proxy (and DNS) listeners,
- * relays SIGHUP, re-forks a worker that dies, and on SIGTERM/SIGINT lets every worker drain and exits 0.
+ * relays SIGHUP, and on SIGTERM/SIGINT lets every worker drain and exits 0. /readyz is true only while a
+ * worker listens. If an initial worker cannot start, everything stops with its cause (exit 2); a worker
+ * that dies later is re-forked after a doubling delay, and after CRASH_LIMIT deaths within
+ * CRASH_WINDOW_MS the primary gives up (exit 1) rather than loop.
  */
 export async function runPrimary(cfg: EgressConfig, workers: number, logger: Logger): Promise<void> {
   const holder = new FilePolicyHolder(cfg.policyFile, cfg.flags, (e) => {
     if (!e.ok) logger.error({ trigger: e.trigger, error: e.error }, 'policy reload failed; keeping the running policy');
   });
   const live = new Set<Worker>();
+  // Ready only while a worker is actually listening, not merely forked.
+  const listening = new Set<Worker>();
   const broadcast = () => {
     for (const w of live) w.send(RELOAD);
   };
@@ -92,20 +131,65 @@ export async function runPrimary(cfg: EgressConfig, workers: number, logger: Log
   if (cfg.admin && store) {
     const aggregate = new AggregatorRegistry<PrometheusContentType>();
     aggregate.metrics = () => aggregate.clusterMetrics();
-    admin = await startAdminServer({ listen: cfg.admin.listen, token: cfg.admin.token, store, policy, metricsRegistry: aggregate, ready: () => live.size > 0, logger });
+    admin = await startAdminServer({ listen: cfg.admin.listen, token: cfg.admin.token, store, policy, metricsRegistry: aggregate, ready: () => listening.size > 0, logger });
   }
 
   let stopping = false;
+  let started = false; // every initial worker has listened once
+  const crashes: number[] = [];
+  let failure: ClusterStartError | null = null;
+  // A cluster that cannot run ends the process: the remaining workers drain, then one line with the
+  // cause and a non-zero exit (a supervisor restarts the whole thing, instead of a silent fork loop).
+  const fail = (e: ClusterStartError) => {
+    if (failure || stopping) return;
+    failure = e;
+    void drain()
+      .catch(() => {})
+      .then(() => {
+        logger.flush?.();
+        process.stderr.write(`agent-egress: ${e.message}\n`);
+        process.exit(e.exitCode);
+      });
+  };
+
   const env = admin ? { [ADMIN_ENV]: formatListen(admin) } : {};
   const fork = () => {
     const w = cluster.fork(env);
+    let cause: string | null = null;
     live.add(w);
+    w.on('message', (m: unknown) => {
+      if (m === LISTENING) {
+        listening.add(w);
+        if (!started && listening.size === workers) {
+          started = true;
+          logger.info({ workers }, 'all workers listening');
+        }
+      } else if (m && typeof m === 'object' && (m as { type?: unknown }).type === START_FAILED) {
+        cause = String((m as { message?: unknown }).message);
+      }
+    });
     w.once('exit', (code, signal) => {
+      const wasListening = listening.delete(w);
       live.delete(w);
-      if (stopping) return;
-      logger.error({ worker: w.id, code, signal }, 'worker exited; starting another');
-      // A worker that cannot start at all (port taken, bad config) must not become a fork loop.
-      setTimeout(fork, 1_000).unref();
+      if (stopping || failure) return;
+      if (!started && !wasListening) {
+        // An initial worker could not start (port taken, bad certificate, ...): the others would fail
+        // the same way. Never run half-started and never loop: stop and say why, once.
+        fail(new ClusterStartError(`cannot start: ${cause ?? `worker exited with ${signal ?? `code ${code}`} before listening`}`, 2));
+        return;
+      }
+      const now = Date.now();
+      crashes.push(now);
+      while (crashes.length && crashes[0] <= now - CRASH_WINDOW_MS) crashes.shift();
+      if (crashes.length >= CRASH_LIMIT) {
+        fail(new ClusterStartError(`workers exited ${crashes.length} times within ${CRASH_WINDOW_MS / 1000} s (last: ${cause ?? signal ?? `code ${code}`}); giving up`, 1));
+        return;
+      }
+      const delay = Math.min(RESTART_DELAY_MAX_MS, RESTART_DELAY_MS * 2 ** (crashes.length - 1));
+      logger.error({ worker: w.id, code, signal, cause, restartInMs: delay }, 'worker exited; starting another');
+      setTimeout(() => {
+        if (!stopping && !failure) fork();
+      }, delay).unref();
     });
   };
   for (let i = 0; i < workers; i++) fork();
@@ -113,16 +197,19 @@ export async function runPrimary(cfg: EgressConfig, workers: number, logger: Log
   logger.info({ workers, admin: admin ? formatListen(admin) : null }, 'agent-egress primary started workers');
 
   process.on('SIGHUP', () => void policy.reload('signal'));
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down: workers drain in-flight work');
+  const drain = async () => {
     const exits = [...live].map((w) => new Promise<void>((r) => (w.isDead() ? r() : w.once('exit', () => r()))));
     for (const w of live) w.process.kill('SIGTERM');
     await Promise.all(exits);
     holder.close();
     await admin?.close();
     await store?.close();
+  };
+  const stop = async (signal: string) => {
+    if (stopping || failure) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down: workers drain in-flight work');
+    await drain();
     logger.info('stopped');
     process.exit(0);
   };

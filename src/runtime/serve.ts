@@ -91,7 +91,8 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   });
 
   const sinks: DecisionSink[] = [...(cfg.sinks ?? [])];
-  if (cfg.logFile !== null) sinks.unshift(new JsonLinesSink(cfg.logFile));
+  const jsonLines = cfg.logFile !== null ? new JsonLinesSink(cfg.logFile, { logger }) : null;
+  if (jsonLines) sinks.unshift(jsonLines);
   const store = cfg.store
     ? createSqliteStore({ dataDir: cfg.store.dataDir, retention: { maxAgeMs: cfg.store.retentionMs, maxBytes: cfg.store.maxBytes }, logger })
     : null;
@@ -106,14 +107,15 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       policy: holder,
     }),
   );
+  jsonLines?.registerMetrics(registry);
   if (cfg.firewallMetrics) registerFirewallMetrics(registry, cfg.firewallMetrics);
   if (cfg.alerts !== false) {
     sinks.push(
       new SpikeDetector({
         ...(cfg.alerts ?? {}),
         registry,
+        // The detector writes the one warn line itself (escaped, one duration format).
         logger,
-        onAlert: (alert) => logger.warn({ alert }, `deny spike: agent ${alert.agent ?? '(anonymous)'} had ${alert.denies} denies in ${alert.windowMs} ms`),
       }),
     );
   }

@@ -125,7 +125,9 @@ describe('log CLI', () => {
     const c = capture();
     await runSuggest({ dataDir: t.dir, since: '1h', agent: 'bot' }, c.out);
     const doc = parse(c.text());
-    expect(doc.rules.flatMap((r: { hosts: string[] }) => r.hosts).sort()).toEqual(['api.openai.com', 'pastebin.com']);
+    // pastebin.com is a paste site: flagged in the comments, never proposed.
+    expect(doc.rules.flatMap((r: { hosts: string[] }) => r.hosts).sort()).toEqual(['api.openai.com']);
+    expect(c.text()).toMatch(/^# +! pastebin\.com:443/m);
     expect(c.text()).toMatch(/by agent bot/);
   });
 });

@@ -10,7 +10,8 @@ import { compileForChild, tempDir } from './helpers.js';
 const WRITER = `
 const { createSqliteStore } = await import(process.argv[2]);
 const [dataDir, count, tag] = [process.argv[3], Number(process.argv[4]), process.argv[5]];
-const store = createSqliteStore({ dataDir, flushIntervalMs: 5, batchSize: 50, onError: (e) => console.error(e.message) });
+// repeats: false: every record is its own row, so the row count below is the count written.
+const store = createSqliteStore({ dataDir, flushIntervalMs: 5, batchSize: 50, repeats: false, onError: (e) => console.error(e.message) });
 let n = 0;
 let signalled = false;
 function burst() {

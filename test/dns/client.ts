@@ -1,7 +1,12 @@
+import { afterAll, beforeAll } from 'vitest';
 import dgram from 'node:dgram';
 import { execFile } from 'node:child_process';
 import type { DecisionRecord } from '../../src/decisions/record.js';
 import type { DecisionSink } from '../../src/decisions/sink.js';
+import { startDnsFilter, type DnsFilterHandle, type DnsFilterOptions } from '../../src/dns/index.js';
+import { AddressGuard } from '../../src/net/guard.js';
+import { compilePolicy, parsePolicyText } from '../../src/policy/index.js';
+import { startTestUpstream, type TestUpstream, type Zone } from './upstream-server.js';
 
 export interface DigResult {
   status: string;
@@ -55,4 +60,46 @@ export class MemorySink implements DecisionSink {
   forHost(host: string): DecisionRecord[] {
     return this.records.filter((r) => r.host === host);
   }
+}
+
+/** A real filter on 127.0.0.1:0 in front of a real test upstream answering `zone`, judged by `policyYaml`. */
+export async function startFilterWithUpstream(
+  zone: Zone,
+  policyYaml: string,
+  opts: Partial<DnsFilterOptions> = {},
+): Promise<{ upstream: TestUpstream; filter: DnsFilterHandle; sink: MemorySink; close(): Promise<void> }> {
+  const upstream = await startTestUpstream(zone);
+  const policy = compilePolicy(parsePolicyText(policyYaml, 'test.yaml'));
+  const guard = new AddressGuard({});
+  const sink = new MemorySink();
+  const filter = await startDnsFilter({
+    listen: '127.0.0.1:0',
+    upstreams: [`127.0.0.1:${upstream.port}`],
+    policy: () => policy,
+    guard: () => guard,
+    sink,
+    upstreamTimeoutMs: 2000,
+    ...opts,
+  });
+  return {
+    upstream,
+    filter,
+    sink,
+    close: async () => {
+      await filter.close();
+      await upstream.close();
+    },
+  };
+}
+
+/** startFilterWithUpstream for a whole test file: started before its tests, closed after them. */
+export function useFilter(zone: Zone, policyYaml: string, opts: Partial<DnsFilterOptions> = {}): Awaited<ReturnType<typeof startFilterWithUpstream>> {
+  const env = {} as Awaited<ReturnType<typeof startFilterWithUpstream>>;
+  beforeAll(async () => {
+    Object.assign(env, await startFilterWithUpstream(zone, policyYaml, opts));
+  });
+  afterAll(async () => {
+    await env.close?.();
+  });
+  return env;
 }

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDnsFilter, type DnsFilterHandle } from '../../src/dns/index.js';
 import { AddressGuard } from '../../src/net/guard.js';
 import { compilePolicy, parsePolicyText } from '../../src/policy/index.js';
-import { MemorySink } from './client.js';
+import { MemorySink, useFilter } from './client.js';
 import { startTestUpstream, type TestUpstream } from './upstream-server.js';
 
 const policy = compilePolicy(
@@ -112,5 +112,67 @@ describe('filtering resolver over TCP', () => {
       served = r.replies.length === 1;
     }
     expect(served).toBe(true);
+  });
+});
+
+describe('TCP lock-out by slow clients', () => {
+  const env = useFilter(
+    { 'a.example.com': [{ type: 'A', name: 'a.example.com', ttl: 60, data: '93.184.216.34' }] },
+    'version: 1\nrules:\n  - {name: ex, action: allow, hosts: ["*.example.com"]}\n',
+    { maxTcpConnections: 6, maxTcpPerClient: 3, tcpIdleMs: 800 },
+  );
+
+  /** A connection from `from` that sends one byte of a query every 100 ms; resolves when the server closes it. */
+  function dripper(from: string): { opened: Promise<void>; closed: Promise<void>; stop: () => void } {
+    const bytes = frame(41, `${'d'.repeat(60)}.example.com`);
+    let timer: NodeJS.Timeout | undefined;
+    let s!: net.Socket;
+    const opened = new Promise<void>((resolve) => {
+      s = net.connect({ host: '127.0.0.1', port: env.filter.port, localAddress: from }, () => {
+        let i = 0;
+        timer = setInterval(() => {
+          if (i < bytes.length && !s.destroyed) s.write(bytes.subarray(i, ++i));
+        }, 100);
+        resolve();
+      });
+    });
+    s.on('error', () => {});
+    const closed = new Promise<void>((resolve) =>
+      s.on('close', () => {
+        clearInterval(timer);
+        resolve();
+      }),
+    );
+    return { opened, closed, stop: () => s.destroy() };
+  }
+
+  it('caps one client, serves another meanwhile, and closes drippers at the query deadline', async () => {
+    const drips = Array.from({ length: 6 }, () => dripper('127.0.0.2'));
+    try {
+      await Promise.all(drips.map((d) => d.opened));
+      // Another client is answered over TCP while the first one drips on every connection it may hold.
+      const other = await new Promise<{ replies: packet.DecodedPacket[]; closed: boolean }>((resolve) => {
+        const replies: packet.DecodedPacket[] = [];
+        let buf = Buffer.alloc(0);
+        const s = net.connect({ host: '127.0.0.1', port: env.filter.port, localAddress: '127.0.0.3' }, () => s.write(frame(42, 'a.example.com')));
+        s.on('error', () => {});
+        s.on('data', (c) => {
+          buf = Buffer.concat([buf, c]);
+          if (buf.length >= 2 && buf.length >= buf.readUInt16BE(0) + 2) {
+            replies.push(packet.decode(buf.subarray(2, buf.readUInt16BE(0) + 2)));
+            s.destroy();
+            resolve({ replies, closed: false });
+          }
+        });
+        s.on('close', () => resolve({ replies, closed: true }));
+      });
+      expect(other.replies.map((r) => r.id)).toEqual([42]);
+      expect(other.replies[0].answers?.[0]).toMatchObject({ type: 'A', data: '93.184.216.34' });
+      // Every dripping connection is closed by the server although it kept sending bytes (the frame
+      // takes 6 s to drip; the test would time out if only an idle timer, reset per byte, applied).
+      await Promise.all(drips.map((d) => d.closed));
+    } finally {
+      for (const d of drips) d.stop();
+    }
   });
 });

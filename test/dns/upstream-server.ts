@@ -1,7 +1,7 @@
-import dgram from 'node:dgram';
 import net from 'node:net';
 import * as packet from 'dns-packet';
 import type { Answer } from 'dns-packet';
+import { bindBoth } from '../helpers/bind-both.js';
 
 export interface SeenQuery {
   name: string;
@@ -69,13 +69,6 @@ export async function startTestUpstream(zone: Zone, opts: { truncateUdp?: string
     });
   };
 
-  const udp = dgram.createSocket('udp4');
-  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
-  const port = udp.address().port;
-  udp.on('message', (msg, rinfo) => {
-    const out = answer(msg, 'udp');
-    if (out) udp.send(out, rinfo.port, rinfo.address);
-  });
   const tcp = net.createServer((sock) => {
     let buf = Buffer.alloc(0);
     sock.on('error', () => {});
@@ -93,9 +86,11 @@ export async function startTestUpstream(zone: Zone, opts: { truncateUdp?: string
       }
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(port, '127.0.0.1', () => resolve());
+  // UDP and TCP on one port number, retried when that number is taken on TCP (issue 10: EADDRINUSE).
+  const { udp, port } = await bindBoth(tcp);
+  udp.on('message', (msg, rinfo) => {
+    const out = answer(msg, 'udp');
+    if (out) udp.send(out, rinfo.port, rinfo.address);
   });
   return {
     port,

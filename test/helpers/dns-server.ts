@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
+import { bindBoth } from './bind-both.js';
 
 export interface TestDnsRecords {
   A?: string[];
@@ -92,14 +93,10 @@ export async function startTestDnsServer(initial: Record<string, TestDnsRecords>
     timers.add(t);
   }
 
-  const makeUdp = (): dgram.Socket => {
-    const sock = dgram.createSocket('udp4');
-    sock.on('message', (msg, rinfo) => {
-      const a = answer(msg, 'udp');
-      if (!a) return;
-      later(a.delay, () => sock.send(a.reply, rinfo.port, rinfo.address, () => undefined));
-    });
-    return sock;
+  const onMessage = (sock: dgram.Socket) => (msg: Buffer, rinfo: dgram.RemoteInfo) => {
+    const a = answer(msg, 'udp');
+    if (!a) return;
+    later(a.delay, () => sock.send(a.reply, rinfo.port, rinfo.address, () => undefined));
   };
 
   const tcp = net.createServer((sock) => {
@@ -127,7 +124,8 @@ export async function startTestDnsServer(initial: Record<string, TestDnsRecords>
     });
   });
 
-  const { udp, port } = await bindBoth(makeUdp, tcp);
+  const { udp, port } = await bindBoth(tcp);
+  udp.on('message', onMessage(udp));
 
   return {
     port,
@@ -149,33 +147,4 @@ export async function startTestDnsServer(initial: Record<string, TestDnsRecords>
       ]);
     },
   };
-}
-
-/** UDP on an ephemeral port, then TCP on the same number; retry a few times if TCP's is taken. */
-async function bindBoth(makeUdp: () => dgram.Socket, tcp: net.Server): Promise<{ udp: dgram.Socket; port: number }> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const udp = makeUdp();
-    await new Promise<void>((resolve, reject) => {
-      udp.once('error', reject);
-      udp.bind(0, '127.0.0.1', () => {
-        udp.off('error', reject);
-        resolve();
-      });
-    });
-    const port = udp.address().port;
-    try {
-      await new Promise<void>((resolve, reject) => {
-        tcp.once('error', reject);
-        tcp.listen(port, '127.0.0.1', () => {
-          tcp.off('error', reject);
-          resolve();
-        });
-      });
-      return { udp, port };
-    } catch {
-      // That TCP port is taken: give the UDP one back and try a fresh pair.
-      await new Promise<void>((resolve) => udp.close(() => resolve()));
-    }
-  }
-  throw new Error('could not bind UDP and TCP to the same port');
 }

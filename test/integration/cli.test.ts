@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { startHttpOrigin, type Origin } from '../helpers/origin.js';
+import { alive } from '../helpers/process.js';
 import { openRaw, rawExchange } from '../helpers/raw.js';
 
 const run = promisify(execFile);
@@ -65,6 +66,64 @@ describe('agent-egress CLI', () => {
     expect(v.stdout.trim()).toBe(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
   });
 
+  // Every usage error, in every command: one line on stderr naming the flag (or argument) and the cause,
+  // nothing on stdout, exit 2. Serve cases add a port-0 listener so a regression cannot bind a real port.
+  const SERVE = ['serve', '--listen', '127.0.0.1:0', '--no-store'];
+  const usageErrors: [string[], string][] = [
+    [[...SERVE, '--max-connections', 'abc'], '--max-connections'],
+    [[...SERVE, '--max-connections-per-client', '0'], '--max-connections-per-client'],
+    [[...SERVE, '--max-header-bytes', '1.5'], '--max-header-bytes'],
+    [[...SERVE, '--headers-timeout', '10 parsecs'], '--headers-timeout'],
+    [[...SERVE, '--shutdown-grace', '-1s'], '--shutdown-grace'],
+    [[...SERVE, '--policy-poll', 'often'], '--policy-poll'],
+    [[...SERVE, '--retention-size', 'lots'], '--retention-size'],
+    [[...SERVE, '--alert-multiplier', 'abc'], '--alert-multiplier'],
+    [[...SERVE, '--alert-threshold', 'x'], '--alert-threshold'],
+    [[...SERVE, '--dns-rate-limit', 'x'], '--dns-rate-limit'],
+    [[...SERVE, '--dns-cache-size', '-1'], '--dns-cache-size'],
+    [[...SERVE, '--dns-refuse-code', 'servfail'], '--dns-refuse-code'],
+    [[...SERVE, '--log-level', 'loud'], '--log-level'],
+    [[...SERVE, '--firewall-metrics', 'pf'], '--firewall-metrics'],
+    [[...SERVE, '--workers', 'many'], '--workers'],
+    [[...SERVE, '--bogus'], '--bogus'],
+    [[...SERVE, '--listen'], '--listen'],
+    [['check', '--policy', join(ROOT, 'policies/default.yaml')], 'target'],
+    [['check', '--nope', 'a.example:443'], '--nope'],
+    [['check', 'a.example:443', 'extra'], 'argument'],
+    [['policy', 'validate'], 'files'],
+    [['policy', 'suggest', '--since', 'yesterday-ish', '--data-dir', dir], '--since'],
+    [['policy', 'suggest', '--bogus'], '--bogus'],
+    [['log', 'query', '--decision', 'maybe'], '--decision'],
+    [['log', 'query', '--limit', 'abc', '--data-dir', dir], '--limit'],
+    [['log', 'summary', '--since', 'whenever', '--data-dir', dir], '--since'],
+    [['log', 'tail', '--url', 'not a url'], '--url'],
+    [['log', 'verify', '--unknown'], '--unknown'],
+    [['firewall', 'render', '--format', 'pf'], '--format'],
+    [['firewall', 'render', '--proxy', 'no-port'], 'no-port'],
+    [['firewall', 'apply', '--tool', 'pf'], '--tool'],
+    [['firewall', 'check', '--backend', 'x'], '--backend'],
+    [['certs', 'init', '--days', 'abc', '--dir', dir], '--days'],
+    [['certs', 'init', '--san'], '--san'],
+    [['certs', 'renew'], 'renew'],
+    [['nope'], 'nope'],
+  ];
+  it.each(usageErrors)('usage error is one line and exit 2: %j', async (args, names) => {
+    const r = await cli(args);
+    expect({ code: r.code, stdout: r.stdout }).toEqual({ code: 2, stdout: '' });
+    const lines = r.stderr.trimEnd().split('\n');
+    expect(lines, r.stderr).toHaveLength(1);
+    expect(lines[0]).toContain(names);
+    expect(lines[0]).toMatch(/^agent-egress[a-z ]*: /);
+  });
+
+  it('help and version exit 0; a bare command group shows its help and exits 2', async () => {
+    expect((await cli(['serve', '--help'])).code).toBe(0);
+    expect((await cli(['log', 'query', '-h'])).code).toBe(0);
+    const bare = await cli(['log']);
+    expect(bare.code).toBe(2);
+    expect(bare.stderr).toContain('query');
+  });
+
   it('policy validate: 0 for the shipped policies, 2 with file:line:column for a bad one', async () => {
     const ok = await cli(['policy', 'validate', join(ROOT, 'policies/default.yaml')]);
     expect(ok.code).toBe(0);
@@ -72,7 +131,8 @@ describe('agent-egress CLI', () => {
     writeFileSync(bad, 'version: 1\nrules:\n  - name: x\n    action: allow\n    hosts: [ok.example]\n    ports: [70000]\n');
     const r = await cli(['policy', 'validate', bad]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(new RegExp(`${bad.replace(/[/.]/g, '\\$&')}:6:\\d+: .*70000|port`));
+    // The whole line: file, line 6 (the ports entry), a column, the path of the field and the cause.
+    expect(r.stderr.trim()).toMatch(new RegExp(`^${bad.replace(/[/.]/g, '\\$&')}:6:\\d+: rules\\[0\\]\\.ports\\[0\\]: port 70000 is out of range`));
   });
 
   it('check: exit 0 allow, 1 deny, 2 bad input, without sending anything', async () => {
@@ -114,10 +174,10 @@ describe('agent-egress CLI', () => {
     ]);
     const port = Number(/"listen":"127\.0\.0\.1:(\d+)"/.exec(s.stderr())![1]);
     for (let i = 0; i < 20; i++) {
-      expect(await rawExchange(port, `CONNECT blocked${i}.test:443 HTTP/1.1\r\n\r\n`)).toMatch(/^HTTP\/1\.1 403 /);
+      expect(await rawExchange(port, `CONNECT blocked${i}.test:443 HTTP/1.1\r\nHost: blocked${i}.test:443\r\n\r\n`)).toMatch(/^HTTP\/1\.1 403 /);
     }
     const t = await openRaw(port);
-    t.socket.write(`CONNECT allowed.test:${origin.port} HTTP/1.1\r\n\r\n`);
+    t.socket.write(`CONNECT allowed.test:${origin.port} HTTP/1.1\r\nHost: allowed.test:${origin.port}\r\n\r\n`);
     expect(await t.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
     s.child.kill('SIGTERM');
     expect(await s.exited).toBe(0);
@@ -153,6 +213,95 @@ describe('agent-egress CLI', () => {
       s.child.kill('SIGTERM');
       await s.exited;
     }
+  });
+
+  it('npx agent-egress serve: SIGTERM to npx stops the proxy too (no orphan with PPID 1)', async () => {
+    // The real tree a user gets: npm exec -> sh -c -> node bin/agent-egress.js.
+    const npx = spawn('npm', ['exec', '--offline', '--yes', '--', 'agent-egress', 'serve', '--listen', '127.0.0.1:0', '--no-store', '--no-admin', '--no-decision-log'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let err = '';
+    npx.stderr!.on('data', (d) => (err += d));
+    const ppidOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[1]);
+    let proxyPid = 0;
+    try {
+      for (let i = 0; i < 120 && !err.includes('agent-egress proxy listening'); i++) await new Promise((r) => setTimeout(r, 250));
+      proxyPid = Number(/"pid":(\d+)[^\n]*agent-egress proxy listening/.exec(err)![1]);
+      expect(proxyPid).not.toBe(npx.pid);
+      // Not npx's direct child: a shell sits between them, which is why the signal never arrived.
+      const shell = ppidOf(proxyPid);
+      expect(ppidOf(shell)).toBe(npx.pid);
+      npx.kill('SIGTERM');
+      for (let i = 0; i < 60 && alive(proxyPid); i++) await new Promise((r) => setTimeout(r, 250));
+      expect(alive(proxyPid)).toBe(false);
+      expect(err).toMatch(/"signal":"SIGTERM"[^\n]*shutting down/);
+      expect(err).toMatch(/"msg":"stopped"/);
+    } finally {
+      if (proxyPid && alive(proxyPid)) process.kill(proxyPid, 'SIGKILL');
+      npx.kill('SIGKILL');
+    }
+  });
+
+  describe('operational log: pretty on a terminal, JSON on a pipe, loud in report mode', () => {
+    const reportPolicy = join(dir, 'report.yaml');
+    const enforcePolicy = join(dir, 'enforce.yaml');
+    beforeAll(() => {
+      writeFileSync(reportPolicy, 'version: 1\nmode: report\nrules: []\n');
+      writeFileSync(enforcePolicy, 'version: 1\nmode: enforce\nrules: []\n');
+    });
+    const ARGS = ['--listen', '127.0.0.1:0', '--no-store', '--no-admin', '--no-decision-log'];
+
+    /** serve under a real pseudo-terminal (util-linux script); returns what the terminal showed once `until` appears. */
+    async function onTerminal(extra: string[], until: RegExp, env: NodeJS.ProcessEnv = {}): Promise<string> {
+      const cmd = ['node', BIN, 'serve', ...ARGS, ...extra].map((a) => `'${a}'`).join(' ');
+      const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: { ...process.env, NO_COLOR: '', ...env } });
+      let out = '';
+      child.stdout!.on('data', (d) => (out += d));
+      const exited = new Promise((r) => child.once('exit', r));
+      try {
+        for (let i = 0; i < 120 && !until.test(out); i++) await new Promise((r) => setTimeout(r, 250));
+        return out;
+      } finally {
+        process.kill(-child.pid!, 'SIGTERM');
+        await exited;
+      }
+    }
+
+    it('on a terminal: coloured human lines, and the REPORT MODE warning', async () => {
+      const out = await onTerminal(['--policy', reportPolicy], /REPORT MODE/);
+      const lines = out.split(/\r?\n/).filter(Boolean);
+      expect(lines.length).toBeGreaterThanOrEqual(2);
+      expect(lines.filter((l) => l.startsWith('{'))).toEqual([]);
+      expect(out).toMatch(/\d\d:\d\d:\d\d\.\d{3}\x1b\[0m \x1b\[32mINFO \x1b\[0m agent-egress proxy listening .*listen=\x1b\[0m127\.0\.0\.1:\d+/);
+      expect(out).toMatch(/\x1b\[1;33mWARN \x1b\[0m \x1b\[1;33mREPORT MODE: nothing is blocked/);
+    });
+
+    it('on a terminal, --log-format json (or the env var) forces JSON; NO_COLOR drops the colours', async () => {
+      const json = await onTerminal(['--policy', enforcePolicy, '--log-format', 'json'], /proxy listening/);
+      expect(JSON.parse(json.split(/\r?\n/).find((l) => l.includes('proxy listening'))!)).toMatchObject({ level: 30, msg: 'agent-egress proxy listening' });
+      const viaEnv = await onTerminal(['--policy', enforcePolicy], /proxy listening/, { AGENT_EGRESS_LOG_FORMAT: 'json' });
+      expect(viaEnv).toMatch(/^\{"level":30/m);
+      const plain = await onTerminal(['--policy', enforcePolicy], /proxy listening/, { NO_COLOR: '1' });
+      expect(plain).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO  agent-egress proxy listening listen=127\.0\.0\.1:\d+/m);
+      expect(plain).not.toContain('\x1b[');
+      expect(plain).not.toContain('REPORT MODE');
+    });
+
+    it('on a pipe: JSON lines, the report-mode warning among them; --log-format pretty forces human lines', async () => {
+      const s = await serve([...ARGS, '--policy', reportPolicy]);
+      // 'exit' may come before the last stderr bytes: read what was written while it runs.
+      for (let i = 0; i < 40 && !s.stderr().includes('REPORT MODE'); i++) await new Promise((r) => setTimeout(r, 100));
+      s.child.kill('SIGTERM');
+      await s.exited;
+      const lines = s.stderr().trim().split('\n').map((l) => JSON.parse(l));
+      expect(lines.find((l) => l.level === 40)).toMatchObject({ msg: expect.stringMatching(/^REPORT MODE: nothing is blocked/) });
+      const p = await serve([...ARGS, '--policy', enforcePolicy, '--log-format', 'pretty']);
+      p.child.kill('SIGTERM');
+      await p.exited;
+      expect(p.stderr()).toMatch(/^\S+ \S*INFO \S* agent-egress proxy listening/m);
+      expect(p.stderr()).not.toMatch(/^\{/m);
+    });
   });
 
   it('register.cjs makes Node 20 fetch go through the proxy named by HTTP_PROXY', async () => {

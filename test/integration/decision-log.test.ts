@@ -46,7 +46,7 @@ describe('decision log through the running proxy', () => {
     // A burst of denied CONNECTs, 8 at a time, while the API is queried in between.
     const hosts = Array.from({ length: 200 }, (_, i) => `exfil-${i}.attacker.example`);
     for (let i = 0; i < hosts.length; i += 8) {
-      const batch = hosts.slice(i, i + 8).map((h) => rawExchange(proxy.port, `CONNECT ${h}:443 HTTP/1.1\r\n\r\n`));
+      const batch = hosts.slice(i, i + 8).map((h) => rawExchange(proxy.port, `CONNECT ${h}:443 HTTP/1.1\r\nHost: ${h}:443\r\n\r\n`));
       const out = await Promise.all(batch);
       for (const r of out) expect(r).toMatch(/^HTTP\/1\.1 403 /);
       if (i % 64 === 0) expect((await api('/api/decisions?decision=deny&limit=5')).status).toBe(200);
@@ -91,14 +91,22 @@ describe('decision log through the running proxy', () => {
 
   it('a bad policy via the API keeps the running one and reports the failure; open tunnels are untouched', async () => {
     const t = await openRaw(proxy.port);
-    t.socket.write(`CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\n\r\n`);
+    t.socket.write(`CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n\r\n`);
     expect(await t.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
     const before = proxy.egress.holder.current().hash;
     writeFileSync(policyFile, 'version: 1\nrules: [ {name: x, action: allow, hosts: ["*"], ports: [99999]} ]\n');
     const r = await api('/api/policy/reload', { method: 'POST' });
     expect(r.status).toBeGreaterThanOrEqual(400);
     expect(proxy.egress.holder.current().hash).toBe(before);
-    expect(JSON.stringify((await api('/api/policy')).json())).toMatch(/99999|port/);
+    // The failure is reported where an operator looks: the reload answer and the policy's lastError,
+    // naming the file, the line and the bad value (not just any mention of "port" in the running policy).
+    expect(r.json().ok).toBe(false);
+    const state = (await api('/api/policy')).json();
+    expect(state.reloadFailures).toBeGreaterThanOrEqual(1);
+    expect(state.lastError.message).toContain(policyFile);
+    expect(state.lastError.message).toMatch(/:2\b/);
+    expect(state.lastError.message).toContain('99999');
+    expect(JSON.stringify(state.policy)).not.toContain('99999');
     t.socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
     expect(await t.read('hello')).toContain('hello');
     t.socket.destroy();

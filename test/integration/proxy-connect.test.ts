@@ -120,21 +120,21 @@ describe('CONNECT decisions', () => {
   });
 
   it('a name no rule matches is refused before any lookup (no_rule)', async () => {
-    const res = await rawExchange(proxy.port, `CONNECT pastebin.com:443 HTTP/1.1\r\n\r\n`);
+    const res = await rawExchange(proxy.port, `CONNECT pastebin.com:443 HTTP/1.1\r\nHost: pastebin.com:443\r\n\r\n`);
     expect(res).toMatch(/^HTTP\/1\.1 403 /);
     expect(res).toMatch(/no rule/);
     expect(queriesFor('pastebin.com')).toHaveLength(0);
   });
 
   it('answers JSON when the client asks for it', async () => {
-    const res = await rawExchange(proxy.port, `CONNECT pastebin.com:443 HTTP/1.1\r\nAccept: application/json\r\n\r\n`);
+    const res = await rawExchange(proxy.port, `CONNECT pastebin.com:443 HTTP/1.1\r\nHost: pastebin.com:443\r\nAccept: application/json\r\n\r\n`);
     const body = JSON.parse(res.slice(res.indexOf('\r\n\r\n') + 4));
     expect(body).toMatchObject({ reason: 'no_rule', target: 'pastebin.com:443' });
     expect(body.decision).toMatch(/^[0-9a-z]+$/);
   });
 
   it('a port outside the rule is refused', async () => {
-    const res = await rawExchange(proxy.port, `CONNECT allowed.test:22 HTTP/1.1\r\n\r\n`);
+    const res = await rawExchange(proxy.port, `CONNECT allowed.test:22 HTTP/1.1\r\nHost: allowed.test:22\r\n\r\n`);
     expect(res).toMatch(/^HTTP\/1\.1 403 /);
   });
 
@@ -145,7 +145,7 @@ describe('CONNECT decisions', () => {
     ['nat64.test', 'metadata'],
     ['sixtofour.test', 'private'],
   ])('%s resolving to a guarded address is refused (%s)', async (name, range) => {
-    const res = await rawExchange(proxy.port, `CONNECT ${name}:${tlsOrigin.port} HTTP/1.1\r\n\r\n`);
+    const res = await rawExchange(proxy.port, `CONNECT ${name}:${tlsOrigin.port} HTTP/1.1\r\nHost: ${name}:${tlsOrigin.port}\r\n\r\n`);
     expect(res).toMatch(/^HTTP\/1\.1 403 /);
     expect(res).toMatch(/X-Agent-Egress-Reason: private_address/);
     const rec = await proxy.sink.waitFor((r) => r.host === name && r.reason === 'private_address');
@@ -155,7 +155,7 @@ describe('CONNECT decisions', () => {
 
   it('A + AAAA with one guarded address connects only to the good one and records the other', async () => {
     const s = await openRaw(proxy.port);
-    s.socket.write(`CONNECT mixed.test:${httpOrigin.port} HTTP/1.1\r\n\r\n`);
+    s.socket.write(`CONNECT mixed.test:${httpOrigin.port} HTTP/1.1\r\nHost: mixed.test:${httpOrigin.port}\r\n\r\n`);
     expect(await s.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
     s.socket.write(`GET / HTTP/1.1\r\nHost: mixed.test\r\nConnection: close\r\n\r\n`);
     expect(await s.read('hello')).toContain('hello');
@@ -167,10 +167,10 @@ describe('CONNECT decisions', () => {
 
   it('re-resolves on every request: a name rebinding to a private address between two requests is refused', async () => {
     dns.set('flip.test', { A: ['127.0.0.1'] });
-    const first = await rawExchange(proxy.port, `CONNECT flip.test:${httpOrigin.port} HTTP/1.1\r\n\r\n`, 500);
+    const first = await rawExchange(proxy.port, `CONNECT flip.test:${httpOrigin.port} HTTP/1.1\r\nHost: flip.test:${httpOrigin.port}\r\n\r\n`, 500);
     expect(first).toMatch(/^HTTP\/1\.1 200 /);
     dns.set('flip.test', { A: ['10.9.9.9'] });
-    const second = await rawExchange(proxy.port, `CONNECT flip.test:${httpOrigin.port} HTTP/1.1\r\n\r\n`);
+    const second = await rawExchange(proxy.port, `CONNECT flip.test:${httpOrigin.port} HTTP/1.1\r\nHost: flip.test:${httpOrigin.port}\r\n\r\n`);
     expect(second).toMatch(/^HTTP\/1\.1 403 /);
     expect(second).toMatch(/private_address/);
   });
@@ -185,7 +185,7 @@ describe('CONNECT decisions', () => {
   ])('IP literal %s is canonicalised and matched by the CIDR rule only', async (spelling) => {
     const seen = proxy.sink.records.length;
     const s = await openRaw(proxy.port);
-    s.socket.write(`CONNECT ${spelling}:${httpOrigin.port} HTTP/1.1\r\n\r\n`);
+    s.socket.write(`CONNECT ${spelling}:${httpOrigin.port} HTTP/1.1\r\nHost: ${spelling}:${httpOrigin.port}\r\n\r\n`);
     const head = await s.read('\r\n\r\n');
     s.socket.destroy();
     expect(head).toMatch(/^HTTP\/1\.1 200 /);
@@ -195,7 +195,7 @@ describe('CONNECT decisions', () => {
 
   it('an IP literal is never matched by host globs', async () => {
     // *.test allows names; 10.0.0.1 is not under any CIDR rule.
-    const res = await rawExchange(proxy.port, `CONNECT 10.0.0.1:${httpOrigin.port} HTTP/1.1\r\n\r\n`);
+    const res = await rawExchange(proxy.port, `CONNECT 10.0.0.1:${httpOrigin.port} HTTP/1.1\r\nHost: 10.0.0.1:${httpOrigin.port}\r\n\r\n`);
     expect(res).toMatch(/^HTTP\/1\.1 403 /);
     expect(res).toMatch(/no_rule/);
   });
@@ -211,7 +211,7 @@ describe('CONNECT decisions', () => {
     ['path', 'allowed.test:443/x'],
     ['bad characters', 'allo%77ed.test:443'],
   ])('malformed CONNECT target (%s) gets 400 and a record', async (_label, target) => {
-    const res = await rawExchange(proxy.port, `CONNECT ${target} HTTP/1.1\r\n\r\n`);
+    const res = await rawExchange(proxy.port, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`);
     expect(res).toMatch(/^HTTP\/1\.1 400 /);
     expect(res).toMatch(/bad_request/);
     expect(res).not.toContain('pw@');
@@ -219,7 +219,7 @@ describe('CONNECT decisions', () => {
 
   it('bytes pipelined after CONNECT are delivered upstream, not interpreted', async () => {
     const s = await openRaw(proxy.port);
-    s.socket.write(`CONNECT allowed.test:${httpOrigin.port} HTTP/1.1\r\n\r\nGET /echo HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n`);
+    s.socket.write(`CONNECT allowed.test:${httpOrigin.port} HTTP/1.1\r\nHost: allowed.test:${httpOrigin.port}\r\n\r\nGET /echo HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n`);
     expect(await s.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 Connection established/);
     const rest = await s.read('"url":"/echo"');
     expect(rest).toContain('HTTP/1.1 200 OK');
@@ -227,14 +227,14 @@ describe('CONNECT decisions', () => {
   });
 
   it('upstream refusing the connection gets 502', async () => {
-    const res = await rawExchange(proxy.port, `CONNECT closed.test:${closedPort} HTTP/1.1\r\n\r\n`);
+    const res = await rawExchange(proxy.port, `CONNECT closed.test:${closedPort} HTTP/1.1\r\nHost: closed.test:${closedPort}\r\n\r\n`);
     expect(res).toMatch(/^HTTP\/1\.1 502 /);
     const rec = await proxy.sink.waitFor((r) => r.host === 'closed.test');
     expect(rec.reason).toBe('upstream_error');
   });
 
   it('a name that does not resolve gets 502 dns_failure', async () => {
-    const res = await rawExchange(proxy.port, `CONNECT nowhere.test:${httpOrigin.port} HTTP/1.1\r\n\r\n`);
+    const res = await rawExchange(proxy.port, `CONNECT nowhere.test:${httpOrigin.port} HTTP/1.1\r\nHost: nowhere.test:${httpOrigin.port}\r\n\r\n`);
     expect(res).toMatch(/^HTTP\/1\.1 502 /);
     expect(res).toMatch(/dns_failure/);
   });
@@ -243,21 +243,21 @@ describe('CONNECT decisions', () => {
 describe('request-head limits', () => {
   it('a slow request head (slowloris) is cut with 408', async () => {
     const s = await openRaw(proxy.port);
-    s.socket.write('CONNECT allowed.test:443 HTTP/1.1\r\nX-Slow: ');
+    s.socket.write('CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\nX-Slow: ');
     const res = await s.read(/HTTP\/1\.1 408/, 5_000);
     expect(res).toMatch(/408/);
     s.socket.destroy();
   });
 
   it('an oversize request head gets 431', async () => {
-    const res = await rawExchange(proxy.port, `CONNECT allowed.test:443 HTTP/1.1\r\nX-Big: ${'a'.repeat(40_000)}\r\n\r\n`);
+    const res = await rawExchange(proxy.port, `CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\nX-Big: ${'a'.repeat(40_000)}\r\n\r\n`);
     expect(res).toMatch(/^HTTP\/1\.1 431 /);
   });
 
   it('garbage gets 400 and the proxy keeps serving', async () => {
     const res = await rawExchange(proxy.port, '\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n');
     expect(res).toMatch(/^HTTP\/1\.1 400 /);
-    const ok = await rawExchange(proxy.port, `CONNECT allowed.test:${httpOrigin.port} HTTP/1.1\r\n\r\n`, 300);
+    const ok = await rawExchange(proxy.port, `CONNECT allowed.test:${httpOrigin.port} HTTP/1.1\r\nHost: allowed.test:${httpOrigin.port}\r\n\r\n`, 300);
     expect(ok).toMatch(/^HTTP\/1\.1 200 /);
   });
 });
@@ -283,7 +283,7 @@ describe('no input crashes the proxy', () => {
       // Either nothing yet (an incomplete head waiting for more) or an HTTP answer; never a crash.
       expect(out === '' || /^HTTP\/1\.1 \d{3} /.test(out)).toBe(true);
     }
-    const ok = await rawExchange(proxy.port, `CONNECT allowed.test:${httpOrigin.port} HTTP/1.1\r\n\r\n`, 300);
+    const ok = await rawExchange(proxy.port, `CONNECT allowed.test:${httpOrigin.port} HTTP/1.1\r\nHost: allowed.test:${httpOrigin.port}\r\n\r\n`, 300);
     expect(ok).toMatch(/^HTTP\/1\.1 200 /);
   });
 });

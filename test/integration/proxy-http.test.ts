@@ -198,7 +198,7 @@ describe('connection limits and address fallback', () => {
   });
 
   it('an established tunnel carries its decision id', async () => {
-    const res = await rawExchange(limited.port, `CONNECT two.test:${origin.port} HTTP/1.1\r\n\r\n`, 300);
+    const res = await rawExchange(limited.port, `CONNECT two.test:${origin.port} HTTP/1.1\r\nHost: two.test:${origin.port}\r\n\r\n`, 300);
     expect(res).toMatch(/^HTTP\/1\.1 200 Connection established\r\nX-Agent-Egress-Decision: [0-9a-z]+\r\n\r\n/);
   });
 });

@@ -66,7 +66,7 @@ agents:
   afterAll(() => proxy?.close());
 
   it('no credentials when the policy requires them: 407 with Proxy-Authenticate', async () => {
-    const res = await rawExchange(proxy.port, `CONNECT docs.test:${origin.port} HTTP/1.1\r\n\r\n`);
+    const res = await rawExchange(proxy.port, `CONNECT docs.test:${origin.port} HTTP/1.1\r\nHost: docs.test:${origin.port}\r\n\r\n`);
     expect(res).toMatch(/^HTTP\/1\.1 407 /);
     expect(res).toMatch(/Proxy-Authenticate: Basic realm="agent-egress"/);
   });
@@ -81,20 +81,20 @@ agents:
   });
 
   it('an agent gets its own rules on top of the shared ones; the record names it', async () => {
-    const api = await rawExchange(proxy.port, `CONNECT api.test:${origin.port} HTTP/1.1\r\n${basic('coder', 's3cret')}\r\n`, 300);
+    const api = await rawExchange(proxy.port, `CONNECT api.test:${origin.port} HTTP/1.1\r\nHost: api.test:${origin.port}\r\n${basic('coder', 's3cret')}\r\n`, 300);
     expect(api).toMatch(/^HTTP\/1\.1 200 /);
-    const docs = await rawExchange(proxy.port, `CONNECT docs.test:${origin.port} HTTP/1.1\r\n${basic('coder', 's3cret')}\r\n`, 300);
+    const docs = await rawExchange(proxy.port, `CONNECT docs.test:${origin.port} HTTP/1.1\r\nHost: docs.test:${origin.port}\r\n${basic('coder', 's3cret')}\r\n`, 300);
     expect(docs).toMatch(/^HTTP\/1\.1 200 /);
     const rec = await proxy.sink.waitFor((r) => r.agent === 'coder' && r.host === 'api.test');
     expect(rec.rule).toBe('coder-api');
   });
 
   it("one agent's rules do not apply to another; shared_rules: false drops the shared ones", async () => {
-    const ciApi = await rawExchange(proxy.port, `CONNECT api.test:${origin.port} HTTP/1.1\r\n${basic('ci', 'env-token-123')}\r\n`);
+    const ciApi = await rawExchange(proxy.port, `CONNECT api.test:${origin.port} HTTP/1.1\r\nHost: api.test:${origin.port}\r\n${basic('ci', 'env-token-123')}\r\n`);
     expect(ciApi).toMatch(/^HTTP\/1\.1 403 /);
-    const ciDocs = await rawExchange(proxy.port, `CONNECT docs.test:${origin.port} HTTP/1.1\r\n${basic('ci', 'env-token-123')}\r\n`);
+    const ciDocs = await rawExchange(proxy.port, `CONNECT docs.test:${origin.port} HTTP/1.1\r\nHost: docs.test:${origin.port}\r\n${basic('ci', 'env-token-123')}\r\n`);
     expect(ciDocs).toMatch(/^HTTP\/1\.1 403 /);
-    const ciOther = await rawExchange(proxy.port, `CONNECT other.test:${origin.port} HTTP/1.1\r\n${basic('ci', 'env-token-123')}\r\n`, 300);
+    const ciOther = await rawExchange(proxy.port, `CONNECT other.test:${origin.port} HTTP/1.1\r\nHost: other.test:${origin.port}\r\n${basic('ci', 'env-token-123')}\r\n`, 300);
     expect(ciOther).toMatch(/^HTTP\/1\.1 200 /);
   });
 });
@@ -128,7 +128,7 @@ rules:
 
   it('report mode never opens the address guard', async () => {
     dns.set('private.test', { A: ['10.1.1.1'] });
-    const res = await rawExchange(proxy.port, `CONNECT private.test:${origin.port} HTTP/1.1\r\n\r\n`);
+    const res = await rawExchange(proxy.port, `CONNECT private.test:${origin.port} HTTP/1.1\r\nHost: private.test:${origin.port}\r\n\r\n`);
     expect(res).toMatch(/^HTTP\/1\.1 403 /);
     expect(res).toMatch(/private_address/);
   });
@@ -156,15 +156,15 @@ rules:
     try {
       const first = proxy.egress.holder.current().hash;
       const tunnel = await openRaw(proxy.port);
-      tunnel.socket.write(`CONNECT api.test:${origin.port} HTTP/1.1\r\n\r\n`);
+      tunnel.socket.write(`CONNECT api.test:${origin.port} HTTP/1.1\r\nHost: api.test:${origin.port}\r\n\r\n`);
       expect(await tunnel.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
 
       writeFileSync(file, allow('docs.test'));
       const ok = await proxy.egress.holder.reload('api');
       expect(ok.ok).toBe(true);
       expect(proxy.egress.holder.current().hash).not.toBe(first);
-      expect(await rawExchange(proxy.port, `CONNECT api.test:${origin.port} HTTP/1.1\r\n\r\n`)).toMatch(/^HTTP\/1\.1 403 /);
-      expect(await rawExchange(proxy.port, `CONNECT docs.test:${origin.port} HTTP/1.1\r\n\r\n`, 300)).toMatch(/^HTTP\/1\.1 200 /);
+      expect(await rawExchange(proxy.port, `CONNECT api.test:${origin.port} HTTP/1.1\r\nHost: api.test:${origin.port}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 403 /);
+      expect(await rawExchange(proxy.port, `CONNECT docs.test:${origin.port} HTTP/1.1\r\nHost: docs.test:${origin.port}\r\n\r\n`, 300)).toMatch(/^HTTP\/1\.1 200 /);
 
       const good = proxy.egress.holder.current().hash;
       writeFileSync(file, 'version: 1\nrules:\n  - name: broken\n    action: allow\n    hosts: ["bad host"]\n');
@@ -173,7 +173,7 @@ rules:
       if (!bad.ok) expect(bad.error).toMatch(/reload\.yaml:5/);
       expect(proxy.egress.holder.current().hash).toBe(good);
       expect(proxy.egress.holder.state()).toMatchObject({ reloadFailures: 1 });
-      expect(await rawExchange(proxy.port, `CONNECT docs.test:${origin.port} HTTP/1.1\r\n\r\n`, 300)).toMatch(/^HTTP\/1\.1 200 /);
+      expect(await rawExchange(proxy.port, `CONNECT docs.test:${origin.port} HTTP/1.1\r\nHost: docs.test:${origin.port}\r\n\r\n`, 300)).toMatch(/^HTTP\/1\.1 200 /);
 
       // The tunnel opened under the first policy still carries traffic.
       tunnel.socket.write(`GET / HTTP/1.1\r\nHost: api.test\r\n\r\n`);

@@ -35,6 +35,11 @@ describe('AddressGuard exemptions', () => {
     [['10.0.0.0/8'], '2002:a01:203::', { ok: true }],
     [['::ffff:0:0/96'], '::ffff:10.1.2.3', { ok: false, range: 'mapped:private' }],
     [['64:ff9b::/96'], '64:ff9b::7f00:1', { ok: false, range: 'nat64:loopback' }],
+    // an exempted Teredo or local NAT64 range never carries a metadata IPv4 through (client 169.254.169.254)
+    [['2001::/32'], '2001:0:4136:e378:8000:63bf:5601:5601', { ok: false, range: 'teredo:metadata' }],
+    [['2001::/32'], '2001:0:4136:e378:8000:63bf:f7f7:f7f7', { ok: true }],
+    [['64:ff9b:1::/48'], '64:ff9b:1::a9fe:a9fe', { ok: false, range: 'nat64-local:metadata' }],
+    [['64:ff9b:1::/48'], '64:ff9b:1::808:808', { ok: true }],
     // families do not cross
     [['::/0'], '10.0.0.1', { ok: false, range: 'private' }],
     [['0.0.0.0/0'], 'fd00::1', { ok: false, range: 'unique-local' }],

@@ -12,6 +12,8 @@ function errorsOf(file: string): { line: number; column: number; message: string
     loadPolicyFile(fixture(file));
   } catch (e) {
     expect(e).toBeInstanceOf(PolicyError);
+    // A PolicyError always names at least one cause; the file check below must not run zero times.
+    expect((e as PolicyError).errors.length).toBeGreaterThan(0);
     for (const x of (e as PolicyError).errors) expect(x.file).toBe(fixture(file));
     return (e as PolicyError).errors.map(({ line, column, message }) => ({ line, column, message }));
   }
@@ -73,6 +75,8 @@ describe('load errors: every problem, with its line and column', () => {
     ]],
   ])('%s', (file, expected) => {
     const errors = errorsOf(file);
+    expect(expected.length).toBeGreaterThan(0);
+    expect(errors).toHaveLength(expected.length);
     expect(errors.map((e) => [e.line, e.column])).toEqual(expected.map(([l, c]) => [l, c]));
     errors.forEach((e, i) => expect(e.message).toMatch(expected[i][2]));
   });
@@ -116,6 +120,7 @@ describe('load errors: every problem, with its line and column', () => {
       err = e;
     }
     expect(err).toBeInstanceOf(PolicyError);
+    expect((err as PolicyError).errors.length).toBeGreaterThan(0);
     for (const e of (err as PolicyError).errors) {
       expect(e.line).toBeGreaterThanOrEqual(1);
       expect(e.column).toBeGreaterThanOrEqual(1);

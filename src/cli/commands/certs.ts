@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { CertsError, DEFAULT_SERVER_NAMES, initCerts } from '../../certs/init.js';
 import { FirewallExecError } from '../../firewall/exec.js';
+import { parsePositiveInt } from '../parse.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
@@ -12,15 +13,15 @@ export function registerCerts(program: Command): void {
     .option('--dir <dir>', 'where to write them', 'certs')
     .option('--san <name-or-ip>', `server certificate name or address (repeatable; default ${DEFAULT_SERVER_NAMES.join(', ')})`, collect)
     .option('--agent <name>', 'issue a client certificate for this agent (repeatable)', collect)
-    .option('--days <n>', 'validity in days', '825')
+    .option('--days <n>', 'validity in days', parsePositiveInt, 825)
     .option('--force', 'replace an existing CA (and so every certificate)')
-    .action(async (flags: { dir: string; san?: string[]; agent?: string[]; days: string; force?: boolean }) => {
+    .action(async (flags: { dir: string; san?: string[]; agent?: string[]; days: number; force?: boolean }) => {
       try {
         const r = await initCerts({
           dir: flags.dir,
           serverNames: flags.san ?? [],
           agents: flags.agent ?? [],
-          days: Number(flags.days),
+          days: flags.days,
           force: !!flags.force,
         });
         for (const f of r.created) process.stdout.write(`created ${f}\n`);

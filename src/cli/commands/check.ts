@@ -1,20 +1,42 @@
 import { Command, Option } from 'commander';
+import { attribute } from '../../decisions/attribution.js';
 import { AddressGuard } from '../../net/guard.js';
 import { createResolver } from '../../net/resolve.js';
-import { formatAuthority, parseCheckTarget, TargetError } from '../../net/target.js';
+import { formatAuthority, parseCheckTarget, TargetError, type Target } from '../../net/target.js';
 import { PolicyError } from '../../policy/types.js';
 import { vetDestination } from '../../proxy/vet.js';
 import { buildPolicy } from '../../runtime/policy-holder.js';
 import { listValue, repeatable } from '../parse.js';
 
+/**
+ * How the proxy would receive TARGET: an http:// URL arrives as a plain request with its method (GET
+ * unless told); an https:// URL or a bare host[:port] arrives as a CONNECT, whose method the proxy
+ * cannot see. A bare host gets port 443, as a client opening HTTPS to it would use.
+ */
+export function checkRequest(text: string, method: string | undefined): { target: Target; via: 'http' | 'connect'; method?: string } {
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(text)?.[1]?.toLowerCase();
+  if (scheme === undefined) {
+    const bare = text.startsWith('[') ? text.endsWith(']') : !text.includes(':');
+    return { target: parseCheckTarget(bare ? `${text}:443` : text), via: 'connect' };
+  }
+  const target = parseCheckTarget(text);
+  if (scheme === 'http') return { target, via: 'http', method: method ?? 'GET' };
+  return { target, via: 'connect' };
+}
+
 export function registerCheck(program: Command): void {
   program
     .command('check')
-    .description('Decide TARGET (host:port or URL) against the policy without sending anything. Exit 0 allow, 1 deny, 2 bad input.')
-    .argument('<target>', 'host:port, [v6]:port, http://host/path or https://host/path')
-    .addOption(new Option('--policy <file>', 'policy YAML file').env('AGENT_EGRESS_POLICY'))
+    .description(
+      'Decide TARGET against the policy exactly as the proxy would, without sending anything. An http:// URL is ' +
+        'decided as a plain request (with --method, default GET); an https:// URL or host[:port] as a CONNECT tunnel ' +
+        '(port 443 when none is given), where the method is not visible, so a rule with methods refuses it. ' +
+        'Exit 0 allow, 1 deny, 2 bad input or no policy.',
+    )
+    .argument('<target>', 'host, host:port, [v6]:port, http://host/path or https://host/path')
+    .addOption(new Option('--policy <file>', 'policy YAML file, as for serve (without it and without --allow/--deny there is no policy: exit 2)').env('AGENT_EGRESS_POLICY'))
     .option('--agent <name>', 'decide as this agent (default: anonymous)')
-    .option('--method <method>', 'HTTP method, for rules that name methods (plain HTTP)')
+    .option('--method <method>', 'HTTP method of an http:// request (default GET); an https:// target is a CONNECT whatever the method')
     .addOption(repeatable('--allow <pattern[:ports]>', 'allow rule, as for serve', 'AGENT_EGRESS_ALLOW'))
     .addOption(repeatable('--deny <pattern[:ports]>', 'deny rule, as for serve', 'AGENT_EGRESS_DENY'))
     .addOption(repeatable('--allow-address <cidr>', 'address guard exemption, as for serve', 'AGENT_EGRESS_ALLOW_ADDRESS'))
@@ -22,11 +44,17 @@ export function registerCheck(program: Command): void {
     .addOption(repeatable('--dns-server <ip[:port]>', 'with --resolve: resolve through these servers', 'AGENT_EGRESS_DNS_SERVER'))
     .option('--json', 'print the decision as JSON')
     .action(async (text: string, o) => {
+      const flags = { allow: listValue(o.allow), deny: listValue(o.deny), allowAddress: listValue(o.allowAddress) };
+      if (!o.policy && flags.allow.length === 0 && flags.deny.length === 0) {
+        // Deciding against an empty policy would answer "deny" for everything and look like an answer.
+        console.error('no policy loaded: pass --policy FILE (or AGENT_EGRESS_POLICY), or --allow/--deny rules');
+        process.exit(2);
+      }
       let policy;
-      let target;
+      let asked;
       try {
-        policy = buildPolicy(o.policy, { allow: listValue(o.allow), deny: listValue(o.deny), allowAddress: listValue(o.allowAddress) });
-        target = parseCheckTarget(text);
+        policy = buildPolicy(o.policy, flags);
+        asked = checkRequest(text, o.method ? String(o.method).toUpperCase() : undefined);
       } catch (err) {
         if (err instanceof PolicyError) console.error(`invalid policy\n${err.message}`);
         else if (err instanceof TargetError) console.error(`bad target: ${err.message}`);
@@ -37,22 +65,26 @@ export function registerCheck(program: Command): void {
         console.error(`unknown agent ${JSON.stringify(o.agent)} (the policy defines: ${policy.spec.agents.map((a) => a.name).join(', ') || 'none'})`);
         process.exit(2);
       }
+      const { target, via, method } = asked;
       const agent: string | null = o.agent ?? null;
-      const method = o.method ? String(o.method).toUpperCase() : undefined;
       let out: Record<string, unknown>;
       if (o.resolve) {
         const resolver = createResolver({ servers: listValue(o.dnsServer).length ? listValue(o.dnsServer) : undefined });
         const v = await vetDestination({ policy, guard: new AddressGuard({ exempt: policy.spec.guardExempt }), resolver }, agent, target, method);
-        out = { verdict: v.verdict, mode: v.mode, rule: v.rule, reason: v.reason, addresses: v.ok ? v.addresses : [], refused: v.refused ?? [] };
+        // Named as the proxy's record names it: no rule for a guard refusal or failed lookup after an allow.
+        const rule = v.decision ? attribute(v.decision, { verdict: v.verdict, reason: v.reason }).rule : v.rule;
+        out = { verdict: v.verdict, mode: v.mode, rule, reason: v.reason, addresses: v.ok ? v.addresses : [], refused: v.refused ?? [] };
       } else {
         const d = policy.decide({ agent, host: target.host, port: target.port, method });
         out = { verdict: d.verdict, mode: d.mode, rule: d.rule, reason: d.reason };
       }
-      out = { target: formatAuthority(target), agent, ...out, policyHash: policy.hash };
+      out = { target: formatAuthority(target), via, method: method ?? 'CONNECT', agent, ...out, policyHash: policy.hash };
       if (o.json) console.log(JSON.stringify(out));
       else {
         const forwarded = out.verdict === 'deny' && out.mode === 'report' ? ' (report mode: would be forwarded)' : '';
         console.log(`${String(out.verdict).toUpperCase()} ${out.target}${forwarded}`);
+        console.log(`  as:     ${via === 'connect' ? 'CONNECT tunnel (methods inside are not visible)' : `${method} (plain HTTP)`}`);
+        if (via === 'connect' && o.method) console.log(`  note:   ${String(o.method).toUpperCase()} does not apply: the proxy sees only the CONNECT`);
         console.log(`  rule:   ${out.rule ?? '-'}`);
         console.log(`  reason: ${out.reason}`);
         if (o.resolve) {

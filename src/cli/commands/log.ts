@@ -1,10 +1,12 @@
 import { Command, Option } from 'commander';
 import { AdminClient } from '../../admin/client.js';
-import type { DecisionRecord } from '../../decisions/record.js';
-import { buildFilter, QueryError, type RawFilter } from '../../decisions/query.js';
+import { outcomeOf, weightOf, type DecisionRecord } from '../../decisions/record.js';
+import { buildFilter, MAX_LIMIT, QueryError, type RawFilter } from '../../decisions/query.js';
 import { openSqliteStoreReadOnly, type SqliteDecisionStore } from '../../decisions/store/sqlite.js';
 import { StoreUnavailableError, type QueryPage } from '../../decisions/store/types.js';
 import { renderSummary, type Summary } from '../../decisions/summary.js';
+import { displaySafe, safeJson, safeJsonText } from '../../decisions/display.js';
+import { parseHttpUrl } from '../parse.js';
 
 export interface SourceOptions {
   dataDir?: string;
@@ -15,10 +17,27 @@ export interface SourceOptions {
 export interface LogOptions extends SourceOptions, Omit<RawFilter, 'limit' | 'cursor'> {
   limit?: string;
   json?: boolean;
+  wide?: boolean;
 }
 
-type Out = (s: string) => void;
-const stdout: Out = (s) => void process.stdout.write(s);
+/** Where output goes; a returned promise is waited for (backpressure). */
+type Out = (s: string) => void | Promise<void>;
+
+/** process.stdout with backpressure; a reader that went away (`| head`) ends the command quietly. */
+let pipeWatched = false;
+const stdout: Out = (s) => {
+  if (!pipeWatched) {
+    pipeWatched = true;
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit();
+      throw err;
+    });
+  }
+  return new Promise<void>((resolve) => {
+    if (process.stdout.write(s)) resolve();
+    else process.stdout.once('drain', resolve);
+  });
+};
 
 /** Reads the store file directly (read-only, works while the proxy writes it) or goes through the admin API. */
 interface Source {
@@ -45,41 +64,153 @@ function rawFilter(o: LogOptions): RawFilter {
   return raw;
 }
 
-const COLUMNS: [string, (r: DecisionRecord) => string, number][] = [
-  ['TIME', (r) => r.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), 20],
-  ['DECISION', (r) => (r.mode === 'report' && r.verdict === 'deny' ? 'deny*' : r.verdict), 8],
-  ['AGENT', (r) => r.agent ?? '-', 16],
-  ['METHOD', (r) => r.method, 7],
-  ['DESTINATION', (r) => (r.port === null ? r.host : `${r.host.includes(':') ? `[${r.host}]` : r.host}:${r.port}`), 40],
-  ['REASON', (r) => r.reason, 19],
-  ['RULE', (r) => r.rule ?? '-', 16],
-  ['ID', (r) => r.id, 20],
-];
-
-/** A readable fixed-width table; long cells are cut with an ellipsis so columns stay aligned. */
-export function renderTable(records: DecisionRecord[]): string {
-  const cells = records.map((r) => COLUMNS.map(([, f, max]) => {
-    const v = f(r);
-    return v.length > max ? `${v.slice(0, max - 1)}…` : v;
-  }));
-  const widths = COLUMNS.map(([h], i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-  const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i])).join('  ').trimEnd();
-  const out = [line(COLUMNS.map(([h]) => h)), ...cells.map(line)];
-  if (records.some((r) => r.mode === 'report' && r.verdict === 'deny')) out.push('', 'deny* = report mode: would have been denied, was forwarded');
-  return out.join('\n') + '\n';
+interface Column {
+  head: string;
+  cell: (r: DecisionRecord) => string;
+  /** Longest cell shown before it is cut with an ellipsis (without --wide); 0 = never cut. */
+  max: number;
 }
 
-export async function runQuery(o: LogOptions, out: Out = stdout): Promise<void> {
-  const raw = rawFilter({ ...o, limit: o.limit ?? '50' });
-  const src = openSource(o);
-  try {
-    const page = await src.query(raw);
-    if (o.json) for (const r of page.records) out(`${JSON.stringify(r)}\n`);
-    else if (page.records.length === 0) out('no decisions match\n');
-    else out(renderTable(page.records));
-  } finally {
-    await src.close();
+// RULE comes last and is never cut: it is what an operator edits the policy by, and a cut name is a
+// different name. Every other column has a fixed width, so a streamed table (`log tail`, `--limit 0`)
+// lines up with its header.
+const COLUMNS: Column[] = [
+  { head: 'TIME', cell: (r) => r.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), max: 20 },
+  { head: 'DECISION', cell: (r) => outcomeOf(r), max: 8 },
+  { head: 'AGENT', cell: (r) => r.agent ?? '-', max: 16 },
+  { head: 'METHOD', cell: (r) => r.method, max: 7 },
+  { head: 'DESTINATION', cell: (r) => (r.port === null ? r.host : `${r.host.includes(':') ? `[${r.host}]` : r.host}:${r.port}`), max: 40 },
+  // A folded record (repeated identical denials) shows how many it stands for: "no_rule x523".
+  { head: 'REASON', cell: (r) => (weightOf(r) > 1 ? `${r.reason} x${weightOf(r)}` : r.reason), max: 26 },
+  { head: 'ID', cell: (r) => r.id, max: 18 },
+  { head: 'RULE', cell: (r) => r.rule ?? '-', max: 0 },
+];
+
+export interface TableOptions {
+  /** Never cut a cell (columns may then not line up in a streamed table). */
+  wide?: boolean;
+}
+
+/**
+ * Fixed-width table rows. Every cell is displaySafe: a recorded control character shows as an escape,
+ * it never reaches the terminal. Widths are fixed up front (the columns' maxima, or, for a page known in
+ * advance, its longest cells), so rows printed one at a time line up with the header.
+ */
+export class TableFormat {
+  private readonly widths: number[];
+  private report = false;
+  private failure = false;
+
+  constructor(
+    private readonly opts: TableOptions = {},
+    fitTo?: DecisionRecord[],
+  ) {
+    this.widths = COLUMNS.map((c, i) => {
+      if (!fitTo) return Math.max(c.head.length, c.max);
+      const longest = Math.max(c.head.length, ...fitTo.map((r) => this.cells(r)[i].length));
+      return c.max && !opts.wide ? Math.min(longest, Math.max(c.head.length, c.max)) : longest;
+    });
   }
+
+  private cells(r: DecisionRecord): string[] {
+    return COLUMNS.map((c) => {
+      const v = displaySafe(c.cell(r));
+      return c.max && !this.opts.wide && v.length > c.max ? `${v.slice(0, c.max - 1)}…` : v;
+    });
+  }
+
+  private line(cells: string[]): string {
+    return cells.map((v, i) => v.padEnd(this.widths[i])).join('  ').trimEnd() + '\n';
+  }
+
+  header(): string {
+    return this.line(COLUMNS.map((c) => c.head));
+  }
+
+  row(r: DecisionRecord): string {
+    const o = outcomeOf(r);
+    if (o === 'deny*') this.report = true;
+    if (o === 'error') this.failure = true;
+    return this.line(this.cells(r));
+  }
+
+  /** What the markers in the rows printed so far mean. */
+  legend(): string {
+    const out: string[] = [];
+    if (this.report) out.push('deny* = report mode: would have been denied, was forwarded');
+    if (this.failure) out.push('error = the policy allowed it, then DNS or the upstream failed (REASON); not a denial');
+    return out.length ? `\n${out.join('\n')}\n` : '';
+  }
+}
+
+/** A whole page as a table, its columns fitted to the page. */
+export function renderTable(records: DecisionRecord[], opts: TableOptions = {}): string {
+  const t = new TableFormat(opts, records);
+  return t.header() + records.map((r) => t.row(r)).join('') + t.legend();
+}
+
+/**
+ * Output in chunks, waiting for the writer when it asks to (a pipe whose reader is slow), so memory stays
+ * bounded however many rows are written.
+ */
+class ChunkedOut {
+  private buf = '';
+  constructor(private readonly out: Out) {}
+  async write(s: string): Promise<void> {
+    this.buf += s;
+    if (this.buf.length >= 64 * 1024) await this.flush();
+  }
+  async flush(): Promise<void> {
+    if (!this.buf) return;
+    const b = this.buf;
+    this.buf = '';
+    await this.out(b);
+  }
+}
+
+/** `log query`: a page (default 50) as a table or JSON lines; `--limit 0` streams every match. */
+export async function runQuery(o: LogOptions, out: Out = stdout): Promise<void> {
+  const limit = parseCliLimit(o.limit ?? '50');
+  const raw = rawFilter({ ...o, limit: undefined });
+  const w = new ChunkedOut(out);
+  const table = o.json ? null : new TableFormat({ wide: o.wide });
+  let n = 0;
+  const emit = async (r: DecisionRecord | string): Promise<void> => {
+    n++;
+    if (typeof r === 'string') await w.write(`${safeJsonText(r)}\n`);
+    else await w.write(table ? table.row(r) : `${safeJson(r)}\n`);
+  };
+  if (table) await w.write(table.header());
+  if (o.url) {
+    // The API caps a page; follow its cursor until the limit (or the end) is reached.
+    const client = new AdminClient(o.url, o.token ?? process.env.AGENT_EGRESS_ADMIN_TOKEN);
+    let cursor: string | undefined;
+    do {
+      const want = limit === 0 ? MAX_LIMIT : Math.min(MAX_LIMIT, limit - n);
+      const page = await client.query({ ...raw, limit: String(want), ...(cursor ? { cursor } : {}) });
+      for (const r of page.records) await emit(r);
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor && (limit === 0 || n < limit));
+  } else {
+    const store = openSqliteStoreReadOnly({ dataDir: o.dataDir ?? './data' });
+    try {
+      for (const json of store.iterateJson(buildFilter(raw), limit)) {
+        if (table) await emit(JSON.parse(json) as DecisionRecord);
+        else await emit(json);
+      }
+    } finally {
+      await store.close();
+    }
+  }
+  if (n === 0 && table) await w.write('no decisions match\n');
+  else if (table) await w.write(table.legend());
+  await w.flush();
+}
+
+/** --limit for the CLI: 0 (all) or a positive integer; the admin API keeps its own cap per page. */
+function parseCliLimit(text: string): number {
+  if (!/^\d{1,12}$/.test(text)) throw new QueryError('limit', 'expected 0 (no limit) or a positive integer');
+  return Number(text);
 }
 
 export async function runSummary(o: LogOptions, out: Out = stdout): Promise<void> {
@@ -87,7 +218,7 @@ export async function runSummary(o: LogOptions, out: Out = stdout): Promise<void
   const src = openSource(o);
   try {
     const s = await src.summary(raw);
-    out(o.json ? `${JSON.stringify(s)}\n` : renderSummary(s));
+    out(o.json ? `${safeJson(s)}\n` : renderSummary(s));
   } finally {
     await src.close();
   }
@@ -96,8 +227,9 @@ export async function runSummary(o: LogOptions, out: Out = stdout): Promise<void
 /** Follow new decisions until `signal` aborts: polls the file, or the SSE stream with --url. */
 export async function runTail(o: LogOptions, signal: AbortSignal, out: Out = stdout, pollMs = 500): Promise<void> {
   const raw = rawFilter({ ...o, limit: undefined });
-  const print = (r: DecisionRecord) => out(o.json ? `${JSON.stringify(r)}\n` : renderTable([r]).split('\n')[1] + '\n');
-  if (!o.json) out(renderTable([]));
+  const table = o.json ? null : new TableFormat({ wide: o.wide });
+  const print = (r: DecisionRecord) => void out(table ? table.row(r) : `${safeJson(r)}\n`);
+  if (table) await out(table.header());
   if (o.url) {
     await new AdminClient(o.url, o.token ?? process.env.AGENT_EGRESS_ADMIN_TOKEN).stream(raw, print, signal);
     return;
@@ -146,7 +278,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 function sourceOptions(cmd: Command): Command {
   return cmd
     .option('--data-dir <dir>', 'directory of the decision store (read directly, read-only)', './data')
-    .option('--url <url>', 'read through the admin API instead, e.g. http://127.0.0.1:3129')
+    .option('--url <url>', 'read through the admin API instead, e.g. http://127.0.0.1:3129', parseHttpUrl)
     .option('--token <token>', 'admin API bearer token (default: $AGENT_EGRESS_ADMIN_TOKEN)');
 }
 
@@ -159,8 +291,8 @@ function filterOptions(cmd: Command, withLimit: boolean): Command {
     .option('--host <glob>', 'only hosts matching this glob (* and ?)')
     .option('--reason <code>', 'only this reason code (see docs/decision-log.md)')
     .option('--rule <name>', 'only decisions made by this rule');
-  if (withLimit) cmd.option('--limit <n>', 'at most this many records (1-1000)', '50');
-  return cmd.option('--json', 'JSON lines instead of a table');
+  if (withLimit) cmd.option('--limit <n>', 'at most this many records; 0 = all of them (streamed, constant memory)', '50');
+  return cmd.option('--json', 'JSON lines instead of a table').option('--wide', 'never cut a table cell');
 }
 
 /** Errors a user can fix are one line and exit 1; anything else is a bug and propagates. */

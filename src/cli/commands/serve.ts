@@ -1,13 +1,13 @@
 import { Command, Option } from 'commander';
-import pino from 'pino';
 import { PolicyError } from '../../policy/types.js';
 import { DEFAULT_LIMITS } from '../../proxy/options.js';
 import { formatListen } from '../../runtime/listen.js';
-import { attachWorker, isClusterWorker, parseWorkers, runPrimary, workerConfig } from '../../runtime/cluster.js';
+import { attachWorker, isClusterWorker, parseWorkers, reportWorkerStartFailure, runPrimary, workerConfig } from '../../runtime/cluster.js';
 import { buildPolicy } from '../../runtime/policy-holder.js';
+import { createOpLogger, OP_LOG_FORMATS, reportModeWarning, type OpLogFormat } from '../../runtime/oplog.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
-import { listValue, parseDurationMs, parsePositiveInt, parseSize, repeatable } from '../parse.js';
+import { listValue, parseDurationMs, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;
 
@@ -29,6 +29,7 @@ export function registerServe(program: Command): void {
     .addOption(opt('--no-decision-log', 'do not write JSON-lines decision records', 'NO_DECISION_LOG'))
     .addOption(opt('--log-query', 'keep query strings in recorded paths (off: queries often carry tokens)', 'LOG_QUERY'))
     .addOption(opt('--log-level <level>', 'operational log level (stderr)', 'LOG_LEVEL').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .addOption(opt('--log-format <format>', 'operational log format: auto = pretty on a terminal, JSON lines otherwise', 'LOG_FORMAT').choices(OP_LOG_FORMATS).default('auto'))
     .addOption(opt('--tls-cert <file>', 'serve the proxy over TLS with this certificate (clients use HTTPS_PROXY=https://…)', 'TLS_CERT'))
     .addOption(opt('--tls-key <file>', 'private key for --tls-cert', 'TLS_KEY'))
     .addOption(opt('--client-ca <file>', 'require client certificates signed by this CA; their CN/SAN identify agents (cert_names)', 'CLIENT_CA'))
@@ -52,7 +53,7 @@ export function registerServe(program: Command): void {
     .addOption(opt('--admin-token <token>', 'bearer token for the admin API (prefer the env var)', 'ADMIN_TOKEN'))
     .addOption(opt('--alert-window <dur>', 'spike alerts: sliding window of denies per agent', 'ALERT_WINDOW').argParser(parseDurationMs).default(60_000, '60s'))
     .addOption(opt('--alert-threshold <n>', 'spike alerts: denies in the window that count as a spike', 'ALERT_THRESHOLD').argParser(parsePositiveInt).default(20))
-    .addOption(opt('--alert-multiplier <x>', "spike alerts: and more than x times the agent's own baseline", 'ALERT_MULTIPLIER').argParser(Number).default(3))
+    .addOption(opt('--alert-multiplier <x>', "spike alerts: and more than x times the agent's own baseline", 'ALERT_MULTIPLIER').argParser(parsePositiveNumber).default(3))
     .addOption(opt('--alert-webhook <url>', 'POST spike alerts (JSON) here; not subject to the agent policy', 'ALERT_WEBHOOK'))
     .addOption(opt('--no-alerts', 'turn spike detection off', 'NO_ALERTS'))
     .addOption(opt('--firewall-metrics <tool>', "export the companion firewall's refused-packet counters in /metrics (rules on this host)", 'FIREWALL_METRICS').choices(['nftables', 'iptables']))
@@ -62,7 +63,7 @@ export function registerServe(program: Command): void {
     .addOption(opt('--dns-cache-size <n>', 'answers cached (0 = off)', 'DNS_CACHE_SIZE').argParser(parseCacheSize).default(10_000))
     .addOption(opt('--workers <n|auto>', 'processes sharing the listeners (node:cluster); auto = one per core', 'WORKERS').default('1'))
     .action(async (o) => {
-      const logger = pino({ level: o.logLevel }, pino.destination(2));
+      const logger = createOpLogger({ level: o.logLevel, format: o.logFormat as OpLogFormat });
       if (!!o.tlsCert !== !!o.tlsKey) {
         console.error('agent-egress: --tls-cert and --tls-key go together');
         process.exit(2);
@@ -110,7 +111,8 @@ export function registerServe(program: Command): void {
       if (workers > 1 && !isClusterWorker()) {
         try {
           // Validate before forking anything: never start half-configured.
-          buildPolicy(cfg.policyFile, cfg.flags);
+          const report = reportModeWarning(buildPolicy(cfg.policyFile, cfg.flags).spec);
+          if (report) logger.warn({ agents: report.agents }, report.msg);
           await runPrimary(cfg, workers, logger);
         } catch (err) {
           if (err instanceof PolicyError) console.error(`agent-egress: invalid policy\n${err.message}`);
@@ -125,7 +127,9 @@ export function registerServe(program: Command): void {
         running = await startEgress(clustered ? workerConfig(cfg) : cfg);
       } catch (err) {
         // Never start half-configured: a bad policy or listen address is exit 2 with the reason.
-        if (err instanceof PolicyError) console.error(`agent-egress: invalid policy\n${err.message}`);
+        // A worker hands the reason to the primary, which says it once for all workers.
+        if (clustered) await reportWorkerStartFailure(err instanceof PolicyError ? `invalid policy: ${err.message}` : (err as Error).message);
+        else if (err instanceof PolicyError) console.error(`agent-egress: invalid policy\n${err.message}`);
         else console.error(`agent-egress: cannot start: ${(err as Error).message}`);
         process.exit(2);
       }
@@ -142,6 +146,8 @@ export function registerServe(program: Command): void {
         },
         'agent-egress proxy listening',
       );
+      const report = clustered ? null : reportModeWarning(r.holder.current().spec);
+      if (report) logger.warn({ agents: report.agents }, report.msg);
       process.on('SIGHUP', () => void r.holder.reload('signal'));
       let stopping = false;
       const stop = (signal: string) => {

@@ -1,10 +1,12 @@
 import Database from 'better-sqlite3';
+import { getDomain } from 'tldts';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import type { DecisionRecord } from '../record.js';
+import { FAILURE_REASONS, weightOf, type DecisionRecord } from '../record.js';
 import { DEFAULT_LIMIT, MAX_LIMIT, hostGlobToSqlite, type QueryFilter } from '../query.js';
 import { GENESIS_HASH, canonicalRecordJson, chainHash, verifyChain, type ChainRow, type VerifyResult } from '../chain.js';
 import type { Summary } from '../summary.js';
+import { RepeatFolder, type RepeatOptions } from './repeats.js';
 import { StoreUnavailableError, type DecisionStore, type QueryPage, type StoreStats, type TailPage } from './types.js';
 
 export const DEFAULT_DB_FILE = 'decisions.sqlite';
@@ -12,6 +14,7 @@ export const DEFAULT_DB_FILE = 'decisions.sqlite';
 /** Anything with pino's error(obj, msg) shape. */
 export interface ErrorLogger {
   error(obj: object, msg?: string): void;
+  warn?(obj: object, msg?: string): void;
 }
 
 export interface SqliteStoreOptions {
@@ -29,6 +32,10 @@ export interface SqliteStoreOptions {
   busyTimeoutMs?: number;
   retention?: {
     maxAgeMs?: number;
+    /**
+     * Keep the records' pages under this many bytes. Checked after every committed batch, and the
+     * excess is deleted at once, oldest first, in one pass sized to it.
+     */
     maxBytes?: number;
     /** How often the background retention runs. Default 60 s. */
     intervalMs?: number;
@@ -37,9 +44,18 @@ export interface SqliteStoreOptions {
     /** Transactions per run. Default 20. */
     maxBatchesPerRun?: number;
   };
+  /** Fold repeated identical denials into one counted record (see repeats.ts); false = store each. */
+  repeats?: RepeatOptions | false;
   logger?: ErrorLogger;
   onError?: (err: Error) => void;
 }
+
+/** Size retention deletes down to this share of maxBytes, so it does not run again on the next batch. */
+const SIZE_TARGET = 0.9;
+/** Rows per deleting transaction, so writers (other workers) are never held up for long. */
+const SIZE_DELETE_ROWS = 5000;
+/** Free pages kept for reuse, as a share of maxBytes; the rest go back to the file system. */
+const FREE_RESERVE = 0.1;
 
 interface Pending {
   rec: DecisionRecord;
@@ -57,6 +73,7 @@ interface Row {
   rule: string | null;
   json: string;
   hash: string;
+  weight?: number;
 }
 
 const SCHEMA = `
@@ -70,7 +87,8 @@ CREATE TABLE IF NOT EXISTS decisions (
   reason TEXT NOT NULL,
   rule TEXT,
   json TEXT NOT NULL,
-  hash TEXT NOT NULL
+  hash TEXT NOT NULL,
+  weight INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS decisions_id ON decisions(id);
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time_ms);
@@ -135,7 +153,11 @@ export class SqliteDecisionStore implements DecisionStore {
   private lastErrorReport = 0;
   private listeners = new Set<() => void>();
   private counters = { dropped: 0, written: 0, retained: 0, failing: false };
-  private readonly o: Required<Omit<SqliteStoreOptions, 'retention' | 'logger' | 'onError' | 'dataDir' | 'fileName'>>;
+  private readonly repeats: RepeatFolder | null;
+  private repeatTimer: NodeJS.Timeout | null = null;
+  /** How many decisions a row stands for, in SQL: the weight column, or 1 in a store from before it. */
+  private weight = 'weight';
+  private readonly o: Required<Omit<SqliteStoreOptions, 'retention' | 'repeats' | 'logger' | 'onError' | 'dataDir' | 'fileName'>>;
 
   constructor(
     private readonly opts: SqliteStoreOptions & { readonly?: boolean; file?: string },
@@ -148,6 +170,12 @@ export class SqliteDecisionStore implements DecisionStore {
       retryMs: opts.retryMs ?? 1000,
       busyTimeoutMs: opts.busyTimeoutMs ?? 5000,
     };
+    this.repeats = opts.readonly || opts.repeats === false ? null : new RepeatFolder(opts.repeats || {});
+    if (this.repeats) {
+      // Settles counted folds whose window ended even when nothing else arrives.
+      this.repeatTimer = setInterval(() => this.settleRepeats(Date.now()), 1000);
+      this.repeatTimer.unref();
+    }
     if (!opts.readonly && opts.retention && (opts.retention.maxAgeMs || opts.retention.maxBytes)) {
       this.retentionTimer = setInterval(() => this.runRetention(), opts.retention.intervalMs ?? 60_000);
       this.retentionTimer.unref();
@@ -161,16 +189,25 @@ export class SqliteDecisionStore implements DecisionStore {
       if (this.opts.readonly) {
         const db = new Database(this.file, { readonly: true, fileMustExist: true });
         db.pragma(`busy_timeout = ${this.o.busyTimeoutMs}`);
+        const cols = db.pragma('table_info(decisions)') as { name: string }[];
+        if (!cols.some((c) => c.name === 'weight')) this.weight = '1';
         this.db = db;
       } else {
         mkdirSync(path.dirname(this.file), { recursive: true });
         const db = new Database(this.file);
         try {
           db.pragma(`busy_timeout = ${this.o.busyTimeoutMs}`);
+          // Set before the first table exists, so deleted pages can be handed back (incremental_vacuum).
+          const fresh = (db.prepare('SELECT count(*) FROM sqlite_master').pluck().get() as number) === 0;
+          if (fresh) db.pragma('auto_vacuum = INCREMENTAL');
           db.pragma('journal_mode = WAL');
           // NORMAL in WAL: a crash loses at most the last commits, never corrupts; FULL would fsync every batch.
           db.pragma('synchronous = NORMAL');
           db.exec(SCHEMA);
+          const cols = db.pragma('table_info(decisions)') as { name: string }[];
+          if (!cols.some((c) => c.name === 'weight')) db.exec('ALTER TABLE decisions ADD COLUMN weight INTEGER NOT NULL DEFAULT 1');
+          const maxBytes = this.opts.retention?.maxBytes;
+          if (maxBytes) this.boundFiles(db, maxBytes);
         } catch (err) {
           db.close();
           throw err;
@@ -190,14 +227,28 @@ export class SqliteDecisionStore implements DecisionStore {
       this.counters.dropped++;
       return;
     }
+    if (!this.repeats) return this.enqueue(record);
+    const out: DecisionRecord[] = [];
+    this.repeats.offer(record, out);
+    for (const r of out) this.enqueue(r);
+  }
+
+  private enqueue(record: DecisionRecord): void {
     if (this.buffer.length >= this.o.maxPending) {
-      this.counters.dropped++;
+      this.counters.dropped += weightOf(record);
       this.report(new Error(`decision store ${this.file}: ${this.o.maxPending} records pending, dropping new ones`));
       return;
     }
     this.buffer.push({ rec: record, at: Date.now() });
     if (this.buffer.length >= this.o.batchSize) this.schedule(0);
     else this.schedule(this.o.flushIntervalMs);
+  }
+
+  private settleRepeats(now: number): void {
+    if (!this.repeats || this.repeats.size === 0) return;
+    const out: DecisionRecord[] = [];
+    this.repeats.drain(now, out);
+    for (const r of out) this.enqueue(r);
   }
 
   private schedule(delay: number): void {
@@ -240,6 +291,7 @@ export class SqliteDecisionStore implements DecisionStore {
       this.buffer.splice(0, batch.length);
       this.counters.written += rows.length;
       if (this.counters.failing) this.counters.failing = false;
+      this.checkSize();
       for (const fn of this.listeners) {
         try {
           fn();
@@ -257,13 +309,13 @@ export class SqliteDecisionStore implements DecisionStore {
     const last = db.prepare('SELECT hash FROM decisions ORDER BY seq DESC LIMIT 1').pluck();
     const anchor = db.prepare("SELECT value FROM meta WHERE key = 'anchor_hash'").pluck();
     const insert = db.prepare(
-      'INSERT INTO decisions (id, time_ms, verdict, agent, host, reason, rule, json, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO decisions (id, time_ms, verdict, agent, host, reason, rule, json, hash, weight) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
     const tx = db.transaction((rows: { rec: DecisionRecord; json: string }[]) => {
       let prev = (last.get() as string | undefined) ?? (anchor.get() as string | undefined) ?? GENESIS_HASH;
       for (const { rec, json } of rows) {
         const hash = chainHash(prev, json);
-        insert.run(rec.id, timeMsOf(rec.time), rec.verdict, rec.agent ?? null, rec.host, rec.reason, rec.rule ?? null, json, hash);
+        insert.run(rec.id, timeMsOf(rec.time), rec.verdict, rec.agent ?? null, rec.host, rec.reason, rec.rule ?? null, json, hash, weightOf(rec));
         prev = hash;
       }
     });
@@ -310,10 +362,17 @@ export class SqliteDecisionStore implements DecisionStore {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.retentionTimer) clearInterval(this.retentionTimer);
+    if (this.repeatTimer) clearInterval(this.repeatTimer);
     this.timer = null;
+    // Every counted fold is written: a clean shutdown loses no count.
+    if (this.repeats) {
+      const out: DecisionRecord[] = [];
+      this.repeats.drain(Infinity, out);
+      for (const r of out) this.buffer.push({ rec: r, at: Date.now() });
+    }
     if (this.buffer.length > 0 && !this.flush()) {
       // One last try failed: these records are lost, and counted.
-      this.counters.dropped += this.buffer.length;
+      for (const p of this.buffer) this.counters.dropped += weightOf(p.rec);
       this.buffer = [];
     }
     this.listeners.clear();
@@ -343,38 +402,116 @@ export class SqliteDecisionStore implements DecisionStore {
 
   // ---- retention ----
 
-  /** Delete old records from the start of the chain, keeping the last deleted hash as the anchor. */
+  /**
+   * A small WAL that is truncated after each checkpoint, so the files on disk follow the bound (the WAL
+   * would otherwise keep its largest size, and checkpoint only every 1000 pages). A store created before
+   * incremental vacuum existed is converted once (VACUUM), so its deleted pages can be handed back.
+   */
+  private boundFiles(db: Database.Database, maxBytes: number): void {
+    const pageSize = db.pragma('page_size', { simple: true }) as number;
+    const walPages = Math.max(64, Math.min(1000, Math.floor(maxBytes / 16 / pageSize)));
+    db.pragma(`wal_autocheckpoint = ${walPages}`);
+    db.pragma(`journal_size_limit = ${walPages * pageSize}`);
+    if ((db.pragma('auto_vacuum', { simple: true }) as number) === 0) {
+      try {
+        db.pragma('auto_vacuum = INCREMENTAL');
+        db.exec('VACUUM');
+        this.opts.logger?.warn?.({ file: this.file }, 'decision store converted to incremental vacuum (one-time VACUUM)');
+      } catch (err) {
+        // Busy (another writer) or no room for the copy: freed pages are still reused, the file only never shrinks.
+        this.report(err as Error);
+      }
+    }
+  }
+
+  /** After every committed batch: three pragmas that read the file header, so a flood never outruns the bound. */
+  private checkSize(): void {
+    if (!this.opts.retention?.maxBytes) return;
+    this.counters.retained += this.retainSize(this.open(), this.opts.retention.maxBytes);
+  }
+
+  /** Bytes in use by records and indexes: the file's pages less the free ones (which are reused). */
+  private liveBytes(db: Database.Database): number {
+    const pages = (db.pragma('page_count', { simple: true }) as number) - (db.pragma('freelist_count', { simple: true }) as number);
+    return pages * (db.pragma('page_size', { simple: true }) as number);
+  }
+
+  /**
+   * Delete from the start of the chain, in one pass sized to the excess (rows x the average row size),
+   * down to SIZE_TARGET of the bound; keep the last deleted hash as the anchor; hand free pages beyond
+   * a reserve back to the file system.
+   */
+  private retainSize(db: Database.Database, maxBytes: number): number {
+    let deleted = 0;
+    try {
+      const head = db.prepare('SELECT seq, hash FROM decisions ORDER BY seq LIMIT 1 OFFSET ?');
+      const range = db.prepare('SELECT min(seq) AS lo, max(seq) AS hi FROM decisions');
+      const del = db.prepare('DELETE FROM decisions WHERE seq <= ?');
+      const setMeta = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value');
+      const step = db.transaction((rows: number): number => {
+        const r = head.get(rows - 1) as { seq: number; hash: string } | undefined;
+        const lo = (range.get() as { lo: number | null }).lo;
+        if (!r || lo === null) return 0;
+        del.run(r.seq);
+        setMeta.run('anchor_hash', r.hash);
+        setMeta.run('anchor_seq', String(r.seq));
+        return r.seq - lo + 1;
+      });
+      for (let pass = 0; pass < 4; pass++) {
+        const live = this.liveBytes(db);
+        if (live <= maxBytes) break;
+        const { lo, hi } = range.get() as { lo: number | null; hi: number | null };
+        if (lo === null || hi === null) break;
+        // Rows are contiguous in seq: only the start of the chain is ever deleted.
+        const rows = hi - lo + 1;
+        let excess = Math.min(rows, Math.ceil(((live - maxBytes * SIZE_TARGET) / live) * rows));
+        while (excess > 0) {
+          const n = step.immediate(Math.min(excess, SIZE_DELETE_ROWS));
+          if (n === 0) break;
+          deleted += n;
+          excess -= n;
+        }
+      }
+      if (deleted > 0 && (db.pragma('auto_vacuum', { simple: true }) as number) === 2) {
+        const pageSize = db.pragma('page_size', { simple: true }) as number;
+        const extra = (db.pragma('freelist_count', { simple: true }) as number) - Math.floor((maxBytes * FREE_RESERVE) / pageSize);
+        if (extra > 0) db.pragma(`incremental_vacuum(${extra})`);
+      }
+    } catch (err) {
+      this.report(err as Error);
+    }
+    return deleted;
+  }
+
+  /** Delete old records (by age, then by size) from the start of the chain, keeping the last deleted hash as the anchor. */
   runRetention(now = Date.now()): number {
     const r = this.opts.retention;
     if (!r || this.closed) return 0;
     let deleted = 0;
     try {
       const db = this.open();
-      const batchRows = r.batchRows ?? 500;
-      const head = db.prepare('SELECT seq, time_ms, hash FROM decisions ORDER BY seq LIMIT ?');
-      const del = db.prepare('DELETE FROM decisions WHERE seq <= ?');
-      const setMeta = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value');
-      const liveBytes = (): number =>
-        ((db.pragma('page_count', { simple: true }) as number) - (db.pragma('freelist_count', { simple: true }) as number)) *
-        (db.pragma('page_size', { simple: true }) as number);
-      const step = db.transaction((): number => {
-        const rows = head.all(batchRows) as { seq: number; time_ms: number; hash: string }[];
-        let cut = -1;
-        if (r.maxBytes && liveBytes() > r.maxBytes) cut = rows.length - 1;
-        else if (r.maxAgeMs) {
-          const cutoff = now - r.maxAgeMs;
+      if (r.maxBytes) deleted += this.retainSize(db, r.maxBytes);
+      if (r.maxAgeMs) {
+        const batchRows = r.batchRows ?? 500;
+        const head = db.prepare('SELECT seq, time_ms, hash FROM decisions ORDER BY seq LIMIT ?');
+        const del = db.prepare('DELETE FROM decisions WHERE seq <= ?');
+        const setMeta = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value');
+        const cutoff = now - r.maxAgeMs;
+        const step = db.transaction((): number => {
+          const rows = head.all(batchRows) as { seq: number; time_ms: number; hash: string }[];
+          let cut = -1;
           while (cut + 1 < rows.length && rows[cut + 1].time_ms < cutoff) cut++;
+          if (cut < 0) return 0;
+          del.run(rows[cut].seq);
+          setMeta.run('anchor_hash', rows[cut].hash);
+          setMeta.run('anchor_seq', String(rows[cut].seq));
+          return cut + 1;
+        });
+        for (let i = 0; i < (r.maxBatchesPerRun ?? 20); i++) {
+          const n = step.immediate();
+          deleted += n;
+          if (n === 0) break;
         }
-        if (cut < 0) return 0;
-        del.run(rows[cut].seq);
-        setMeta.run('anchor_hash', rows[cut].hash);
-        setMeta.run('anchor_seq', String(rows[cut].seq));
-        return cut + 1;
-      });
-      for (let i = 0; i < (r.maxBatchesPerRun ?? 20); i++) {
-        const n = step.immediate();
-        deleted += n;
-        if (n === 0) break;
       }
     } catch (err) {
       this.report(err as Error);
@@ -408,6 +545,18 @@ export class SqliteDecisionStore implements DecisionStore {
     };
   }
 
+  /**
+   * Every matching record's stored JSON, newest first, straight off the SQLite statement: constant memory
+   * whatever the store holds, for `log query --limit 0`. `limit` 0 or undefined means all.
+   */
+  *iterateJson(f: QueryFilter, limit?: number): Generator<string> {
+    const w = where(f);
+    const stmt = this.open()
+      .prepare(`SELECT json FROM decisions ${w.sql} ORDER BY time_ms DESC, seq DESC${limit ? ' LIMIT ?' : ''}`)
+      .pluck();
+    yield* stmt.iterate(...w.params, ...(limit ? [limit] : [])) as IterableIterator<string>;
+  }
+
   async get(id: string): Promise<DecisionRecord | null> {
     const json = this.open().prepare('SELECT json FROM decisions WHERE id = ? LIMIT 1').pluck().get(id) as string | undefined;
     return json ? (JSON.parse(json) as DecisionRecord) : null;
@@ -415,24 +564,35 @@ export class SqliteDecisionStore implements DecisionStore {
 
   async summary(f: QueryFilter): Promise<Summary> {
     const db = this.open();
+    registerDomainFunction(db);
     const w = where(f);
     const wd = where(f, ["verdict = 'deny'"]);
+    // Policy denials only: a DNS or upstream failure is not something the policy refused.
+    const failures = FAILURE_REASONS.map((r) => `'${r}'`).join(', ');
+    const wp = where(f, ["verdict = 'deny'", `reason NOT IN (${failures})`]);
+    const we = where(f, [`reason IN (${failures})`]);
     return db.transaction((): Summary => {
       const totals = { allow: 0, deny: 0 };
-      for (const r of db.prepare(`SELECT verdict, count(*) AS n FROM decisions ${w.sql} GROUP BY verdict`).all(...w.params) as { verdict: string; n: number }[]) {
+      const n = `sum(${this.weight})`;
+      for (const r of db.prepare(`SELECT verdict, ${n} AS n FROM decisions ${w.sql} GROUP BY verdict`).all(...w.params) as { verdict: string; n: number }[]) {
         if (r.verdict === 'allow' || r.verdict === 'deny') totals[r.verdict] = r.n;
       }
       return {
         sinceMs: f.sinceMs ?? null,
         untilMs: f.untilMs ?? null,
         totals,
-        topDeniedHosts: db.prepare(`SELECT host, count(*) AS count FROM decisions ${wd.sql} GROUP BY host ORDER BY count DESC, host LIMIT 10`).all(...wd.params) as Summary['topDeniedHosts'],
+        errorsByReason: db.prepare(`SELECT reason, ${n} AS count FROM decisions ${we.sql} GROUP BY reason ORDER BY count DESC, reason`).all(...we.params) as NonNullable<Summary['errorsByReason']>,
+        topDeniedHosts: db.prepare(`SELECT host, ${n} AS count FROM decisions ${wp.sql} GROUP BY host ORDER BY count DESC, host LIMIT 10`).all(...wp.params) as Summary['topDeniedHosts'],
+        // Grouped in SQLite, so a flood of random subdomains costs one row per domain, not per host.
+        topDeniedDomains: db
+          .prepare(`SELECT regdomain(host) AS domain, ${n} AS count, count(DISTINCT host) AS hosts FROM decisions ${wp.sql} GROUP BY domain ORDER BY count DESC, domain LIMIT 10`)
+          .all(...wp.params) as Summary['topDeniedDomains'],
         topAgents: db
-          .prepare(`SELECT agent, count(*) AS count, sum(verdict = 'deny') AS denies FROM decisions ${w.sql} GROUP BY agent ORDER BY count DESC LIMIT 10`)
+          .prepare(`SELECT agent, ${n} AS count, sum((verdict = 'deny') * ${this.weight}) AS denies FROM decisions ${w.sql} GROUP BY agent ORDER BY count DESC LIMIT 10`)
           .all(...w.params) as Summary['topAgents'],
-        deniesByReason: db.prepare(`SELECT reason, count(*) AS count FROM decisions ${wd.sql} GROUP BY reason ORDER BY count DESC, reason`).all(...wd.params) as Summary['deniesByReason'],
+        deniesByReason: db.prepare(`SELECT reason, ${n} AS count FROM decisions ${wd.sql} GROUP BY reason ORDER BY count DESC, reason`).all(...wd.params) as Summary['deniesByReason'],
         deniesPerMinute: db
-          .prepare(`SELECT (time_ms / 60000) * 60000 AS minute, count(*) AS count FROM decisions ${wd.sql} GROUP BY minute ORDER BY minute LIMIT 100000`)
+          .prepare(`SELECT (time_ms / 60000) * 60000 AS minute, ${n} AS count FROM decisions ${wd.sql} GROUP BY minute ORDER BY minute LIMIT 100000`)
           .all(...wd.params) as Summary['deniesPerMinute'],
       };
     })();
@@ -468,7 +628,7 @@ export class SqliteDecisionStore implements DecisionStore {
       const it = db.prepare('SELECT * FROM decisions WHERE seq >= ? ORDER BY seq').iterate(fromSeq) as IterableIterator<Row>;
       function* rows(): Generator<ChainRow> {
         for (const r of it) {
-          yield { seq: r.seq, id: r.id, json: r.json, hash: r.hash, columns: { id: r.id, timeMs: r.time_ms, verdict: r.verdict, agent: r.agent, host: r.host, reason: r.reason, rule: r.rule } };
+          yield { seq: r.seq, id: r.id, json: r.json, hash: r.hash, columns: { id: r.id, timeMs: r.time_ms, verdict: r.verdict, agent: r.agent, host: r.host, reason: r.reason, rule: r.rule, weight: r.weight ?? 1 } };
         }
       }
       const gen = rows();
@@ -479,6 +639,17 @@ export class SqliteDecisionStore implements DecisionStore {
       }
     })();
   }
+}
+
+const withDomainFunction = new WeakSet<Database.Database>();
+
+/** regdomain(host): the registrable domain (public suffix list, private suffixes included), else the host. */
+function registerDomainFunction(db: Database.Database): void {
+  if (withDomainFunction.has(db)) return;
+  db.function('regdomain', { deterministic: true }, (host: unknown) =>
+    typeof host === 'string' ? (getDomain(host, { allowPrivateDomains: true }) ?? host) : host,
+  );
+  withDomainFunction.add(db);
 }
 
 /** The writer the proxy uses: never throws, even when the directory or file is unusable (it retries). */
