@@ -42,6 +42,7 @@ const FILTER_PROPS = {
   host: { type: 'string', minLength: 1, maxLength: 255 },
   reason: { type: 'string', enum: [...REASONS] },
   rule: { type: 'string', minLength: 1, maxLength: 256 },
+  path: { type: 'string', minLength: 1, maxLength: 2048 },
 } as const;
 
 const filterQuery = { type: 'object', additionalProperties: false, properties: FILTER_PROPS } as const;

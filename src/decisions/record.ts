@@ -22,6 +22,9 @@ export const REASONS = [
   'rate_limited', // DNS: the client exceeded its query rate
   'malformed', // DNS: the packet could not be parsed
   'shutting_down', // the proxy was draining and refused new work
+  'path_not_allowed', // the host matched, but the rule's paths, query or header matchers do not allow this request
+  'secret_not_allowed', // the request carries a secret's placeholder that the deciding rule does not broker
+  'upstream_tls', // the origin's TLS certificate failed verification (inspected tunnels)
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
@@ -74,6 +77,12 @@ export interface DecisionRecord {
   timings: { dnsMs: number | null; connectMs: number | null; totalMs: number | null };
   /** Hash of the policy the decision was made with. */
   policyHash: string | null;
+  /** For a request inside an inspected tunnel: the id of the tunnel's own record. */
+  parent?: string;
+  /** On a CONNECT record: true when the tunnel was inspected (its requests are records of their own). */
+  inspected?: boolean;
+  /** Names (never values) of the secrets brokered into this request. */
+  secrets?: string[];
   /** Free-form detail, e.g. the Host header mismatch, the addresses the guard refused, the DNS qtype. */
   detail?: Record<string, unknown>;
 }

@@ -117,7 +117,7 @@ class ClusterPolicyHolder implements PolicyHolder {
 export async function runPrimary(cfg: EgressConfig, workers: number, logger: Logger): Promise<void> {
   const holder = new FilePolicyHolder(cfg.policyFile, cfg.flags, (e) => {
     if (!e.ok) logger.error({ trigger: e.trigger, error: e.error }, 'policy reload failed; keeping the running policy');
-  }, { settleMs: cfg.policySettleMs });
+  }, { inspectCa: !!cfg.inspect?.caFile, settleMs: cfg.policySettleMs });
   const live = new Set<Worker>();
   // Ready only while a worker is actually listening, not merely forked.
   const listening = new Set<Worker>();

@@ -1,13 +1,46 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { applyFlags, compilePolicy, loadPolicyFile, parsePolicyText, PolicyError, type PolicyFlags } from '../policy/index.js';
+import { applyFlags, compilePolicy, loadPolicyFile, parsePolicyText, type PolicyFlags } from '../policy/index.js';
 import type { PolicyHolder, PolicyState } from '../policy/holder.js';
-import type { CompiledPolicy, PolicySpec } from '../policy/types.js';
+import { PolicyError, type CompiledPolicy, type PolicySpec } from '../policy/types.js';
 
 /** Builds the policy from an optional file plus CLI flags; the file part can be reloaded. */
-export function buildPolicy(file: string | undefined, flags: PolicyFlags, env: NodeJS.ProcessEnv = process.env): CompiledPolicy {
-  const base: PolicySpec | null = file ? loadPolicyFile(file) : null;
-  return compilePolicy(applyFlags(base, flags), env);
+export function buildPolicy(
+  file: string | undefined,
+  flags: PolicyFlags,
+  env: NodeJS.ProcessEnv = process.env,
+  opts: BuildOptions = {},
+): CompiledPolicy {
+  return buildFromSpec(file ? loadPolicyFile(file) : null, flags, env, opts);
+}
+
+/** The file part already parsed (a reload parses exactly the bytes it saw stable). */
+function buildFromSpec(base: PolicySpec | null, flags: PolicyFlags, env: NodeJS.ProcessEnv, opts: BuildOptions): CompiledPolicy {
+  const spec = applyFlags(base, flags);
+  if (!opts.inspectCa) requireInspectionCa(spec);
+  return compilePolicy(spec, env, { secretValues: opts.secretValues });
+}
+
+export interface BuildOptions {
+  /** An inspection CA comes from the command line (--inspect-ca), so the policy need not name one. */
+  inspectCa?: boolean;
+  /** false: do not read secret values (check, policy validate). */
+  secretValues?: boolean;
+}
+
+/** A rule that inspects needs a CA to mint with: without one the policy is refused at its line. */
+export function requireInspectionCa(spec: PolicySpec): void {
+  if (spec.inspection) return;
+  const rules = [...spec.rules, ...spec.agents.flatMap((a) => a.rules)].filter((r) => r.inspect);
+  if (rules.length === 0) return;
+  throw new PolicyError(
+    rules.map((r) => ({
+      file: r.pos.file,
+      line: r.pos.line,
+      column: 1,
+      message: `rule ${r.name}: inspect: true needs an inspection CA (serve --inspect-ca FILE --inspect-ca-key FILE, or inspection: { ca, ca_key } in the policy)`,
+    })),
+  );
 }
 
 /** Default time a changed policy file must stay unchanged before it is read (`--policy-settle`). */
@@ -20,7 +53,7 @@ interface Snapshot {
   mtimeMs: number;
 }
 
-export interface PolicyHolderOptions {
+export interface PolicyHolderOptions extends BuildOptions {
   /**
    * A changed file is loaded only after it has stayed unchanged (inode, size, mtime, content hash)
    * this long, so a file written in two steps (scp, `kubectl cp`, a shell `>` redirect) is never
@@ -49,11 +82,11 @@ export class FilePolicyHolder implements PolicyHolder {
     private readonly file: string | undefined,
     private readonly flags: PolicyFlags,
     private readonly onEvent: (e: { ok: boolean; trigger: string; hash?: string; error?: string }) => void = () => {},
-    opts: PolicyHolderOptions = {},
+    private readonly opts: PolicyHolderOptions = {},
   ) {
     this.settleMs = opts.settleMs ?? DEFAULT_SETTLE_MS;
     this.seen = this.snapshot()?.key ?? null;
-    this.active = buildPolicy(file, flags);
+    this.active = buildPolicy(file, flags, process.env, opts);
     this.st = { policy: this.active, loadedAt: new Date().toISOString(), files: file ? [file] : [], reloads: 0, reloadFailures: 0, lastError: null };
   }
 
@@ -88,7 +121,7 @@ export class FilePolicyHolder implements PolicyHolder {
       this.seen = snap?.key ?? null;
       if (this.closed) return { ok: false, error: 'policy holder closed' };
       const base: PolicySpec | null = this.file ? this.parse(snap) : null;
-      next = compilePolicy(applyFlags(base, this.flags));
+      next = buildFromSpec(base, this.flags, process.env, this.opts);
     } catch (err) {
       const error = (err as Error).message;
       this.st.reloadFailures++;

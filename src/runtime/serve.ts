@@ -19,6 +19,7 @@ import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
 import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
+import { startInspector } from './inspect.js';
 
 export interface EgressConfig {
   listen: string;
@@ -30,6 +31,8 @@ export interface EgressConfig {
   logQuery?: boolean;
   limits?: Partial<ProxyLimits>;
   tls?: { certFile: string; keyFile: string; clientCaFile?: string };
+  /** HTTPS inspection: the CA to mint leaves with (else the policy's inspection:), and extra upstream roots. */
+  inspect?: { caFile?: string; caKeyFile?: string; upstreamCaFiles?: string[] };
   /** Poll the policy file for changes (ms); 0 disables. */
   watchMs?: number;
   /** A changed policy file is read only once unchanged this long (ms; default 2000, 0 = at once). */
@@ -74,10 +77,16 @@ export interface RunningEgress {
 export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   const logger = cfg.logger ?? pino({ level: 'info' }, pino.destination(2));
   const listen = parseListen(cfg.listen);
-  const holder = new FilePolicyHolder(cfg.policyFile, cfg.flags, (e) => {
-    if (e.ok) logger.info({ trigger: e.trigger, policyHash: e.hash }, 'policy reloaded');
-    else logger.error({ trigger: e.trigger, error: e.error }, 'policy reload failed; keeping the running policy');
-  }, { settleMs: cfg.policySettleMs });
+  const holder = new FilePolicyHolder(
+    cfg.policyFile,
+    cfg.flags,
+    (e) => {
+      if (e.ok) logger.info({ trigger: e.trigger, policyHash: e.hash }, 'policy reloaded');
+      else logger.error({ trigger: e.trigger, error: e.error }, 'policy reload failed; keeping the running policy');
+    },
+    { inspectCa: !!cfg.inspect?.caFile, settleMs: cfg.policySettleMs },
+  );
+  const inspector = await startInspector(cfg.inspect, holder.current().spec);
   for (const w of (holder.current() as CompiledPolicy & { warnings?: string[] }).warnings ?? []) logger.warn(w);
 
   const resolver = createResolver({ servers: cfg.dnsServers.length ? cfg.dnsServers : undefined, timeoutMs: cfg.limits?.dnsTimeoutMs ?? 5_000 });
@@ -131,7 +140,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       clientCa: cfg.tls.clientCaFile ? readFileSync(cfg.tls.clientCaFile) : undefined,
     };
   }
-  const proxy = new ProxyServer({ context: () => ctx, sink, logger, limits: cfg.limits, record: { logQuery: cfg.logQuery ?? false }, tls });
+  const proxy = new ProxyServer({ context: () => ctx, sink, logger, limits: cfg.limits, record: { logQuery: cfg.logQuery ?? false }, tls, inspector });
   proxyRef = proxy;
   let admin: AdminServer | null = null;
   let dns: DnsFilterHandle | null = null;
