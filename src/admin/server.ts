@@ -2,7 +2,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { ServerResponse } from 'node:http';
-import { REASONS } from '../decisions/record.js';
+import { REASONS } from '../policy/vocabulary.js';
 import { buildFilter, MAX_LIMIT, QueryError, type RawFilter } from '../decisions/query.js';
 import type { DecisionStore } from '../decisions/store/types.js';
 import { CursorError } from '../decisions/store/sqlite.js';

@@ -1,5 +1,4 @@
-import type { Reason, Verdict } from './record.js';
-import { REASONS } from './record.js';
+import { REASONS, type Reason, type Verdict } from '../policy/vocabulary.js';
 
 /** What every query surface (CLI, admin API, store) filters decisions by. All fields optional. */
 export interface QueryFilter {

@@ -1,5 +1,5 @@
 import type { IpFamily } from '../net/ip.js';
-import { runTool, FirewallExecError } from './exec.js';
+import { runTool, ToolExecError } from '../process/run-tool.js';
 import { CHAIN, LOG_CHAIN, parseIptablesSave, renderIptables, renderIptablesRemoval, type IptablesState } from './iptables.js';
 import { NFT_COUNTERS, NFT_FAMILY, NFT_TABLE, renderNftables, renderNftablesRemoval } from './nftables.js';
 import type { FirewallOptions } from './options.js';
@@ -77,9 +77,9 @@ export async function applyIptablesTexts(texts: Record<IpFamily, string>, backen
       const now = await readIptables(4, backend);
       await runTool(iptBin(4, backend, 'restore'), ['--noflush'], restoreText(prev[4], now));
     } catch (rollbackErr) {
-      throw new FirewallExecError(
+      throw new ToolExecError(
         `${(err as Error).message}; and putting the IPv4 rules back failed too: ${(rollbackErr as Error).message}`,
-        (err as FirewallExecError).command ?? '',
+        (err as ToolExecError).command ?? '',
         '',
         null,
       );
@@ -156,7 +156,7 @@ export async function checkNftables(): Promise<FirewallStatus> {
     doc = JSON.parse((await runTool('nft', ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE])).stdout) as NftJson;
   } catch (err) {
     // A missing table is "not in place"; any other failure is an error the caller must see.
-    if (err instanceof FirewallExecError && /No such file or directory/.test(err.stderr)) {
+    if (err instanceof ToolExecError && /No such file or directory/.test(err.stderr)) {
       return summarize('nftables', FAMILIES.map((family) => ({ family, inPlace: false, loopbackConfined: false, refused: { packets: 0, bytes: 0 } })));
     }
     throw err;

@@ -2,7 +2,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { Client, errors as undiciErrors } from 'undici';
-import { roundMs, startRecord, type DecisionRecord, type Reason } from '../decisions/record.js';
+import { roundMs, startRecord, type DecisionRecord } from '../decisions/record.js';
+import { type Reason } from '../policy/vocabulary.js';
 import type { Target } from '../net/target.js';
 import { emit, type ProxyCore } from '../proxy/core.js';
 import { DialError } from '../proxy/dial.js';

@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
-import type { Mode } from '../decisions/record.js';
+import type { Mode } from './vocabulary.js';
 import { embeddedIpv4, parseCidr, toWords, v4Text, type Cidr, type EmbeddedIpv4 } from '../net/ip.js';
 import { CidrIndex, NameIndex } from './host-index.js';
 import { compileRequestRule, type HttpFacts, type RequestMatcher } from './request-rules.js';

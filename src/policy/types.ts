@@ -1,4 +1,4 @@
-import type { Mode, Reason, Verdict } from '../decisions/record.js';
+import type { Mode, Reason, Verdict } from './vocabulary.js';
 import type { NormalizedHost } from '../net/host.js';
 import type { HttpFacts, RequestRuleSpec } from './request-rules.js';
 import type { SecretTable } from './secrets.js';

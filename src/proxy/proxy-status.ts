@@ -1,4 +1,4 @@
-import type { Reason } from '../decisions/record.js';
+import type { Reason } from '../policy/vocabulary.js';
 
 /**
  * RFC 9209 Proxy-Status for the answers the proxy writes itself. One table maps every reason code to

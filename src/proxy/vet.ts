@@ -1,4 +1,4 @@
-import type { Mode, Reason, Verdict } from '../decisions/record.js';
+import type { Mode, Reason, Verdict } from '../policy/vocabulary.js';
 import type { AddressGuard } from '../net/guard.js';
 import { ResolveError, type Resolver } from '../net/resolve.js';
 import type { Target } from '../net/target.js';

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { CertsError, DEFAULT_SERVER_NAMES, initCerts } from '../../certs/init.js';
-import { FirewallExecError } from '../../firewall/exec.js';
+import { ToolExecError } from '../../process/run-tool.js';
 import { createInspectionCa, INSPECT_CA_FILE, INSPECT_CA_KEY_FILE } from '../../inspect/ca.js';
 import { parsePositiveInt } from '../parse.js';
 
@@ -29,7 +29,7 @@ export function registerCerts(program: Command): void {
         for (const f of r.created) process.stdout.write(`created ${f}\n`);
         for (const f of r.reused) process.stdout.write(`kept    ${f}\n`);
       } catch (err) {
-        if (err instanceof CertsError || err instanceof FirewallExecError) {
+        if (err instanceof CertsError || err instanceof ToolExecError) {
           process.stderr.write(`agent-egress certs: ${err.message}\n`);
           process.exitCode = err instanceof CertsError ? 2 : 1;
           return;

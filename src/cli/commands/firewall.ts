@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { FirewallExecError } from '../../firewall/exec.js';
+import { ToolExecError } from '../../process/run-tool.js';
 import {
   applyIptables,
   applyNftables,
@@ -142,7 +142,7 @@ async function guarded(fn: () => Promise<void>): Promise<void> {
       process.exitCode = 2;
       return;
     }
-    if (err instanceof FirewallExecError) {
+    if (err instanceof ToolExecError) {
       process.stderr.write(`agent-egress firewall: ${err.message}\n`);
       process.exitCode = 1;
       return;
