@@ -50,7 +50,9 @@ export function registerServe(program: Command): void {
     .addOption(opt('--retention-size <size>', 'keep the store under this size, e.g. 2GB (oldest deleted first)', 'RETENTION_SIZE').argParser(parseSize))
     .addOption(opt('--admin-listen <host:port>', 'admin API (queries, /metrics, reload, page); a non-loopback address needs --admin-token', 'ADMIN_LISTEN').default('127.0.0.1:3129'))
     .addOption(opt('--no-admin', 'do not start the admin API', 'NO_ADMIN'))
-    .addOption(opt('--admin-token <token>', 'bearer token for the admin API (prefer the env var)', 'ADMIN_TOKEN'))
+    .addOption(opt('--admin-token <token>', 'bearer token for the admin API (prefer the env var); default: generated once into <data-dir>/admin-token (mode 0600)', 'ADMIN_TOKEN'))
+    .addOption(opt('--no-admin-auth', 'serve the admin API without a token (loopback only; warns loudly: any local process can read it)', 'NO_ADMIN_AUTH'))
+    .addOption(opt('--metrics-auth', '/metrics needs the admin token too (/healthz and /readyz stay open)', 'METRICS_AUTH'))
     .addOption(opt('--alert-window <dur>', 'spike alerts: sliding window of denies per agent', 'ALERT_WINDOW').argParser(parseDurationMs).default(60_000, '60s'))
     .addOption(opt('--alert-threshold <n>', 'spike alerts: denies in the window that count as a spike', 'ALERT_THRESHOLD').argParser(parsePositiveInt).default(20))
     .addOption(opt('--alert-multiplier <x>', "spike alerts: and more than x times the agent's own baseline", 'ALERT_MULTIPLIER').argParser(parsePositiveNumber).default(3))
@@ -66,6 +68,10 @@ export function registerServe(program: Command): void {
       const logger = createOpLogger({ level: o.logLevel, format: o.logFormat as OpLogFormat });
       if (!!o.tlsCert !== !!o.tlsKey) {
         console.error('agent-egress: --tls-cert and --tls-key go together');
+        process.exit(2);
+      }
+      if (o.adminToken && o.adminAuth === false) {
+        console.error('agent-egress: --admin-token and --no-admin-auth contradict each other');
         process.exit(2);
       }
       const cfg: EgressConfig = {
@@ -91,7 +97,7 @@ export function registerServe(program: Command): void {
         },
         logger,
         store: o.store === false ? null : { dataDir: o.dataDir, retentionMs: o.retention, maxBytes: o.retentionSize },
-        admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken },
+        admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken, noAuth: o.adminAuth === false, metricsAuth: !!o.metricsAuth },
         alerts:
           o.alerts === false
             ? false
