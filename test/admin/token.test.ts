@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { rawExchange } from '../helpers/raw.js';
+import { startTestProxy } from '../helpers/proxy.js';
 
 // The admin API's token on every address (issue 16), through the real CLI: serve as one user, the
 // CLI as that user and as `nobody`, real HTTP.
@@ -262,3 +263,18 @@ function spawnSyncOk(bin: string): boolean {
     return false;
   }
 }
+
+describe('admin API token (in-process runtime)', () => {
+  it('startEgress generates the token too, and the test helper hands it over', async () => {
+    const d = join(dir, 'in-process');
+    const p = await startTestProxy({ store: { dataDir: d }, admin: { listen: '127.0.0.1:0' } });
+    try {
+      const a = p.admin!;
+      expect(a.token).toBe(readFileSync(join(d, 'admin-token'), 'utf8').trim());
+      expect((await get(`${a.url}/api/policy`)).status).toBe(401);
+      expect((await get(`${a.url}/api/policy`, bearer(a.token!))).status).toBe(200);
+    } finally {
+      await p.close();
+    }
+  });
+});
