@@ -48,7 +48,7 @@ export function registerServe(program: Command): void {
     .addOption(opt('--no-store', 'do not keep decisions in the SQLite store (also disables the admin API)', 'NO_STORE'))
     .addOption(opt('--retention <dur>', 'delete stored decisions older than this, e.g. 30d', 'RETENTION').argParser(parseDurationMs))
     .addOption(opt('--retention-size <size>', 'keep the store under this size, e.g. 2GB (oldest deleted first)', 'RETENTION_SIZE').argParser(parseSize))
-    .addOption(opt('--admin-listen <host:port>', 'admin API (queries, /metrics, reload, page); a non-loopback address needs --admin-token', 'ADMIN_LISTEN').default('127.0.0.1:3129'))
+    .addOption(opt('--admin-listen <host:port>', 'admin API (queries, /metrics, reload, page); bearer token required on every address (see --admin-token)', 'ADMIN_LISTEN').default('127.0.0.1:3129'))
     .addOption(opt('--no-admin', 'do not start the admin API', 'NO_ADMIN'))
     .addOption(opt('--admin-token <token>', 'bearer token for the admin API (prefer the env var); default: generated once into <data-dir>/admin-token (mode 0600)', 'ADMIN_TOKEN'))
     .addOption(opt('--no-admin-auth', 'serve the admin API without a token (loopback only; warns loudly: any local process can read it)', 'NO_ADMIN_AUTH'))
