@@ -30,7 +30,7 @@ const TOKEN_SHAPE = /^[\x21-\x7e]{16,512}$/;
  * process's user, or with any group/other permission bit. A token an agent could read or plant is
  * worse than none, so this fails closed instead of warning.
  */
-export function readAdminTokenFile(file: string): string | null {
+export function readAdminTokenFile(file: string, opts: { anyOwner?: boolean } = {}): string | null {
   let fd: number;
   try {
     fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -44,7 +44,7 @@ export function readAdminTokenFile(file: string): string | null {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new AdminTokenError(`admin token file ${file} is not a regular file: refusing to use it`);
     const uid = process.geteuid?.();
-    if (uid !== undefined && st.uid !== uid) {
+    if (uid !== undefined && st.uid !== uid && !opts.anyOwner) {
       throw new AdminTokenError(`admin token file ${file} is owned by uid ${st.uid}, not by this user (uid ${uid}): refusing to use it`);
     }
     if ((st.mode & 0o077) !== 0) {
@@ -114,7 +114,8 @@ export function loadOrCreateAdminToken(dataDir: string): { token: string; file: 
  */
 export function findAdminToken(dataDir: string): string | null {
   try {
-    return readAdminTokenFile(adminTokenPath(dataDir));
+    // root (an operator with sudo) may read the token of a proxy running as its own service user.
+    return readAdminTokenFile(adminTokenPath(dataDir), { anyOwner: process.geteuid?.() === 0 });
   } catch (err) {
     if (err instanceof AdminTokenError && (err.errno === 'EACCES' || err.errno === 'EPERM')) return null;
     throw err;

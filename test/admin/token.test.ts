@@ -29,9 +29,14 @@ interface Serve {
   stop: () => Promise<number | null>;
 }
 
-function serve(args: string[], env: Record<string, string> = {}): Promise<Serve> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--no-decision-log', '--no-alerts', ...args], {
+const AS_NOBODY = ['--reuid', 'nobody', '--regid', 'nogroup', '--clear-groups'];
+
+function serve(args: string[], env: Record<string, string> = {}, asNobody = false): Promise<Serve> {
+  const argv = [asNobody ? nobodyCli() : BIN, 'serve'];
+  const [cmd, pre] = asNobody ? ['setpriv', [...AS_NOBODY, process.execPath]] : [process.execPath, []];
+  const child = spawn(cmd, [...pre, ...argv, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--no-decision-log', '--no-alerts', ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    cwd: asNobody ? '/' : undefined,
     env: { ...process.env, AGENT_EGRESS_ADMIN_TOKEN: '', ...env },
   });
   children.add(child);
@@ -144,6 +149,21 @@ describe('admin API token (serve without --admin-token)', () => {
       expect(theirs.stderr).toMatch(/admin API 401/);
     } finally {
       chmodSync(data, 0o755);
+      await s.stop();
+    }
+  });
+
+  it('root (sudo) reads the token of a proxy running as its own service user', async () => {
+    const d = join(dir, 'service-user');
+    mkdirSync(d, { mode: 0o700 });
+    chownSync(d, 65534, 65534);
+    const s = await serve(['--data-dir', d], {}, true);
+    try {
+      const st = statSync(join(d, 'admin-token'));
+      expect([st.uid, st.mode & 0o777]).toEqual([65534, 0o600]);
+      const q = await run(process.execPath, [BIN, 'log', 'query', '--url', s.admin, '--data-dir', d, '--json'], { encoding: 'utf8' });
+      expect(q.stderr).toBe('');
+    } finally {
       await s.stop();
     }
   });
