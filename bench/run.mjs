@@ -3,7 +3,7 @@
 // Starts a Node origin (HTTP, HTTPS, raw TCP) and the real CLI as a child process pinned to CPU 0; the
 // origin and this load generator sit on CPU 1. Reports ops/s, ratio to direct, proxy CPU µs per op and
 // peak RSS; then records/store on vs off for S1, memory per idle tunnel, and the policy micro-benchmark.
-//   node bench/run.mjs [--quick] [--duration S] [--clients N] [--only s1,s2,s3,store,idle,policy]
+//   node bench/run.mjs [--quick] [--duration S] [--clients N] [--only s1,s2,s3,store,idle,policy,inspect]
 //                      [--idle-tunnels N] [--cpu-prof] [--proxy-arg=--flag ...]
 // Needs dist/ (npx tsc -p .). Results: bench/results/bench-<time>.{json,md} and latest.{json,md}.
 import { execFileSync, spawn } from 'node:child_process';
@@ -23,7 +23,7 @@ const { values: opt } = parseArgs({
     quick: { type: 'boolean', default: false },
     duration: { type: 'string' },
     clients: { type: 'string', default: '32' },
-    only: { type: 'string', default: 's1,s2,s3,store,idle,policy' },
+    only: { type: 'string', default: 's1,s2,s3,store,idle,policy,inspect' },
     'idle-tunnels': { type: 'string' },
     'cpu-prof': { type: 'boolean', default: false },
     'proxy-arg': { type: 'string', multiple: true, default: [] },
@@ -48,7 +48,7 @@ if (PIN) execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)], {
 
 const work = mkdtempSync(join(tmpdir(), 'ae-bench-'));
 const log = (...a) => console.error('[bench]', ...a);
-const results = { startedAt: new Date().toISOString(), node: process.version, cpus: cpus().length, pinned: PIN, durationMs: DURATION_MS, clients: CLIENTS, runs: [], store: [], idle: null, policy: null };
+const results = { startedAt: new Date().toISOString(), node: process.version, cpus: cpus().length, pinned: PIN, durationMs: DURATION_MS, clients: CLIENTS, runs: [], store: [], idle: null, policy: null, inspect: null };
 
 // --- origin (self-signed cert, test-only)
 execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(work, 'key.pem'), '-out', join(work, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
@@ -194,6 +194,10 @@ try {
   if (only.has('idle')) results.idle = await idleTunnels(IDLE_TUNNELS);
 
   // 4. Policy scaling (its own process, on the proxy's core now that no proxy runs).
+  if (only.has('inspect')) {
+    const cmd = [process.execPath, join(BENCH, 'inspect-mint.mjs'), '--json', ...(opt.quick ? ['--quick'] : [])];
+    results.inspect = JSON.parse(execFileSync(cmd[0], cmd.slice(1), { encoding: 'utf8' }));
+  }
   if (only.has('policy')) {
     const cmd = [process.execPath, join(BENCH, 'policy-scaling.mjs'), '--json', ...(opt.quick ? ['--quick'] : [])];
     if (PIN) cmd.unshift('taskset', '-c', '0');
@@ -257,6 +261,9 @@ if (results.idle) {
 if (results.policy) {
   lines.push('', `policy decide(), ${results.policy.decisions.toLocaleString('en-US')} decisions per size:`, '', '| host rules | compile ms | ns per decide() | ns with normalizeHost |', '|---:|---:|---:|---:|');
   for (const r of results.policy.rows) lines.push(`| ${r.rules.toLocaleString('en-US')} | ${r.compileMs} | ${r.nsPerDecision} | ${r.nsWithNormalize} |`);
+}
+if (results.inspect) {
+  lines.push('', `inspection (${results.inspect.leaves} names): first mint ${results.inspect.firstMintMs} ms per name, TLS handshake with a cached leaf ${results.inspect.cachedHandshakeMs} ms`);
 }
 const md = lines.join('\n') + '\n';
 console.log(md);

@@ -2,7 +2,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { ServerResponse } from 'node:http';
-import { REASONS } from '../decisions/record.js';
+import { REASONS } from '../policy/vocabulary.js';
 import { buildFilter, MAX_LIMIT, QueryError, type RawFilter } from '../decisions/query.js';
 import type { DecisionStore } from '../decisions/store/types.js';
 import { CursorError } from '../decisions/store/sqlite.js';
@@ -43,6 +43,7 @@ const FILTER_PROPS = {
   host: { type: 'string', minLength: 1, maxLength: 255 },
   reason: { type: 'string', enum: [...REASONS] },
   rule: { type: 'string', minLength: 1, maxLength: 256 },
+  path: { type: 'string', minLength: 1, maxLength: 2048 },
 } as const;
 
 const filterQuery = { type: 'object', additionalProperties: false, properties: FILTER_PROPS } as const;

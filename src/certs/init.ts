@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { canonicalIp } from '../net/ip.js';
-import { runTool } from '../firewall/exec.js';
+import { runTool } from '../process/run-tool.js';
 
 export class CertsError extends Error {
   override name = 'CertsError';

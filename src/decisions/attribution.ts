@@ -1,4 +1,5 @@
-import { FAILURE_REASONS, type Reason, type Verdict } from './record.js';
+import { FAILURE_REASONS } from './record.js';
+import type { Reason, Verdict } from '../policy/vocabulary.js';
 
 /**
  * Reasons that are failures to reach the destination, not decisions: they read as errors (the CLI, the

@@ -1,5 +1,4 @@
-import type { Reason, Verdict } from './record.js';
-import { REASONS } from './record.js';
+import { REASONS, type Reason, type Verdict } from '../policy/vocabulary.js';
 
 /** What every query surface (CLI, admin API, store) filters decisions by. All fields optional. */
 export interface QueryFilter {
@@ -13,6 +12,8 @@ export interface QueryFilter {
   host?: string;
   reason?: Reason;
   rule?: string;
+  /** Glob over the recorded (normalised) path: `*` any run of characters, `?` one character. */
+  path?: string;
   /** Page size; the store clamps it to MAX_LIMIT. */
   limit?: number;
   /** Opaque cursor from a previous page (newest-first pagination). */
@@ -66,6 +67,7 @@ export interface RawFilter {
   host?: string;
   reason?: string;
   rule?: string;
+  path?: string;
   limit?: string | number;
   cursor?: string;
 }
@@ -89,6 +91,10 @@ export function buildFilter(raw: RawFilter, now = Date.now()): QueryFilter {
     f.reason = raw.reason as Reason;
   }
   if (raw.rule !== undefined) f.rule = raw.rule;
+  if (raw.path !== undefined) {
+    if (raw.path.length === 0 || raw.path.length > 2048) throw new QueryError('path', 'expected a path glob of 1-2048 characters');
+    f.path = raw.path;
+  }
   if (raw.limit !== undefined) {
     const n = typeof raw.limit === 'number' ? raw.limit : Number(raw.limit);
     if (!Number.isInteger(n) || n < 1 || n > MAX_LIMIT) throw new QueryError('limit', `expected an integer 1-${MAX_LIMIT}`);

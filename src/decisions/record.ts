@@ -1,29 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import type { Mode, Reason, Verdict } from '../policy/vocabulary.js';
 
-/**
- * The fixed set of reason codes a decision can carry. Every entry point (CONNECT, HTTP, DNS, `check`)
- * uses these and only these, so queries and alerts can group on them. docs/decision-log.md documents each.
- */
-export const REASONS = [
-  'rule_allow', // an allow rule matched and no deny rule did
-  'rule_deny', // a deny rule matched (deny wins)
-  'no_rule', // no allow rule matched (default deny)
-  'private_address', // no resolved address was usable and the address guard refused at least one of them
-  'address_not_allowed', // the name matched, but its addresses lie outside the rule's CIDRs (or inside a denied CIDR)
-  'auth_required', // credentials missing or wrong (407)
-  'bad_request', // malformed request or target (400)
-  'dns_failure', // resolution failed or timed out
-  'upstream_error', // upstream refused, reset or failed (502)
-  'upstream_timeout', // upstream did not answer in time (504)
-  'limit_exceeded', // a connection limit was hit (503)
-  'method_not_allowed', // the host matched, but the rule does not allow this HTTP method
-  'qtype_refused', // DNS: the query type is not allowed for this name
-  'name_too_long', // DNS: label or name over the limits
-  'rate_limited', // DNS: the client exceeded its query rate
-  'malformed', // DNS: the packet could not be parsed
-  'shutting_down', // the proxy was draining and refused new work
-] as const;
-export type Reason = (typeof REASONS)[number];
 
 /**
  * Reasons that are failures, not refusals: the policy allowed the request (its rule is the allow rule
@@ -38,8 +15,6 @@ export function outcomeOf(r: Pick<DecisionRecord, 'verdict' | 'mode' | 'reason'>
   return 'allow';
 }
 
-export type Verdict = 'allow' | 'deny';
-export type Mode = 'enforce' | 'report';
 
 /** One decision: what was asked, what was decided and why, and (for tunnels) what happened after. */
 export interface DecisionRecord {
@@ -74,6 +49,12 @@ export interface DecisionRecord {
   timings: { dnsMs: number | null; connectMs: number | null; totalMs: number | null };
   /** Hash of the policy the decision was made with. */
   policyHash: string | null;
+  /** For a request inside an inspected tunnel: the id of the tunnel's own record. */
+  parent?: string;
+  /** On a CONNECT record: true when the tunnel was inspected (its requests are records of their own). */
+  inspected?: boolean;
+  /** Names (never values) of the secrets brokered into this request. */
+  secrets?: string[];
   /** Free-form detail, e.g. the Host header mismatch, the addresses the guard refused, the DNS qtype. */
   detail?: Record<string, unknown>;
 }

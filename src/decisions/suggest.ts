@@ -1,6 +1,7 @@
 import { getDomain, getPublicSuffix } from 'tldts';
 import { isMap, isSeq, parseDocument, type Document, YAMLMap, YAMLSeq } from 'yaml';
-import type { DecisionRecord, Reason } from './record.js';
+import type { DecisionRecord } from './record.js';
+import type { Reason } from '../policy/vocabulary.js';
 import { dropHostEntry } from './drop-hosts.js';
 import { AddressGuard } from '../net/guard.js';
 import { normalizeHost } from '../net/host.js';

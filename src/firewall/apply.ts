@@ -1,5 +1,5 @@
 import type { IpFamily } from '../net/ip.js';
-import { runTool, FirewallExecError } from './exec.js';
+import { runTool, ToolExecError } from '../process/run-tool.js';
 import { CHAIN, LOG_CHAIN, parseIptablesSave, renderIptables, renderIptablesRemoval, type IptablesState } from './iptables.js';
 import { NFT_COUNTERS, NFT_FAMILY, NFT_TABLE, renderNftables, renderNftablesRemoval } from './nftables.js';
 import type { FirewallOptions } from './options.js';
@@ -14,8 +14,13 @@ export interface RefusedCounters {
 
 export interface FamilyStatus {
   family: IpFamily;
-  /** Our chain exists, is jumped to from OUTPUT and ends in the refusing rule. */
+  /** Our chain exists, is jumped to from OUTPUT, ends in the refusing rule and confines loopback. */
   inPlace: boolean;
+  /**
+   * No rule of ours lets everything through lo: the agent reaches on this host's own addresses only
+   * what the rules name. False for rule sets applied by versions that allowed all of loopback.
+   */
+  loopbackConfined: boolean;
   refused: RefusedCounters;
 }
 
@@ -72,9 +77,9 @@ export async function applyIptablesTexts(texts: Record<IpFamily, string>, backen
       const now = await readIptables(4, backend);
       await runTool(iptBin(4, backend, 'restore'), ['--noflush'], restoreText(prev[4], now));
     } catch (rollbackErr) {
-      throw new FirewallExecError(
+      throw new ToolExecError(
         `${(err as Error).message}; and putting the IPv4 rules back failed too: ${(rollbackErr as Error).message}`,
-        (err as FirewallExecError).command ?? '',
+        (err as ToolExecError).command ?? '',
         '',
         null,
       );
@@ -102,7 +107,8 @@ export async function checkIptables(backend: IptablesBackend = 'auto'): Promise<
   const families: FamilyStatus[] = [];
   for (const f of FAMILIES) {
     const st = await readIptables(f, backend);
-    families.push({ family: f, inPlace: st.mainChain && st.logChain && st.jumps.length > 0 && st.closes, refused: st.refused });
+    const loopbackConfined = st.mainChain && !st.loopbackOpen;
+    families.push({ family: f, inPlace: st.mainChain && st.logChain && st.jumps.length > 0 && st.closes && loopbackConfined, loopbackConfined, refused: st.refused });
   }
   return summarize('iptables', families);
 }
@@ -136,14 +142,22 @@ interface NftJson {
   nftables?: Array<Record<string, any>>;
 }
 
+/** `oifname "lo" accept` (or `oif`), with nothing else to narrow it: the old blanket loopback allowance. */
+function acceptsAllLoopback(rule: { expr?: Array<Record<string, any>> }): boolean {
+  const e = rule.expr ?? [];
+  if (e.length !== 2 || !('accept' in e[1])) return false;
+  const m = e[0].match;
+  return !!m && m.op === '==' && ['oifname', 'oif'].includes(m.left?.meta?.key) && m.right === 'lo';
+}
+
 export async function checkNftables(): Promise<FirewallStatus> {
   let doc: NftJson;
   try {
     doc = JSON.parse((await runTool('nft', ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE])).stdout) as NftJson;
   } catch (err) {
     // A missing table is "not in place"; any other failure is an error the caller must see.
-    if (err instanceof FirewallExecError && /No such file or directory/.test(err.stderr)) {
-      return summarize('nftables', FAMILIES.map((family) => ({ family, inPlace: false, refused: { packets: 0, bytes: 0 } })));
+    if (err instanceof ToolExecError && /No such file or directory/.test(err.stderr)) {
+      return summarize('nftables', FAMILIES.map((family) => ({ family, inPlace: false, loopbackConfined: false, refused: { packets: 0, bytes: 0 } })));
     }
     throw err;
   }
@@ -153,13 +167,14 @@ export async function checkNftables(): Promise<FirewallStatus> {
   const confineRules = items.filter((i) => i.rule?.chain === 'confine').map((i) => i.rule);
   const last = confineRules[confineRules.length - 1];
   const closes = !!last && JSON.stringify(last.expr).includes('"jump":{"target":"refuse"}');
+  const loopbackConfined = chains.has('confine') && !confineRules.some(acceptsAllLoopback);
   // One inet table confines both families at once, so both are in place or neither is.
-  const inPlace = hooked && chains.has('confine') && chains.has('refuse') && closes;
+  const inPlace = hooked && chains.has('confine') && chains.has('refuse') && closes && loopbackConfined;
   return summarize(
     'nftables',
     FAMILIES.map((family) => {
       const c = items.find((i) => i.counter?.name === NFT_COUNTERS[family])?.counter;
-      return { family, inPlace, refused: { packets: Number(c?.packets ?? 0), bytes: Number(c?.bytes ?? 0) } };
+      return { family, inPlace, loopbackConfined, refused: { packets: Number(c?.packets ?? 0), bytes: Number(c?.bytes ?? 0) } };
     }),
   );
 }

@@ -8,11 +8,31 @@ export const LOG_CHAIN = 'AGENT_EGRESS_LOG';
 // Neighbour discovery: without it IPv6 cannot even find the proxy on the link. 255 = link-local only.
 const ND_TYPES = [133, 135, 136];
 
+/** Comma lists for `-m multiport --dports`, which takes at most 15 ports a rule (a range `a:b` counts two). */
+function multiportChunks(items: string[]): string[] {
+  const out: string[] = [];
+  let cur: string[] = [];
+  let weight = 0;
+  for (const it of items) {
+    const w = it.includes(':') ? 2 : 1;
+    if (weight + w > 15) {
+      out.push(cur.join(','));
+      cur = [];
+      weight = 0;
+    }
+    cur.push(it);
+    weight += w;
+  }
+  if (cur.length > 0) out.push(cur.join(','));
+  return out;
+}
+
 /** The rules of our two chains (no table header, no jumps) for one family. */
 export function iptablesChainRules(o: FirewallOptions, family: IpFamily): string[] {
   const a = (rest: string) => `-A ${CHAIN} ${rest}`;
   const r: string[] = [];
-  r.push(a('-o lo -j RETURN'));
+  // No blanket loopback RETURN: what leaves through lo (127.0.0.0/8, ::1, this host's own addresses)
+  // reaches stub resolvers, the admin API and local databases, so it is confined like everything else.
   r.push(a('-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN'));
   if (family === 6) {
     for (const t of ND_TYPES) r.push(a(`-p ipv6-icmp -m icmp6 --icmpv6-type ${t} -m hl --hl-eq 255 -j RETURN`));
@@ -31,13 +51,14 @@ export function iptablesChainRules(o: FirewallOptions, family: IpFamily): string
       r.push(a(`-d ${cidrArg(d.cidr)} -j RETURN`));
       continue;
     }
-    // multiport takes at most 15 ports per rule.
-    for (let i = 0; i < d.ports.length; i += 15) {
-      const ports = d.ports.slice(i, i + 15).join(',');
+    for (const ports of multiportChunks(d.ports.map(String))) {
       for (const proto of ['tcp', 'udp']) {
         r.push(a(`-d ${cidrArg(d.cidr)} -p ${proto} -m multiport --dports ${ports} -j RETURN`));
       }
     }
+  }
+  for (const chunk of multiportChunks(o.agentLocalPorts.map((p) => (p.from === p.to ? `${p.from}` : `${p.from}:${p.to}`)))) {
+    for (const proto of ['tcp', 'udp']) r.push(a(`-o lo -p ${proto} -m multiport --dports ${chunk} -j RETURN`));
   }
   r.push(a(`-j ${LOG_CHAIN}`));
   const l = (rest: string) => `-A ${LOG_CHAIN} ${rest}`;
@@ -96,6 +117,8 @@ export interface IptablesState {
   jumps: string[];
   /** Whether our chain ends in the jump to the refusing chain (i.e. it closes, not just allows). */
   closes: boolean;
+  /** Our chain lets everything through lo (rules from before loopback was confined). */
+  loopbackOpen: boolean;
   /** Packets and bytes refused by the final REJECT/DROP rules since the rules were loaded. */
   refused: { packets: number; bytes: number };
   /** Our chains' rule lines as saved, for restoring the previous state after a failed apply. */
@@ -106,7 +129,7 @@ const COUNTED = /^\[(\d+):(\d+)\]\s+(.*)$/;
 
 /** Read our part of `iptables-save -c -t filter` output. */
 export function parseIptablesSave(text: string): IptablesState {
-  const st: IptablesState = { mainChain: false, logChain: false, jumps: [], closes: false, refused: { packets: 0, bytes: 0 }, savedRules: [] };
+  const st: IptablesState = { mainChain: false, logChain: false, jumps: [], closes: false, loopbackOpen: false, refused: { packets: 0, bytes: 0 }, savedRules: [] };
   let inFilter = false;
   for (const raw of text.split('\n')) {
     const line = raw.trim();
@@ -121,6 +144,7 @@ export function parseIptablesSave(text: string): IptablesState {
     if (rule.startsWith(`-A ${CHAIN} `)) {
       st.savedRules.push(rule);
       st.closes = rule === `-A ${CHAIN} -j ${LOG_CHAIN}`;
+      if (rule === `-A ${CHAIN} -o lo -j RETURN`) st.loopbackOpen = true;
     }
     if (rule.startsWith(`-A ${LOG_CHAIN} `)) {
       st.savedRules.push(rule);

@@ -77,5 +77,10 @@ export function networkPolicy(o: KubernetesOptions): Record<string, unknown> {
 }
 
 export function renderKubernetes(o: KubernetesOptions): string {
-  return '# agent-egress: agents may reach only the proxy (and the DNS filter when given).\n' + stringify(networkPolicy(o));
+  return (
+    '# agent-egress: agents may reach only the proxy (and the DNS filter when given).\n' +
+    '# A NetworkPolicy does not see traffic inside a pod: keep the proxy in its own pods, not as a sidecar of\n' +
+    '# the agent (see docs/deploy.md, "Pods: the sidecar case").\n' +
+    stringify(networkPolicy(o))
+  );
 }

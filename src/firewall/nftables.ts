@@ -12,7 +12,8 @@ export const NFT_COUNTERS = { 4: 'refused_ipv4', 6: 'refused_ipv6' } as const;
 export function renderNftables(o: FirewallOptions): string {
   const t = '\t\t';
   const confine: string[] = [];
-  confine.push('oifname "lo" accept');
+  // No blanket loopback accept: what leaves through lo (127.0.0.0/8, ::1 and this host's own addresses)
+  // reaches stub resolvers, the admin API and local databases, so it is confined like everything else.
   confine.push('ct state established,related accept');
   // Neighbour discovery: without it IPv6 cannot even find the proxy on the link. 255 = link-local only.
   confine.push('icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept');
@@ -24,6 +25,10 @@ export function renderNftables(o: FirewallOptions): string {
   for (const d of o.allowDests) {
     const match = `${d.cidr.family === 4 ? 'ip' : 'ip6'} daddr ${cidrArg(d.cidr)}`;
     confine.push(d.ports.length === 0 ? `${match} accept` : `${match} meta l4proto { tcp, udp } th dport { ${d.ports.join(', ')} } accept`);
+  }
+  if (o.agentLocalPorts.length > 0) {
+    const ports = o.agentLocalPorts.map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)).join(', ');
+    confine.push(`oifname "lo" meta l4proto { tcp, udp } th dport { ${ports} } accept`);
   }
   confine.push('jump refuse');
 

@@ -19,6 +19,12 @@ export interface AllowedDest {
   ports: number[];
 }
 
+/** An inclusive port range; a single port has `from === to`. */
+export interface PortRange {
+  from: number;
+  to: number;
+}
+
 export type FirewallAction = 'reject' | 'drop';
 
 /** Everything a rule set is rendered from, already validated: renderers never fail on it. */
@@ -32,6 +38,11 @@ export interface FirewallOptions {
   /** Resolvers the agent may query (UDP and TCP). Default none: the proxy resolves names. */
   dnsServers: Endpoint[];
   allowDests: AllowedDest[];
+  /**
+   * Ports on this host's own addresses (loopback and the interfaces' addresses, i.e. what leaves through
+   * `lo`) the agent may use for servers it runs itself. Nothing else on loopback is reachable.
+   */
+  agentLocalPorts: PortRange[];
   action: FirewallAction;
   logPrefix: string;
   /** Log at most this many refused packets per minute, so a tight loop cannot flood the kernel log. */
@@ -44,6 +55,7 @@ export interface RawFirewallFlags {
   agentUid?: string[];
   dnsServer?: string[];
   allowDest?: string[];
+  agentLocalPort?: string[];
   action?: string;
   logPrefix?: string;
   logRate?: string;
@@ -93,6 +105,18 @@ export function parseAllowedDest(text: string): AllowedDest {
   return { cidr, ports: [...new Set(ports)].sort((a, b) => a - b) };
 }
 
+/** `PORT[,PORT|FROM-TO...]`, as `--agent-local-port` takes it. */
+export function parsePortRanges(text: string, flag: string): PortRange[] {
+  return text.split(',').map((item) => {
+    const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(item);
+    if (!m) throw new FirewallOptionError(`${flag}: bad port or range ${JSON.stringify(item)} (PORT or FROM-TO)`);
+    const from = firewallPort(m[1], flag);
+    const to = m[2] === undefined ? from : firewallPort(m[2], flag);
+    if (to < from) throw new FirewallOptionError(`${flag}: range ${JSON.stringify(item)} ends before it starts`);
+    return { from, to };
+  });
+}
+
 // Printable ASCII without quotes/backslash: the prefix lands inside quoted rule text for two tools.
 const PREFIX_RE = /^[A-Za-z0-9 _.:=-]{1,28}$/;
 
@@ -115,6 +139,10 @@ export function parseFirewallOptions(raw: RawFirewallFlags): FirewallOptions {
     agentUids: [...new Set((raw.agentUid ?? []).map(parseUid))],
     dnsServers: dedupe((raw.dnsServer ?? []).map((d) => parseEndpoint(d, 53)), epKey),
     allowDests: dedupe((raw.allowDest ?? []).map(parseAllowedDest), (d) => `${d.cidr.text}|${d.ports.join(',')}`),
+    agentLocalPorts: dedupe(
+      (raw.agentLocalPort ?? []).flatMap((t) => parsePortRanges(t, '--agent-local-port')),
+      (r) => `${r.from}-${r.to}`,
+    ).sort((a, b) => a.from - b.from),
     action,
     logPrefix,
     logPerMinute,

@@ -1,8 +1,10 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
-import type { Mode } from '../decisions/record.js';
+import type { Mode } from './vocabulary.js';
 import { embeddedIpv4, parseCidr, toWords, v4Text, type Cidr, type EmbeddedIpv4 } from '../net/ip.js';
 import { CidrIndex, NameIndex } from './host-index.js';
+import { compileRequestRule, type HttpFacts, type RequestMatcher } from './request-rules.js';
+import { loadSecrets } from './secrets.js';
 import type {
   AddressConstraint,
   AgentSpec,
@@ -13,6 +15,7 @@ import type {
   PolicyDecision,
   PolicySpec,
   PortRange,
+  RuleEffects,
   RuleSpec,
 } from './types.js';
 
@@ -35,6 +38,10 @@ interface CRule {
   readonly ports: readonly PortRange[] | null;
   readonly methods: ReadonlySet<string> | null;
   readonly dnsTypes: ReadonlySet<string> | null;
+  /** Path, query and header matchers; null = the rule does not look at the request. */
+  readonly request: RequestMatcher | null;
+  /** What an allow rule asks of what it allows (shared, frozen). */
+  readonly effects: RuleEffects;
   /** The rule's CIDRs when it also names hosts (they constrain resolved addresses); null otherwise. */
   readonly cidrs: readonly string[] | null;
   /** For an allow rule with cidrs: the constraint when it is the only rule deciding (shared, frozen). */
@@ -71,6 +78,8 @@ function compileRule(r: RuleSpec, order: number): CRule {
     ports: r.ports ?? (allow ? ALLOW_DEFAULT_PORTS : null),
     methods: r.methods ? new Set(r.methods) : null,
     dnsTypes: r.dnsTypes ? new Set(r.dnsTypes) : null,
+    request: compileRequestRule(r.request),
+    effects: Object.freeze({ inspect: r.inspect, secrets: Object.freeze([...r.secrets]), setHeaders: Object.freeze([...r.setHeaders]) }),
     cidrs,
     solo: allow && cidrs ? Object.freeze({ allowCidrs: cidrs as string[], denyCidrs: NO_STRINGS as string[], rules: [r.name] }) : null,
   };
@@ -101,8 +110,13 @@ const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').dig
  * `env` is read once, here: a token_env that is unset leaves that agent's credentials unmatchable
  * (fail closed) and adds a warning instead of failing the load.
  */
-export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process.env): CompiledPolicyWithWarnings {
+export function compilePolicy(
+  spec: PolicySpec,
+  env: NodeJS.ProcessEnv = process.env,
+  opts: { secretValues?: boolean } = {},
+): CompiledPolicyWithWarnings {
   const warnings: string[] = [];
+  const secrets = loadSecrets(spec.secrets, env, opts.secretValues ?? true, warnings);
   const hash = spec.hash || policyHash(spec);
   const shared = buildSet(spec.rules, 0);
   const anonymous = makeAgent(null, spec, shared, env, warnings, -1);
@@ -145,6 +159,11 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
   let methodMiss: CRule | null = null;
   /** Opaque tunnel only: a deny rule with methods that requests inside the tunnel could match. */
   let methodDeny: CRule | null = null;
+  let sHttp: HttpFacts | null = null;
+  /** The allow rule that matched all but the request matchers (path, query, headers). */
+  let requestMiss: CRule | null = null;
+  /** Opaque tunnel only: a deny rule with request matchers that requests inside could match. */
+  let requestDeny: CRule | null = null;
   /** The request's methods cannot be seen (an uninspected tunnel): it may carry any method. */
   let sOpaque = false;
   let unconstrained = false;
@@ -161,6 +180,11 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
         if (methodMiss === null || r.order < methodMiss.order) methodMiss = r;
         return;
       }
+      // Request matchers need the request: an opaque tunnel, or a method without its path, cannot pass them.
+      if (r.request !== null && (sOpaque || (sMethod !== null && (sHttp === null || !r.request.matches(sHttp))))) {
+        if (requestMiss === null || r.order < requestMiss.order) requestMiss = r;
+        return;
+      }
       if (bestAllow === null || r.order < bestAllow.order) bestAllow = r;
       if (r.cidrs === null || sIsIp) unconstrained = true;
       else cidrAllows.push(r);
@@ -175,6 +199,13 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
           return;
         }
         if (sMethod === null || !r.methods.has(sMethod)) return;
+      }
+      if (r.request !== null) {
+        if (sOpaque) {
+          if (requestDeny === null || r.order < requestDeny.order) requestDeny = r;
+          return;
+        }
+        if (sHttp === null || !r.request.matches(sHttp)) return;
       }
       if (bestDeny === null || r.order < bestDeny.order) bestDeny = r;
     }
@@ -202,6 +233,9 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
     bestDeny = null;
     methodMiss = null;
     methodDeny = null;
+    sHttp = req.http ?? null;
+    requestMiss = null;
+    requestDeny = null;
     unconstrained = false;
     qtypeOk = false;
     cidrAllows.length = 0;
@@ -217,10 +251,16 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
     if (sQtype !== null && !qtypeOk && !ORDINARY_QTYPES.has(sQtype)) return deny('qtype_refused', null, mode);
     const a = bestAllow as CRule | null;
     const m = methodMiss as CRule | null;
-    if (a === null) return m !== null ? deny('method_not_allowed', m.name, mode) : deny('no_rule', null, mode);
+    const pm = requestMiss as CRule | null;
+    if (a === null) {
+      if (m !== null) return deny('method_not_allowed', m.name, mode);
+      return pm !== null ? deny('path_not_allowed', pm.name, mode) : deny('no_rule', null, mode);
+    }
     const md = methodDeny as CRule | null;
     if (md !== null) return deny('method_not_allowed', md.name, mode);
-    return { verdict: 'allow', reason: 'rule_allow', rule: a.name, mode, constraint: sIsIp ? null : constraintFor(agent) };
+    const pd = requestDeny as CRule | null;
+    if (pd !== null) return deny('path_not_allowed', pd.name, mode);
+    return { verdict: 'allow', reason: 'rule_allow', rule: a.name, mode, constraint: sIsIp ? null : constraintFor(agent), effects: a.effects };
   }
 
   /**
@@ -251,6 +291,7 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
       for (const r of agent.denyCidrRules) {
         if (sPort !== null && r.ports !== null && !inPorts(r.ports, sPort)) continue;
         if (r.methods !== null && !sOpaque && (sMethod === null || !r.methods.has(sMethod))) continue;
+        if (r.request !== null && !sOpaque && (sHttp === null || !r.request.matches(sHttp))) continue;
         cs.push(...r.cidrs!);
         rs.push(r.name);
       }
@@ -339,7 +380,7 @@ export function compilePolicy(spec: PolicySpec, env: NodeJS.ProcessEnv = process
 
   const modeFor = (agent: string | null): Mode => (agent === null ? spec.mode : agents.get(agent)?.mode ?? spec.mode);
 
-  return { spec, hash, decide, vetAddresses, identify, modeFor, warnings };
+  return { spec, hash, decide, vetAddresses, identify, modeFor, warnings, secrets };
 }
 
 /** Stand-in compared against when there is no digest, so failures take as long as mismatches. */
@@ -358,7 +399,7 @@ function makeAgent(
   if (a !== null && a.rules.length > 0) sets.push(buildSet(a.rules, -a.rules.length));
   if (a === null || a.sharedRules) sets.push(shared);
   const denyCidrRules = sets.flatMap((s) => s.denyCidrRules);
-  const staticOk = denyCidrRules.every((r) => r.ports === null && r.methods === null);
+  const staticOk = denyCidrRules.every((r) => r.ports === null && r.methods === null && r.request === null);
   const staticDeny =
     staticOk && denyCidrRules.length > 0
       ? {

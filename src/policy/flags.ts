@@ -25,7 +25,7 @@ export function applyFlags(base: PolicySpec | null, flags: PolicyFlags): PolicyS
     const name = `flag:${action}:${value.trim()}`;
     let rule: RuleSpec;
     try {
-      rule = { name, action, ...parseFlagTarget(value.trim()), methods: null, dnsTypes: null, pos: { file: FILE, line: 0 } };
+      rule = { name, action, ...parseFlagTarget(value.trim()), methods: null, dnsTypes: null, ...NO_EFFECTS, pos: { file: FILE, line: 0 } };
     } catch (e) {
       if (!(e instanceof ValueError)) throw e;
       errors.push({ file: FILE, line: 0, column: 0, message: `--${action} ${JSON.stringify(value)}: ${e.message}` });
@@ -58,10 +58,15 @@ export function applyFlags(base: PolicySpec | null, flags: PolicyFlags): PolicyS
     guardExempt: [...new Set([...(base?.guardExempt ?? []), ...exempt])],
     rules: [...(base?.rules ?? []), ...rules],
     agents: base?.agents ?? [],
+    secrets: base?.secrets ?? [],
+    inspection: base?.inspection ?? null,
   };
   spec.hash = policyHash(spec);
   return spec;
 }
+
+/** A flag rule constrains no request detail and asks for nothing beyond letting it through. */
+const NO_EFFECTS = { request: { paths: null, query: null, matchHeaders: null }, inspect: false, secrets: [], setHeaders: [] };
 
 type Target = Pick<RuleSpec, 'hosts' | 'cidrs' | 'ports'>;
 

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import {
   parseCidrText,
@@ -9,7 +10,16 @@ import {
   ValueError,
 } from './schema.js';
 import { policyHash } from './compile.js';
-import { PolicyError, type AgentSpec, type PolicySpec, type PortRange, type RuleSpec } from './types.js';
+import { parsePathPattern, type RequestRuleSpec } from './request-rules.js';
+import { defaultPlaceholder, SECRET_REF } from './secrets.js';
+import { PolicyError, type AgentSpec, type HeaderSetting, type PolicySpec, type PortRange, type RuleSpec, type SecretSpec } from './types.js';
+
+/** Headers a rule may not set: the proxy owns framing, routing and its own credentials. */
+const UNSETTABLE = new Set([
+  'host', 'content-length', 'transfer-encoding', 'connection', 'proxy-connection', 'proxy-authorization',
+  'keep-alive', 'te', 'trailer', 'upgrade', 'expect',
+]);
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 type Path = (string | number)[];
 type ErrorItem = PolicyError['errors'][number];
@@ -150,6 +160,88 @@ function buildSpec(
     return out;
   };
 
+  const baseDir = dirname(resolve(file));
+  const secretSpecs = secretsOf(data.secrets);
+  const secretNames = new Set(secretSpecs.map((x) => x.name));
+
+  function secretsOf(v: unknown): SecretSpec[] {
+    const out: SecretSpec[] = [];
+    if (!Array.isArray(v)) return out;
+    const seen = new Map<string, number>();
+    v.forEach((x, i) => {
+      if (!x || typeof x !== 'object' || Array.isArray(x)) return;
+      const sp: Path = ['secrets', i];
+      const o = x as Record<string, unknown>;
+      const name = typeof o.name === 'string' ? o.name : '';
+      if (name && seen.has(name)) problems.at([...sp, 'name'], `duplicate secret name ${JSON.stringify(name)} (first at line ${seen.get(name)})`);
+      else if (name) seen.set(name, lineOf([...sp, 'name']));
+      if ((o.env === undefined) === (o.file === undefined)) problems.at(sp, 'a secret needs exactly one of env or file');
+      const placeholder = typeof o.placeholder === 'string' ? o.placeholder : defaultPlaceholder(name);
+      for (const other of out) {
+        if (other.placeholder.includes(placeholder) || placeholder.includes(other.placeholder)) {
+          problems.at([...sp, 'placeholder'], `placeholder overlaps the one of secret ${JSON.stringify(other.name)}: each must be distinct and not contain another`);
+        }
+      }
+      out.push({
+        name,
+        env: typeof o.env === 'string' ? o.env : null,
+        file: typeof o.file === 'string' ? resolve(baseDir, o.file) : null,
+        placeholder,
+        pos: { file, line: lineOf(sp) },
+      });
+    });
+    return out;
+  }
+
+  /** One matcher map (query, match_headers): name → list of value globs. */
+  function valueMap(v: unknown, lower: boolean): Record<string, string[]> | null {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return null;
+    const out: Record<string, string[]> = {};
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+      const vals = Array.isArray(x) ? x.filter((y): y is string => typeof y === 'string') : typeof x === 'string' ? [x] : [];
+      out[lower ? k.toLowerCase() : k] = vals;
+    }
+    return out;
+  }
+
+  function requestOf(rule: Record<string, unknown>, rp: Path): RequestRuleSpec {
+    let paths: string[] | null = null;
+    if (Array.isArray(rule.paths)) {
+      paths = [];
+      rule.paths.forEach((p, j) => {
+        if (typeof p !== 'string') return;
+        try {
+          paths!.push(parsePathPattern(p));
+        } catch (e) {
+          if (e instanceof ValueError) problems.at([...rp, 'paths', j], e.message);
+          else throw e;
+        }
+      });
+    }
+    const matchHeaders = valueMap(rule.match_headers, true);
+    if (matchHeaders) {
+      for (const k of Object.keys(matchHeaders)) if (!TOKEN.test(k)) problems.at([...rp, 'match_headers'], `bad header name ${JSON.stringify(k)}`);
+    }
+    return { paths, query: valueMap(rule.query, false), matchHeaders };
+  }
+
+  function headersOf(v: unknown, hp: Path, secrets: string[]): HeaderSetting[] {
+    const out: HeaderSetting[] = [];
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return out;
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+      if (typeof x !== 'string') continue;
+      const name = k.toLowerCase();
+      if (!TOKEN.test(k)) problems.at([...hp, k], `bad header name ${JSON.stringify(k)}`, true);
+      else if (UNSETTABLE.has(name)) problems.at([...hp, k], `header ${JSON.stringify(k)} cannot be set by a rule`, true);
+      if (/[\r\n\0]/.test(x)) problems.at([...hp, k], 'a header value cannot contain CR, LF or NUL');
+      for (const m of x.matchAll(SECRET_REF)) {
+        if (!secrets.includes(m[1])) problems.at([...hp, k], `refers to secret ${JSON.stringify(m[1])}, which the rule does not list under secrets`);
+      }
+      out.push({ name, value: x });
+    }
+    return out;
+  }
+
   const rulesOf = (v: unknown, path: Path): RuleSpec[] => {
     const out: RuleSpec[] = [];
     if (!Array.isArray(v)) return out;
@@ -213,7 +305,23 @@ function buildSpec(
         dnsTypes = [];
         for (const t of rule.dns_types) if (typeof t === 'string' && !dnsTypes.includes(t.toUpperCase())) dnsTypes.push(t.toUpperCase());
       }
-      out.push({ name, action, hosts, cidrs: ruleCidrs, ports, methods, dnsTypes, pos: { file, line: lineOf(rp) } });
+      const request = requestOf(rule, rp);
+      const inspect = rule.inspect === true;
+      const secrets: string[] = [];
+      if (Array.isArray(rule.secrets)) {
+        rule.secrets.forEach((n, j) => {
+          if (typeof n !== 'string') return;
+          if (!secretNames.has(n)) problems.at([...rp, 'secrets', j], `unknown secret ${JSON.stringify(n)} (define it under the top-level secrets)`);
+          else if (!secrets.includes(n)) secrets.push(n);
+        });
+      }
+      const setHeaders = headersOf(rule.headers, [...rp, 'headers'], secrets);
+      if (action === 'deny') {
+        for (const k of ['inspect', 'secrets', 'headers'] as const) {
+          if (rule[k] !== undefined) problems.at([...rp, k], `${k} only applies to allow rules`, true);
+        }
+      }
+      out.push({ name, action, hosts, cidrs: ruleCidrs, ports, methods, dnsTypes, request, inspect, secrets, setHeaders, pos: { file, line: lineOf(rp) } });
     });
     return out;
   };
@@ -268,5 +376,14 @@ function buildSpec(
     guardExempt: guard && typeof guard === 'object' ? cidrs(guard.exempt, ['address_guard', 'exempt']) : [],
     rules: rulesOf(data.rules, ['rules']),
     agents,
+    secrets: secretSpecs,
+    inspection: inspectionOf(data.inspection),
   };
+
+  function inspectionOf(v: unknown): PolicySpec['inspection'] {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return null;
+    const o = v as Record<string, unknown>;
+    if (typeof o.ca !== 'string' || typeof o.ca_key !== 'string') return null;
+    return { ca: resolve(baseDir, o.ca), caKey: resolve(baseDir, o.ca_key), pos: { file, line: lineOf(['inspection']) } };
+  }
 }

@@ -10,6 +10,26 @@ import type { PortRange } from './types.js';
  */
 const cidrList = { type: 'array', items: { type: 'string' } } as const;
 
+const SECRET_NAME = '^[a-z0-9][a-z0-9_-]{0,63}$';
+/** name → a value glob or a list of them. */
+const valueMatchers = {
+  type: 'object',
+  minProperties: 1,
+  additionalProperties: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, items: { type: 'string' } }] },
+} as const;
+
+const secret = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name'],
+  properties: {
+    name: { type: 'string', pattern: SECRET_NAME },
+    env: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*$' },
+    file: { type: 'string', minLength: 1 },
+    placeholder: { type: 'string', pattern: '^[A-Za-z0-9._~+/=:-]{12,256}$' },
+  },
+} as const;
+
 const rule = {
   type: 'object',
   additionalProperties: false,
@@ -22,6 +42,12 @@ const rule = {
     ports: { type: 'array', minItems: 1, items: { type: ['integer', 'string'] } },
     methods: { type: 'array', minItems: 1, items: { type: 'string', pattern: '^[A-Za-z]{1,20}$' } },
     dns_types: { type: 'array', minItems: 1, items: { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9]{0,15}$' } },
+    inspect: { type: 'boolean' },
+    paths: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+    query: valueMatchers,
+    match_headers: valueMatchers,
+    secrets: { type: 'array', minItems: 1, items: { type: 'string', pattern: SECRET_NAME } },
+    headers: { type: 'object', minProperties: 1, additionalProperties: { type: 'string' } },
   },
 } as const;
 
@@ -57,6 +83,13 @@ export const policySchema = {
     },
     rules: { type: 'array', items: rule },
     agents: { type: 'array', items: agent },
+    secrets: { type: 'array', items: secret },
+    inspection: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['ca', 'ca_key'],
+      properties: { ca: { type: 'string', minLength: 1 }, ca_key: { type: 'string', minLength: 1 } },
+    },
   },
 } as const;
 
@@ -83,7 +116,10 @@ export function shapeMessage(e: ErrorObject): string {
     case 'type':
       return `must be ${Array.isArray(p.type) ? (p.type as string[]).join(' or ') : String(p.type)}`;
     case 'minItems':
+    case 'minProperties':
       return 'must not be empty';
+    case 'anyOf':
+      return 'must be a string or a list of strings';
     case 'pattern':
       return `has an invalid format (must match ${String(p.pattern)})`;
     default:

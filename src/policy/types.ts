@@ -1,5 +1,7 @@
-import type { Mode, Reason, Verdict } from '../decisions/record.js';
+import type { Mode, Reason, Verdict } from './vocabulary.js';
 import type { NormalizedHost } from '../net/host.js';
+import type { HttpFacts, RequestRuleSpec } from './request-rules.js';
+import type { SecretTable } from './secrets.js';
 
 /** A port range, inclusive. A single port p is [p, p]. */
 export type PortRange = readonly [number, number];
@@ -27,7 +29,38 @@ export interface RuleSpec {
   methods: string[] | null;
   /** Extra DNS query types this rule enables in the filtering resolver (e.g. TXT); null = none. */
   dnsTypes: string[] | null;
+  /** Path, query and header matchers (src/policy/request-rules.ts); all null = not constrained. */
+  request: RequestRuleSpec;
+  /** Allow rules: terminate TLS inside a CONNECT this rule decides, so request rules apply inside. */
+  inspect: boolean;
+  /** Allow rules: secrets whose placeholders are replaced by their values in requests this rule allows. */
+  secrets: string[];
+  /** Allow rules: request headers set (replaced) on requests this rule allows; values may name a secret. */
+  setHeaders: HeaderSetting[];
   pos: SourcePos;
+}
+
+/** A header a rule sets: the value is literal text with `${secret:NAME}` references. */
+export interface HeaderSetting {
+  name: string;
+  value: string;
+}
+
+/** A secret as written: where its value comes from (never the value) and the placeholder agents hold. */
+export interface SecretSpec {
+  name: string;
+  env: string | null;
+  /** Absolute path (resolved against the policy file's directory). */
+  file: string | null;
+  placeholder: string;
+  pos: SourcePos;
+}
+
+/** What the deciding allow rule asks of the request beyond letting it through. */
+export interface RuleEffects {
+  inspect: boolean;
+  secrets: readonly string[];
+  setHeaders: readonly HeaderSetting[];
 }
 
 export interface AgentSpec {
@@ -59,6 +92,9 @@ export interface PolicySpec {
   guardExempt: string[];
   rules: RuleSpec[];
   agents: AgentSpec[];
+  secrets: SecretSpec[];
+  /** The inspection CA from the policy (paths resolved against the policy file), or null. */
+  inspection: { ca: string; caKey: string; pos: SourcePos } | null;
 }
 
 /** What an entry point asks the policy. */
@@ -79,6 +115,8 @@ export interface DecisionRequest {
   tunnel?: 'opaque' | 'inspected';
   /** DNS query type (A, AAAA, TXT, …); only for DNS. */
   qtype?: string;
+  /** Path, query and headers of an HTTP request (plain or inspected); rules with request matchers need it. */
+  http?: HttpFacts;
 }
 
 /** The pure decision before any resolution. */
@@ -93,6 +131,8 @@ export interface PolicyDecision {
    * pass back to vetAddresses). null when nothing is to be checked beyond the address guard.
    */
   constraint: AddressConstraint | null;
+  /** For an allow: what the deciding rule asks (inspection, secrets, headers); null for a deny. */
+  effects?: RuleEffects | null;
 }
 
 export interface AddressConstraint {
@@ -145,4 +185,6 @@ export interface CompiledPolicy {
   identify(input: IdentifyInput): Identity;
   /** The mode in force for an agent (agent override, else the policy's). */
   modeFor(agent: string | null): Mode;
+  /** The secrets' placeholders and (when loaded) values; values never leave it except into a request. */
+  readonly secrets: SecretTable;
 }

@@ -8,6 +8,7 @@ import { checkHead } from './conformance.js';
 import { settle, settleVet } from './record.js';
 import { dialForTunnel, splice } from './tunnel.js';
 import { vetDestination } from './vet.js';
+import { handleInspected } from '../inspect/tunnel.js';
 
 
 /**
@@ -73,6 +74,15 @@ export async function handleConnect(core: ProxyCore, req: IncomingMessage, socke
     return emit(core, rec, t0);
   }
 
+  if (v.decision?.effects?.inspect) {
+    if (!core.inspect) {
+      // Cannot happen with a policy that loaded (an inspecting rule needs a CA); fail closed all the same.
+      settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'upstream_tls', rule: v.rule, status: 502 });
+      refuseSocket(socket, { status: 502, reason: 'upstream_tls', rule: v.rule, message: 'inspection is not configured', decisionId: rec.id, target: authority }, json);
+      return emit(core, rec, t0);
+    }
+    return handleInspected(core, core.inspect.inspector, core.inspect.server, rec, t0, socket, head, ctx, who.agent, target, v, json);
+  }
   const upstream = await dialForTunnel(core, rec, t0, socket, v, target.port, { target: authority, json, status: 200 });
   if (!upstream) return;
 

@@ -9,7 +9,8 @@ import type { Identity } from '../policy/types.js';
 import { parseProxyAuthorization } from './auth.js';
 import type { ProxyLimits, RecordOptions } from './options.js';
 import type { VetContext } from './vet.js';
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, Server } from 'node:http';
+import type { Inspector } from '../inspect/tunnel.js';
 
 /** What the request handlers share: the current checks, where records go, limits, and live counters. */
 export interface ProxyCore {
@@ -26,6 +27,8 @@ export interface ProxyCore {
    * bytes already read past the last request, so whatever follows is parsed and decided again.
    */
   reattach(socket: Socket, head: Buffer): void;
+  /** HTTPS inspection (src/inspect): the leaf minter, upstream trust and the inner HTTP parser; null = off. */
+  inspect: { inspector: Inspector; server: Server } | null;
   /** Close hooks for open tunnels, so shutdown can end them after the grace period. */
   tunnels: Set<() => void>;
 }

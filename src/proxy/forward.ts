@@ -1,6 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Readable } from 'node:stream';
 import { errors as undiciErrors, type Agent } from 'undici';
 import { parseProxyUrl, TargetError, type Target } from '../net/target.js';
 import type { DecisionRecord } from '../decisions/record.js';
@@ -10,10 +9,11 @@ import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
 import { roundMs, startRecord } from '../decisions/record.js';
 import { checkHead } from './conformance.js';
 import { settle, settleVet } from './record.js';
-import { relay } from './relay.js';
+import { relay, upstreamBody } from './relay.js';
 import { dialForTunnel, splice } from './tunnel.js';
 import { responseHead, sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from './upgrade.js';
 import { vetDestination, type VetOutcome } from './vet.js';
+import { brokerRequest, normalizeRequestPath } from './request-check.js';
 
 const ORIGIN_FORM =
   'this is a forward proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port, e.g. set HTTP_PROXY/HTTPS_PROXY to this address';
@@ -30,9 +30,12 @@ function originFor(address: string, port: number): string {
 
 interface Admitted {
   target: Target;
+  /** Normalised (net/path.ts): what was judged is what is forwarded. */
   path: string;
   query: string;
   v: VetOutcome & { ok: true };
+  /** Request headers to send upstream: hop-by-hop stripped, secrets brokered, rule headers set. */
+  headers: string[];
 }
 
 /**
@@ -87,7 +90,17 @@ async function admit(
   const { target } = parsed;
   rec.host = target.host.value;
   rec.port = target.port;
-  rec.path = core.recordOpts.logQuery ? parsed.path + parsed.query : parsed.path;
+  const np = normalizeRequestPath(parsed.path, parsed.query);
+  if (!np.ok) {
+    rec.path = parsed.path.slice(0, 2048);
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status: 400 });
+    rec.detail = { error: np.message };
+    refuse({ status: 400, reason: 'bad_request', message: np.message, decisionId: rec.id });
+    emit(core, rec, t0);
+    return null;
+  }
+  const path = np.path;
+  rec.path = core.recordOpts.logQuery ? path + parsed.query : path;
   const authority = `${req.method} ${hostHeader(target)}`;
 
   const who = identify(core, ctx, req.headers, req.socket);
@@ -99,7 +112,7 @@ async function admit(
   }
   rec.agent = who.agent;
 
-  const v = await vetDestination(ctx, who.agent, target, req.method);
+  const v = await vetDestination(ctx, who.agent, target, req.method, { path, query: parsed.query, headers: req.headers });
   rec.timings.dnsMs = roundMs(v.dnsMs);
   if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
   if (!v.ok) {
@@ -114,7 +127,21 @@ async function admit(
     // RFC 9112 §3.2.2: the absolute-form authority wins; note the mismatch (it is how Host-based bypasses look).
     rec.detail = { ...rec.detail, hostHeaderMismatch: String(sent).slice(0, 255) };
   }
-  return { target, path: parsed.path, query: parsed.query, v };
+  const b = brokerRequest(ctx, v, forwardRequestHeaders(req.rawHeaders, expected), path + parsed.query);
+  if (!b.ok) {
+    settle(rec, { verdict: 'deny', mode: v.mode, reason: 'secret_not_allowed', rule: v.rule, status: 403 });
+    rec.detail = { ...rec.detail, secret: b.secret };
+    refuse({ status: 403, reason: 'secret_not_allowed', rule: v.rule, decisionId: rec.id, target: `${req.method} ${expected}` });
+    emit(core, rec, t0);
+    return null;
+  }
+  if (b.secrets.length > 0) rec.secrets = b.secrets;
+  if (b.report) {
+    // Report mode: recorded as the refusal it would be; forwarded as sent, placeholders untouched.
+    v.verdict = 'deny';
+    v.reason = 'secret_not_allowed';
+  }
+  return { target, path, query: parsed.query, v, headers: b.headers };
 }
 
 /** Absolute-form plain HTTP, forwarded with undici to the vetted address; redirects are passed back, never followed. */
@@ -130,30 +157,16 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
   }
   const { target, v } = a;
   core.counters.activeRequests++;
-  let up = 0;
   let down = 0;
-  const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
-  // Count through an iterator rather than a 'data' listener: a listener would start the flow before
-  // undici attaches, and the first chunks would be lost.
-  async function* countedBody() {
-    for await (const c of req) {
-      up += (c as Buffer).length;
-      yield c as Buffer;
-    }
-  }
-  const abort = new AbortController();
-  res.on('close', () => {
-    if (!res.writableFinished) abort.abort();
-  });
+  const body = upstreamBody(req, res);
   const tc = performance.now();
   try {
     const upstream = await requestVetted(agent, v.addresses, target.port, rec, {
       path: a.path + a.query,
       method: req.method as 'GET',
-      headers: forwardRequestHeaders(req.rawHeaders, hostHeader(target)),
-      // undici streams async iterables with backpressure; its types list only Readable.
-      body: hasBody ? (countedBody() as unknown as Readable) : null,
-      signal: abort.signal,
+      headers: a.headers,
+      body: body.body,
+      signal: body.signal,
       headersTimeout: core.limits.requestIdleMs,
       bodyTimeout: core.limits.requestIdleMs,
     });
@@ -180,7 +193,7 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
     }
   } finally {
     core.counters.activeRequests--;
-    rec.bytesUp = up;
+    rec.bytesUp = body.sent();
     rec.bytesDown = down;
     emit(core, rec, t0);
   }
@@ -228,7 +241,7 @@ export async function handleUpgrade(core: ProxyCore, req: IncomingMessage, socke
   const upstream = await dialForTunnel(core, rec, t0, socket, v, target.port, { target: label, json, status: null });
   if (!upstream) return;
   const asked = upgradeTokens(req.headers.upgrade);
-  const headers = forwardRequestHeaders(req.rawHeaders, hostHeader(target));
+  const headers = a.headers;
   headers.push('Connection', 'Upgrade', 'Upgrade', asked.join(', '));
   const fail = (status: number, reason: 'upstream_error' | 'upstream_timeout', error: string) => {
     upstream.destroy();

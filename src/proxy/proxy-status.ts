@@ -1,4 +1,4 @@
-import type { Reason } from '../decisions/record.js';
+import type { Reason } from '../policy/vocabulary.js';
 
 /**
  * RFC 9209 Proxy-Status for the answers the proxy writes itself. One table maps every reason code to
@@ -23,6 +23,7 @@ export type ProxyErrorType =
   | 'connection_limit_reached'
   | 'http_response_timeout'
   | 'http_protocol_error'
+  | 'tls_certificate_error'
   | 'proxy_internal_error';
 
 /**
@@ -47,6 +48,9 @@ export const PROXY_STATUS_ERRORS: Readonly<Record<Reason, ProxyErrorType | null>
   limit_exceeded: 'connection_limit_reached',
   rate_limited: 'connection_limit_reached',
   shutting_down: 'proxy_internal_error',
+  path_not_allowed: 'http_request_denied',
+  secret_not_allowed: 'http_request_denied',
+  upstream_tls: 'tls_certificate_error',
 });
 
 /** Causes that make an upstream failure more precise than its reason's default. */

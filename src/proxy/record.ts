@@ -1,5 +1,6 @@
 import { attribute } from '../decisions/attribution.js';
-import type { DecisionRecord, Mode, Reason, Verdict } from '../decisions/record.js';
+import type { DecisionRecord } from '../decisions/record.js';
+import type { Mode, Reason, Verdict } from '../policy/vocabulary.js';
 import type { VetOutcome } from './vet.js';
 
 export function settle(

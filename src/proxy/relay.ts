@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable, Writable } from 'node:stream';
 
 /** The client went away (or the response was destroyed) before the whole body was written. */
@@ -38,4 +39,26 @@ export function relay(src: Readable, dst: Writable): Promise<void> {
     });
     src.pipe(dst);
   });
+}
+
+/**
+ * A client request's body for undici, counted, and an abort signal for when the client goes away.
+ * Counted through an iterator rather than a 'data' listener: a listener would start the flow before
+ * undici attaches, and the first chunks would be lost.
+ */
+export function upstreamBody(req: IncomingMessage, res: ServerResponse): { body: Readable | null; signal: AbortSignal; sent: () => number } {
+  let up = 0;
+  const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+  async function* counted() {
+    for await (const c of req) {
+      up += (c as Buffer).length;
+      yield c as Buffer;
+    }
+  }
+  const abort = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) abort.abort();
+  });
+  // undici streams async iterables with backpressure; its types list only Readable.
+  return { body: hasBody ? (counted() as unknown as Readable) : null, signal: abort.signal, sent: () => up };
 }

@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import type { ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import { isFailure } from '../decisions/attribution.js';
-import type { Reason } from '../decisions/record.js';
+import type { Reason } from '../policy/vocabulary.js';
 import { proxyErrorType, proxyStatusValue } from './proxy-status.js';
 
 /** Why a request was refused, in words a person fixing their agent can act on. */

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { Agent } from 'undici';
 import type { DecisionSink } from '../decisions/sink.js';
 import { handleConnect } from './connect.js';
+import { createInnerServer, type Inspector } from '../inspect/tunnel.js';
 import { clientAddress, clientLabel, emit, type ProxyCore } from './core.js';
 import { handleRequest, handleUpgrade } from './forward.js';
 import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits, type RecordOptions } from './options.js';
@@ -31,6 +32,8 @@ export interface ProxyServerOptions {
   limits?: Partial<ProxyLimits>;
   record?: Partial<RecordOptions>;
   tls?: TlsListenerOptions;
+  /** HTTPS inspection for rules with `inspect: true`; without it such CONNECTs are refused. */
+  inspector?: Inspector | null;
 }
 
 export interface ProxyStats {
@@ -64,7 +67,9 @@ export class ProxyServer {
       draining: () => this.isDraining,
       tunnels: new Set(),
       reattach: (socket, head) => this.reattach(socket, head),
+      inspect: null,
     };
+    if (opts.inspector) this.core.inspect = { inspector: opts.inspector, server: createInnerServer(this.core) };
     // Upstream connections for plain HTTP are pooled per vetted address:port (the origin key is the IP).
     this.agent = new Agent({
       connect: { timeout: limits.connectTimeoutMs },

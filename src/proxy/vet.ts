@@ -1,9 +1,21 @@
-import type { Mode, Reason, Verdict } from '../decisions/record.js';
+import type { Mode, Reason, Verdict } from '../policy/vocabulary.js';
 import type { AddressGuard } from '../net/guard.js';
 import { ResolveError, type Resolver } from '../net/resolve.js';
 import type { Target } from '../net/target.js';
+import type { HttpFacts } from '../policy/request-rules.js';
 import { allowedPorts, portItems, portsHint } from '../policy/ports.js';
 import type { CompiledPolicy, PolicyDecision } from '../policy/types.js';
+
+/**
+ * A tunnel (CONNECT) is inspected when the rule that decides it, judged as an inspected tunnel, asks
+ * for inspection; then each request inside is decided on its own. Otherwise it is an opaque tunnel,
+ * which rules constraining methods or requests refuse (they could not be enforced inside).
+ */
+export function decideTunnel(policy: CompiledPolicy, agent: string | null, target: Target): PolicyDecision {
+  const inspected = policy.decide({ agent, host: target.host, port: target.port, tunnel: 'inspected' });
+  if (inspected.verdict === 'allow' && inspected.effects?.inspect) return inspected;
+  return policy.decide({ agent, host: target.host, port: target.port, tunnel: 'opaque' });
+}
 
 /** Everything the checks need, captured once per request so a policy reload mid-request cannot mix two policies. */
 export interface VetContext {
@@ -37,8 +49,14 @@ export type VetOutcome =
  * (only for a name some allow rule could match) resolution, then the rule's address constraints and the
  * address guard on every resolved address. The caller connects only to an address returned here.
  */
-export async function vetDestination(ctx: VetContext, agent: string | null, target: Target, method?: string): Promise<VetOutcome> {
-  const decision = ctx.policy.decide({ agent, host: target.host, port: target.port, method });
+export async function vetDestination(
+  ctx: VetContext,
+  agent: string | null,
+  target: Target,
+  method?: string,
+  http?: HttpFacts,
+): Promise<VetOutcome> {
+  const decision = method === undefined ? decideTunnel(ctx.policy, agent, target) : ctx.policy.decide({ agent, host: target.host, port: target.port, method, http });
   const report = decision.verdict === 'deny' && decision.mode === 'report';
   const hint = decision.reason === 'no_rule' ? hintFor(ctx.policy, agent, target, method) : undefined;
   const base = { decision, verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule, dnsMs: null, hint };

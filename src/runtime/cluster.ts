@@ -118,7 +118,7 @@ class ClusterPolicyHolder implements PolicyHolder {
 export async function runPrimary(cfg: EgressConfig, workers: number, logger: Logger): Promise<void> {
   const holder = new FilePolicyHolder(cfg.policyFile, cfg.flags, (e) => {
     if (!e.ok) logger.error({ trigger: e.trigger, error: e.error }, 'policy reload failed; keeping the running policy');
-  });
+  }, { inspectCa: !!cfg.inspect?.caFile });
   const live = new Set<Worker>();
   // Ready only while a worker is actually listening, not merely forked.
   const listening = new Set<Worker>();

@@ -1,12 +1,41 @@
 import { statSync } from 'node:fs';
 import { applyFlags, compilePolicy, loadPolicyFile, type PolicyFlags } from '../policy/index.js';
 import type { PolicyHolder, PolicyState } from '../policy/holder.js';
-import type { CompiledPolicy, PolicySpec } from '../policy/types.js';
+import { PolicyError, type CompiledPolicy, type PolicySpec } from '../policy/types.js';
 
 /** Builds the policy from an optional file plus CLI flags; the file part can be reloaded. */
-export function buildPolicy(file: string | undefined, flags: PolicyFlags, env: NodeJS.ProcessEnv = process.env): CompiledPolicy {
+export function buildPolicy(
+  file: string | undefined,
+  flags: PolicyFlags,
+  env: NodeJS.ProcessEnv = process.env,
+  opts: BuildOptions = {},
+): CompiledPolicy {
   const base: PolicySpec | null = file ? loadPolicyFile(file) : null;
-  return compilePolicy(applyFlags(base, flags), env);
+  const spec = applyFlags(base, flags);
+  if (!opts.inspectCa) requireInspectionCa(spec);
+  return compilePolicy(spec, env, { secretValues: opts.secretValues });
+}
+
+export interface BuildOptions {
+  /** An inspection CA comes from the command line (--inspect-ca), so the policy need not name one. */
+  inspectCa?: boolean;
+  /** false: do not read secret values (check, policy validate). */
+  secretValues?: boolean;
+}
+
+/** A rule that inspects needs a CA to mint with: without one the policy is refused at its line. */
+export function requireInspectionCa(spec: PolicySpec): void {
+  if (spec.inspection) return;
+  const rules = [...spec.rules, ...spec.agents.flatMap((a) => a.rules)].filter((r) => r.inspect);
+  if (rules.length === 0) return;
+  throw new PolicyError(
+    rules.map((r) => ({
+      file: r.pos.file,
+      line: r.pos.line,
+      column: 1,
+      message: `rule ${r.name}: inspect: true needs an inspection CA (serve --inspect-ca FILE --inspect-ca-key FILE, or inspection: { ca, ca_key } in the policy)`,
+    })),
+  );
 }
 
 /**
@@ -25,9 +54,10 @@ export class FilePolicyHolder implements PolicyHolder {
     private readonly file: string | undefined,
     private readonly flags: PolicyFlags,
     private readonly onEvent: (e: { ok: boolean; trigger: string; hash?: string; error?: string }) => void = () => {},
+    private readonly opts: BuildOptions = {},
   ) {
     this.seen = this.fingerprint();
-    this.active = buildPolicy(file, flags);
+    this.active = buildPolicy(file, flags, process.env, opts);
     this.st = { policy: this.active, loadedAt: new Date().toISOString(), files: file ? [file] : [], reloads: 0, reloadFailures: 0, lastError: null };
   }
 
@@ -47,7 +77,7 @@ export class FilePolicyHolder implements PolicyHolder {
     let next: CompiledPolicy;
     this.seen = this.fingerprint();
     try {
-      next = buildPolicy(this.file, this.flags);
+      next = buildPolicy(this.file, this.flags, process.env, this.opts);
     } catch (err) {
       const error = (err as Error).message;
       this.st.reloadFailures++;

@@ -20,6 +20,7 @@ import { startAdminServer, type AdminServer } from '../admin/server.js';
 import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
 import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
+import { startInspector } from './inspect.js';
 
 export interface EgressConfig {
   listen: string;
@@ -31,6 +32,8 @@ export interface EgressConfig {
   logQuery?: boolean;
   limits?: Partial<ProxyLimits>;
   tls?: { certFile: string; keyFile: string; clientCaFile?: string };
+  /** HTTPS inspection: the CA to mint leaves with (else the policy's inspection:), and extra upstream roots. */
+  inspect?: { caFile?: string; caKeyFile?: string; upstreamCaFiles?: string[] };
   /** Poll the policy file for changes (ms); 0 disables. */
   watchMs?: number;
   /** Extra sinks (tests; the store and alerts are added here by serve). */
@@ -73,10 +76,16 @@ export interface RunningEgress {
 export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   const logger = cfg.logger ?? pino({ level: 'info' }, pino.destination(2));
   const listen = parseListen(cfg.listen);
-  const holder = new FilePolicyHolder(cfg.policyFile, cfg.flags, (e) => {
-    if (e.ok) logger.info({ trigger: e.trigger, policyHash: e.hash }, 'policy reloaded');
-    else logger.error({ trigger: e.trigger, error: e.error }, 'policy reload failed; keeping the running policy');
-  });
+  const holder = new FilePolicyHolder(
+    cfg.policyFile,
+    cfg.flags,
+    (e) => {
+      if (e.ok) logger.info({ trigger: e.trigger, policyHash: e.hash }, 'policy reloaded');
+      else logger.error({ trigger: e.trigger, error: e.error }, 'policy reload failed; keeping the running policy');
+    },
+    { inspectCa: !!cfg.inspect?.caFile },
+  );
+  const inspector = await startInspector(cfg.inspect, holder.current().spec);
   for (const w of (holder.current() as CompiledPolicy & { warnings?: string[] }).warnings ?? []) logger.warn(w);
 
   const resolver = createResolver({ servers: cfg.dnsServers.length ? cfg.dnsServers : undefined, timeoutMs: cfg.limits?.dnsTimeoutMs ?? 5_000 });
@@ -139,7 +148,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       clientCa: cfg.tls.clientCaFile ? readFileSync(cfg.tls.clientCaFile) : undefined,
     };
   }
-  const proxy = new ProxyServer({ context: () => ctx, sink, logger, limits: cfg.limits, record: { logQuery: cfg.logQuery ?? false }, tls });
+  const proxy = new ProxyServer({ context: () => ctx, sink, logger, limits: cfg.limits, record: { logQuery: cfg.logQuery ?? false }, tls, inspector });
   proxyRef = proxy;
   let admin: AdminServer | null = null;
   let dns: DnsFilterHandle | null = null;

@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { DecisionRecord, Reason, Verdict } from '../../src/decisions/record.js';
+import type { DecisionRecord } from '../../src/decisions/record.js';
+import type { Reason, Verdict } from '../../src/policy/vocabulary.js';
 import { newDecisionId } from '../../src/decisions/record.js';
 
 export function tempDir(prefix = 'ae-store-'): { dir: string; cleanup: () => void } {

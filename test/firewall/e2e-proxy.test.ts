@@ -91,14 +91,22 @@ describe.each([
 
   it('4b. a proxy on the same host exports those counters in /metrics (--firewall-metrics)', async () => {
     const local = spawn('ip', ['netns', 'exec', topo.agent, 'node', join(ROOT, 'bin', 'agent-egress.js'), 'serve',
-      '--listen', '127.0.0.1:0', '--no-decision-log', '--data-dir', join(logDir, 'data-local'), '--admin-listen', '127.0.0.1:39129',
+      '--listen', '127.0.0.1:0', '--no-decision-log', '--data-dir', join(logDir, 'data-local'), '--admin-listen', '127.0.0.1:0',
       '--firewall-metrics', variant.name], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(local);
     let out = '';
     local.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
     for (let i = 0; i < 120 && !out.includes('agent-egress proxy listening'); i++) await new Promise((r) => setTimeout(r, 250));
-    expect(out).toContain('agent-egress proxy listening');
-    const m = nsRun(topo.agent, ['curl', '-sS', '--max-time', '5', 'http://127.0.0.1:39129/metrics']);
+    const line = out.split('\n').find((l) => l.includes('agent-egress proxy listening'));
+    expect(line, out).toBeDefined();
+    const admin = (JSON.parse(line!) as { admin: string }).admin;
+    // Loopback is confined too: the namespace's own users reach the admin port only once a rule names it.
+    // Re-applying resets the counters, so refuse one more packet before reading them.
+    expect(probe(topo.agent, 'tcp', '127.0.0.1', Number(admin.split(':')[1])).error).toBe('ECONNREFUSED');
+    const allow = nsRun(topo.agent, ['node', CLI, 'firewall', 'apply', ...variant.tool, '--proxy', `${ADDR.gw4}:3128`, '--allow-dest', `${admin.replace(':', '/32:')}`]);
+    expect(allow.code, allow.stderr).toBe(0);
+    expect(probe(topo.agent, 'tcp', ADDR.web4, 80).ok).toBe(false);
+    const m = nsRun(topo.agent, ['curl', '-sS', '--max-time', '5', `http://${admin}/metrics`]);
     expect(m.code).toBe(0);
     expect(m.stdout).toMatch(new RegExp(`agent_egress_firewall_in_place\\{tool="${variant.name}",family="ipv4"\\} 1`));
     const packets = Number(new RegExp(`agent_egress_firewall_refused_packets\\{tool="${variant.name}",family="ipv4"\\} (\\d+)`).exec(m.stdout)?.[1]);

@@ -1,7 +1,9 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 
 export const HERE = dirname(fileURLToPath(import.meta.url));
 export const ROOT = join(HERE, '..', '..');
@@ -28,6 +30,34 @@ export const ADDR = {
   denied4: '198.51.100.20',
   denied6: '2001:db8::20',
 };
+
+/** The unprivileged user tests run agents as. */
+export const NOBODY = 65534;
+
+let readableDir: string | null = null;
+
+/**
+ * A copy of a test script that any user can read. The checkout may sit in a private directory (a 0700
+ * `mktemp -d`, root's home), where a process running as another user cannot read it. The scripts so
+ * copied import only node builtins.
+ */
+export function readableScript(name: string): string {
+  if (!readableDir) {
+    const dir = mkdtempSync(join(tmpdir(), 'ae-fw-scripts-'));
+    chmodSync(dir, 0o755);
+    process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+    readableDir = dir;
+  }
+  const dest = join(readableDir, basename(name));
+  copyFileSync(join(HERE, name), dest);
+  chmodSync(dest, 0o644);
+  return dest;
+}
+
+/** argv prefix that runs the rest as `uid` (same gid, no supplementary groups). */
+export function asUser(uid: number): string[] {
+  return ['setpriv', '--reuid', String(uid), '--regid', String(uid), '--clear-groups'];
+}
 
 export function sh(cmd: string, args: string[], input?: string): string {
   return execFileSync(cmd, args, { encoding: 'utf8', timeout: 20_000, input, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -109,9 +139,15 @@ export function createTopology(): Topology {
   return { agent, gateway, origin, destroy };
 }
 
-/** Start a node script inside a namespace and wait (bounded) for it to print `ready`. */
-export function startInNs(ns: string, script: string, args: string[] = []): Promise<ChildProcess> {
-  const child = spawn('ip', ['netns', 'exec', ns, 'node', script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Start a node script inside a namespace (as `uid`, default root) and wait (bounded) for it to print `ready`. */
+export function startInNs(ns: string, script: string, args: string[] = [], uid?: number): Promise<ChildProcess> {
+  return startReady(ns, script, args, uid).then((r) => r.child);
+}
+
+/** Like startInNs, and also returns what followed `ready` on its line (listen.mjs prints its port there). */
+export function startReady(ns: string, script: string, args: string[] = [], uid?: number): Promise<{ child: ChildProcess; said: string }> {
+  const prefix = uid === undefined ? [] : asUser(uid);
+  const child = spawn('ip', ['netns', 'exec', ns, ...prefix, 'node', script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => {
@@ -120,9 +156,10 @@ export function startInNs(ns: string, script: string, args: string[] = []): Prom
     }, 15_000);
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       out += d;
-      if (out.includes('ready')) {
+      const m = /ready ?([^\n]*)\n/.exec(out);
+      if (m) {
         clearTimeout(timer);
-        resolve(child);
+        resolve({ child, said: m[1].trim() });
       }
     });
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -139,9 +176,16 @@ export interface ProbeResult {
   body?: string;
 }
 
-/** One direct TCP or UDP attempt from inside a namespace (see probe.mjs). */
-export function probe(ns: string, proto: 'tcp' | 'udp', host: string, port: number): ProbeResult {
-  const r = nsRun(ns, ['node', join(HERE, 'probe.mjs'), proto, host, String(port)]);
+/** Start listen.mjs on HOST:0 inside a namespace as `uid` (default root); resolves with its port. */
+export async function startListener(ns: string, host: string, uid?: number): Promise<{ child: ChildProcess; port: number }> {
+  const { child, said } = await startReady(ns, readableScript('listen.mjs'), [host], uid);
+  return { child, port: Number(said) };
+}
+
+/** One direct TCP or UDP attempt from inside a namespace (see probe.mjs), as `uid` (default root). */
+export function probe(ns: string, proto: 'tcp' | 'udp', host: string, port: number, uid?: number): ProbeResult {
+  const prefix = uid === undefined ? [] : asUser(uid);
+  const r = nsRun(ns, [...prefix, 'node', readableScript('probe.mjs'), proto, host, String(port)]);
   const line = r.stdout.trim().split('\n').pop() ?? '';
   try {
     return JSON.parse(line) as ProbeResult;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REASONS } from '../../src/decisions/record.js';
+import { REASONS } from '../../src/policy/vocabulary.js';
 import { PROXY_STATUS_ERRORS, proxyErrorType, proxyStatusValue, sfString } from '../../src/proxy/proxy-status.js';
 import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { startHttpOrigin, testCert, type Origin } from '../helpers/origin.js';

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { CertsError, DEFAULT_SERVER_NAMES, initCerts } from '../../certs/init.js';
-import { FirewallExecError } from '../../firewall/exec.js';
+import { ToolExecError } from '../../process/run-tool.js';
+import { createInspectionCa, INSPECT_CA_FILE, INSPECT_CA_KEY_FILE } from '../../inspect/ca.js';
 import { parsePositiveInt } from '../parse.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -15,9 +16,10 @@ export function registerCerts(program: Command): void {
     .option('--agent <name>', 'issue a client certificate for this agent (repeatable)', collect)
     .option('--days <n>', 'validity in days', parsePositiveInt, 825)
     .option('--force', 'replace an existing CA (and so every certificate)')
-    .action(async (flags: { dir: string; san?: string[]; agent?: string[]; days: number; force?: boolean }) => {
+    .option('--inspect', `write only the HTTPS inspection CA (${INSPECT_CA_FILE}, key ${INSPECT_CA_KEY_FILE} mode 0600) for serve --inspect-ca`)
+    .action(async (flags: { dir: string; san?: string[]; agent?: string[]; days: number; force?: boolean; inspect?: boolean }) => {
       try {
-        const r = await initCerts({
+        const r = flags.inspect ? await createInspectionCa(flags.dir, { days: Number(flags.days), force: !!flags.force }) : await initCerts({
           dir: flags.dir,
           serverNames: flags.san ?? [],
           agents: flags.agent ?? [],
@@ -27,7 +29,7 @@ export function registerCerts(program: Command): void {
         for (const f of r.created) process.stdout.write(`created ${f}\n`);
         for (const f of r.reused) process.stdout.write(`kept    ${f}\n`);
       } catch (err) {
-        if (err instanceof CertsError || err instanceof FirewallExecError) {
+        if (err instanceof CertsError || err instanceof ToolExecError) {
           process.stderr.write(`agent-egress certs: ${err.message}\n`);
           process.exitCode = err instanceof CertsError ? 2 : 1;
           return;

@@ -5,6 +5,7 @@ import { createResolver } from '../../net/resolve.js';
 import { formatAuthority, parseCheckTarget, TargetError, type Target } from '../../net/target.js';
 import { PolicyError } from '../../policy/types.js';
 import { vetDestination } from '../../proxy/vet.js';
+import { decideAsProxy } from '../../proxy/request-check.js';
 import { buildPolicy } from '../../runtime/policy-holder.js';
 import { listValue, repeatable } from '../parse.js';
 
@@ -13,15 +14,26 @@ import { listValue, repeatable } from '../parse.js';
  * unless told); an https:// URL or a bare host[:port] arrives as a CONNECT, whose method the proxy
  * cannot see. A bare host gets port 443, as a client opening HTTPS to it would use.
  */
-export function checkRequest(text: string, method: string | undefined): { target: Target; via: 'http' | 'connect'; method?: string } {
+export function checkRequest(
+  text: string,
+  method: string | undefined,
+): { target: Target; via: 'http' | 'connect'; method?: string; path?: string; query?: string } {
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(text)?.[1]?.toLowerCase();
   if (scheme === undefined) {
     const bare = text.startsWith('[') ? text.endsWith(']') : !text.includes(':');
     return { target: parseCheckTarget(bare ? `${text}:443` : text), via: 'connect' };
   }
   const target = parseCheckTarget(text);
-  if (scheme === 'http') return { target, via: 'http', method: method ?? 'GET' };
-  return { target, via: 'connect' };
+  // The request target after the authority, without a fragment: what request rules judge.
+  const rest = text.slice(text.indexOf('://') + 3).replace(/#.*$/s, '');
+  const cut = rest.search(/[/?]/);
+  const tail = cut === -1 ? '/' : rest.slice(cut);
+  const q = tail.indexOf('?');
+  const path = (q === -1 ? tail : tail.slice(0, q)) || '/';
+  const query = q === -1 ? '' : tail.slice(q);
+  if (scheme === 'http') return { target, via: 'http', method: method ?? 'GET', path, query };
+  // https: a CONNECT; the method and path matter only if the deciding rule inspects the tunnel.
+  return { target, via: 'connect', method, path, query };
 }
 
 export function registerCheck(program: Command): void {
@@ -53,7 +65,8 @@ export function registerCheck(program: Command): void {
       let policy;
       let asked;
       try {
-        policy = buildPolicy(o.policy, flags);
+        // check mints nothing and sends nothing: no inspection CA needed, secret values not read.
+        policy = buildPolicy(o.policy, flags, process.env, { inspectCa: true, secretValues: false });
         asked = checkRequest(text, o.method ? String(o.method).toUpperCase() : undefined);
       } catch (err) {
         if (err instanceof PolicyError) console.error(`invalid policy\n${err.message}`);
@@ -68,23 +81,29 @@ export function registerCheck(program: Command): void {
       const { target, via, method } = asked;
       const agent: string | null = o.agent ?? null;
       let out: Record<string, unknown>;
+      const r = decideAsProxy(policy, agent, asked);
       if (o.resolve) {
         const resolver = createResolver({ servers: listValue(o.dnsServer).length ? listValue(o.dnsServer) : undefined });
-        const v = await vetDestination({ policy, guard: new AddressGuard({ exempt: policy.spec.guardExempt }), resolver }, agent, target, method);
+        const v = await vetDestination({ policy, guard: new AddressGuard({ exempt: policy.spec.guardExempt }), resolver }, agent, target, via === 'http' ? method : undefined);
         // Named as the proxy's record names it: no rule for a guard refusal or failed lookup after an allow.
         const rule = v.decision ? attribute(v.decision, { verdict: v.verdict, reason: v.reason }).rule : v.rule;
         out = { verdict: v.verdict, mode: v.mode, rule, reason: v.reason, addresses: v.ok ? v.addresses : [], refused: v.refused ?? [] };
+        // Request rules (paths, and methods inside an inspected tunnel) are pure: judged after the addresses pass.
+        if (v.ok && (via === 'http' || r.inspected)) out = { ...out, verdict: r.decision.verdict, mode: r.decision.mode, rule: r.decision.rule, reason: r.decision.reason, inspected: r.inspected };
       } else {
-        const d = policy.decide({ agent, host: target.host, port: target.port, method });
-        out = { verdict: d.verdict, mode: d.mode, rule: d.rule, reason: d.reason };
+        const d = r.decision;
+        out = { verdict: d.verdict, mode: d.mode, rule: d.rule, reason: d.reason, inspected: r.inspected };
       }
-      out = { target: formatAuthority(target), via, method: method ?? 'CONNECT', agent, ...out, policyHash: policy.hash };
+      const inspected = out.inspected === true;
+      out = { target: formatAuthority(target), via, method: via === 'http' || inspected ? method ?? 'GET' : 'CONNECT', path: via === 'http' || inspected ? r.path ?? asked.path : undefined, agent, ...out, policyHash: policy.hash };
       if (o.json) console.log(JSON.stringify(out));
       else {
         const forwarded = out.verdict === 'deny' && out.mode === 'report' ? ' (report mode: would be forwarded)' : '';
         console.log(`${String(out.verdict).toUpperCase()} ${out.target}${forwarded}`);
-        console.log(`  as:     ${via === 'connect' ? 'CONNECT tunnel (methods inside are not visible)' : `${method} (plain HTTP)`}`);
-        if (via === 'connect' && o.method) console.log(`  note:   ${String(o.method).toUpperCase()} does not apply: the proxy sees only the CONNECT`);
+        console.log(
+          `  as:     ${inspected ? `${out.method} ${asked.path} inside an inspected CONNECT tunnel` : via === 'connect' ? 'CONNECT tunnel (methods inside are not visible)' : `${method} ${asked.path} (plain HTTP)`}`,
+        );
+        if (via === 'connect' && !inspected && o.method) console.log(`  note:   ${String(o.method).toUpperCase()} does not apply: the proxy sees only the CONNECT`);
         console.log(`  rule:   ${out.rule ?? '-'}`);
         console.log(`  reason: ${out.reason}`);
         if (o.resolve) {

@@ -56,8 +56,8 @@ function openSource(o: SourceOptions): Source & { store?: SqliteDecisionStore; c
 }
 
 function rawFilter(o: LogOptions): RawFilter {
-  const { since, until, decision, agent, host, reason, rule, limit } = o;
-  const raw: RawFilter = { since, until, decision, agent, host, reason, rule, limit };
+  const { since, until, decision, agent, host, reason, rule, path, limit } = o;
+  const raw: RawFilter = { since, until, decision, agent, host, reason, rule, path, limit };
   // Validate here too, so a bad flag is reported the same way whatever the source.
   buildFilter(raw);
   for (const k of Object.keys(raw) as (keyof RawFilter)[]) if (raw[k] === undefined) delete raw[k];
@@ -290,7 +290,8 @@ function filterOptions(cmd: Command, withLimit: boolean): Command {
     .option('--agent <name>', 'only this agent')
     .option('--host <glob>', 'only hosts matching this glob (* and ?)')
     .option('--reason <code>', 'only this reason code (see docs/decision-log.md)')
-    .option('--rule <name>', 'only decisions made by this rule');
+    .option('--rule <name>', 'only decisions made by this rule')
+    .option('--path <glob>', 'only requests whose recorded path matches this glob (* any characters, / included; ?)');
   if (withLimit) cmd.option('--limit <n>', 'at most this many records; 0 = all of them (streamed, constant memory)', '50');
   return cmd.option('--json', 'JSON lines instead of a table').option('--wide', 'never cut a table cell');
 }

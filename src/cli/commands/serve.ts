@@ -33,6 +33,9 @@ export function registerServe(program: Command): void {
     .addOption(opt('--tls-cert <file>', 'serve the proxy over TLS with this certificate (clients use HTTPS_PROXY=https://…)', 'TLS_CERT'))
     .addOption(opt('--tls-key <file>', 'private key for --tls-cert', 'TLS_KEY'))
     .addOption(opt('--client-ca <file>', 'require client certificates signed by this CA; their CN/SAN identify agents (cert_names)', 'CLIENT_CA'))
+    .addOption(opt('--inspect-ca <file>', 'CA certificate that signs the leaves for rules with inspect: true (docs/inspection.md)', 'INSPECT_CA'))
+    .addOption(opt('--inspect-ca-key <file>', 'private key for --inspect-ca', 'INSPECT_CA_KEY'))
+    .addOption(repeatable('--upstream-ca <file>', 'extra CA bundle that inspected origins may chain to (besides the system trust store)', env('UPSTREAM_CA')))
     .addOption(opt('--max-header-bytes <n>', 'request line + headers limit', 'MAX_HEADER_BYTES').argParser(parsePositiveInt).default(DEFAULT_LIMITS.maxHeaderBytes))
     .addOption(opt('--headers-timeout <dur>', 'time to receive a request head (slowloris guard)', 'HEADERS_TIMEOUT').argParser(parseDurationMs).default(DEFAULT_LIMITS.headersTimeoutMs, '10s'))
     .addOption(opt('--dns-timeout <dur>', 'name resolution deadline', 'DNS_TIMEOUT').argParser(parseDurationMs).default(DEFAULT_LIMITS.dnsTimeoutMs, '5s'))
@@ -74,6 +77,10 @@ export function registerServe(program: Command): void {
         console.error('agent-egress: --admin-token and --no-admin-auth contradict each other');
         process.exit(2);
       }
+      if (!!o.inspectCa !== !!o.inspectCaKey) {
+        console.error('agent-egress: --inspect-ca and --inspect-ca-key go together');
+        process.exit(2);
+      }
       const cfg: EgressConfig = {
         listen: o.listen,
         policyFile: o.policy,
@@ -83,6 +90,7 @@ export function registerServe(program: Command): void {
         logQuery: !!o.logQuery,
         watchMs: o.policyPoll,
         tls: o.tlsCert ? { certFile: o.tlsCert, keyFile: o.tlsKey, clientCaFile: o.clientCa } : undefined,
+        inspect: { caFile: o.inspectCa, caKeyFile: o.inspectCaKey, upstreamCaFiles: listValue(o.upstreamCa) },
         limits: {
           maxHeaderBytes: o.maxHeaderBytes,
           headersTimeoutMs: o.headersTimeout,
@@ -117,7 +125,7 @@ export function registerServe(program: Command): void {
       if (workers > 1 && !isClusterWorker()) {
         try {
           // Validate before forking anything: never start half-configured.
-          const report = reportModeWarning(buildPolicy(cfg.policyFile, cfg.flags).spec);
+          const report = reportModeWarning(buildPolicy(cfg.policyFile, cfg.flags, process.env, { inspectCa: !!cfg.inspect?.caFile }).spec);
           if (report) logger.warn({ agents: report.agents }, report.msg);
           await runPrimary(cfg, workers, logger);
         } catch (err) {

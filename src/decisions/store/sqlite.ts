@@ -129,6 +129,8 @@ function where(f: QueryFilter, extra: string[] = [], params: unknown[] = []): { 
   if (f.agent !== undefined) (c.push('agent = ?'), p.push(f.agent));
   if (f.reason !== undefined) (c.push('reason = ?'), p.push(f.reason));
   if (f.rule !== undefined) (c.push('rule = ?'), p.push(f.rule));
+  // Paths live in the record's JSON only: a filter on them scans within the other conditions.
+  if (f.path !== undefined) (c.push("json_extract(json, '$.path') GLOB ?"), p.push(f.path.replace(/\[/g, '[[]')));
   if (f.host !== undefined) {
     // An exact host uses the index; a glob scans within the other conditions.
     if (/[*?[]/.test(f.host)) (c.push('host GLOB ?'), p.push(hostGlobToSqlite(f.host)));

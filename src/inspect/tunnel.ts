@@ -1,0 +1,325 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { Client, errors as undiciErrors } from 'undici';
+import { roundMs, startRecord, type DecisionRecord } from '../decisions/record.js';
+import { type Reason } from '../policy/vocabulary.js';
+import type { Target } from '../net/target.js';
+import { emit, type ProxyCore } from '../proxy/core.js';
+import { DialError } from '../proxy/dial.js';
+import { forwardRequestHeaders, forwardResponseHeaders } from '../proxy/headers.js';
+import { settle } from '../proxy/record.js';
+import { relay, upstreamBody } from '../proxy/relay.js';
+import { brokerRequest, normalizeRequestPath } from '../proxy/request-check.js';
+import { refuseResponse, refuseSocket } from '../proxy/respond.js';
+import type { VetContext, VetOutcome } from '../proxy/vet.js';
+import type { LeafMinter } from './mint.js';
+import { connectUpstreamTls, UpstreamTlsError } from './upstream.js';
+
+/** What inspection needs beyond the proxy core: the leaf minter and the roots origins must chain to. */
+export interface Inspector {
+  minter: LeafMinter;
+  upstreamCa: string[];
+}
+
+/** One inspected tunnel: decided once at CONNECT, its requests each decided again. */
+interface Tunnel {
+  core: ProxyCore;
+  ctx: VetContext;
+  agent: string | null;
+  target: Target;
+  v: VetOutcome & { ok: true };
+  parent: DecisionRecord;
+  client: string;
+  address: string;
+  upstream: Client;
+}
+
+const TUNNELS = new WeakMap<Socket, Tunnel>();
+
+function hostHeader(t: Target): string {
+  const h = t.host.kind === 'ip' && t.host.family === 6 ? `[${t.host.value}]` : t.host.value;
+  return t.port === 443 ? h : `${h}:${t.port}`;
+}
+
+/**
+ * The HTTP server that parses requests inside inspected tunnels: the same strict parser and limits as
+ * the proxy listener, HTTP/1.1 only. Sockets reach it decrypted, with their tunnel attached.
+ */
+export function createInnerServer(core: ProxyCore): Server {
+  const server = createServer({
+    maxHeaderSize: core.limits.maxHeaderBytes,
+    headersTimeout: core.limits.headersTimeoutMs,
+    requestTimeout: 0,
+    keepAliveTimeout: 5_000,
+    requireHostHeader: true,
+  });
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const t = TUNNELS.get(req.socket);
+    if (!t) {
+      res.destroy();
+      return;
+    }
+    innerRequest(t, req, res).catch(() => res.destroy());
+  });
+  server.on('upgrade', (req: IncomingMessage, socket: Socket) => {
+    const t = TUNNELS.get(socket);
+    if (!t) return socket.destroy();
+    innerUpgrade(t, req, socket);
+  });
+  server.on('clientError', (_err, socket: Socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    else socket.destroy();
+  });
+  return server;
+}
+
+/**
+ * CONNECT to a destination whose deciding rule says `inspect: true`. The origin is dialled (vetted
+ * address, SNI = the name, certificate verified) before the client hears 200, as for a raw tunnel;
+ * then the client's TLS is terminated with a minted leaf and each request inside is decided on its own.
+ */
+export async function handleInspected(
+  core: ProxyCore,
+  inspector: Inspector,
+  inner: Server,
+  rec: DecisionRecord,
+  t0: number,
+  socket: Socket,
+  head: Buffer,
+  ctx: VetContext,
+  agent: string | null,
+  target: Target,
+  v: VetOutcome & { ok: true },
+  json: boolean,
+): Promise<void> {
+  const name = target.host.value;
+  const isIp = target.host.kind === 'ip';
+  const authority = `${name}:${target.port}`;
+  rec.inspected = true;
+  const tc = performance.now();
+  let first: { socket: TLSSocket; address: string };
+  let secureContext;
+  try {
+    [first, secureContext] = await Promise.all([
+      connectUpstreamTls(v.addresses, target.port, name, isIp, inspector.upstreamCa, core.limits.connectTimeoutMs),
+      inspector.minter.contextFor(name, isIp),
+    ]);
+  } catch (err) {
+    const { status, reason } = upstreamFailure(err);
+    rec.timings.connectMs = roundMs(performance.now() - tc);
+    rec.address = v.addresses[0];
+    settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
+    rec.detail = { ...rec.detail, error: (err as Error).message };
+    refuseSocket(socket, { status, reason, rule: v.rule, decisionId: rec.id, target: authority }, json);
+    return emit(core, rec, t0);
+  }
+  rec.address = first.address;
+  rec.timings.connectMs = roundMs(performance.now() - tc);
+  if (socket.destroyed) {
+    first.socket.destroy();
+    settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: null });
+    return emit(core, rec, t0);
+  }
+  settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: 200 });
+
+  let spare: TLSSocket | null = first.socket;
+  const upstream = new Client(`https://${target.host.kind === 'ip' && target.host.family === 6 ? `[${name}]` : name}:${target.port}`, {
+    pipelining: 1,
+    keepAliveTimeout: 4_000,
+    headersTimeout: core.limits.requestIdleMs,
+    bodyTimeout: core.limits.requestIdleMs,
+    // Every upstream connection goes to this tunnel's vetted address with the same verification; the
+    // first one is the connection opened (and verified) before the 200.
+    connect: (_opts, cb) => {
+      if (spare && !spare.destroyed) {
+        const s = spare;
+        spare = null;
+        // Never call back synchronously: undici's client is still inside its connect step and stalls.
+        process.nextTick(() => cb(null, s));
+        return;
+      }
+      spare = null;
+      connectUpstreamTls([first.address], target.port, name, isIp, inspector.upstreamCa, core.limits.connectTimeoutMs).then(
+        (c) => cb(null, c.socket),
+        (e: Error) => cb(e, null),
+      );
+    },
+  });
+
+  socket.write(`HTTP/1.1 200 Connection established\r\nX-Agent-Egress-Decision: ${rec.id}\r\n\r\n`);
+  if (head.length > 0) socket.unshift(head);
+  const tls = new TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: ['http/1.1'] });
+  const tunnel: Tunnel = { core, ctx, agent, target, v, parent: rec, client: rec.client, address: first.address, upstream };
+  TUNNELS.set(tls, tunnel);
+
+  core.counters.activeTunnels++;
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    core.counters.activeTunnels--;
+    core.tunnels.delete(finish);
+    tls.destroy();
+    socket.destroy();
+    spare?.destroy();
+    void upstream.destroy().catch(() => undefined);
+    rec.bytesUp = socket.bytesRead;
+    rec.bytesDown = socket.bytesWritten;
+    emit(core, rec, t0);
+  };
+  core.tunnels.add(finish);
+  tls.on('error', (err: NodeJS.ErrnoException) => {
+    // A client that does not trust the inspection CA fails here: say so in the tunnel's record.
+    if (!rec.detail?.clientTlsError) rec.detail = { ...rec.detail, clientTlsError: err.code ?? err.message.slice(0, 120) };
+    finish();
+  });
+  tls.on('close', finish);
+  socket.on('close', finish);
+  socket.setTimeout(core.limits.tunnelIdleMs, finish);
+  inner.emit('connection', tls);
+}
+
+function upstreamFailure(err: unknown): { status: number; reason: Reason } {
+  if (err instanceof UpstreamTlsError) return { status: 502, reason: 'upstream_tls' };
+  if (err instanceof DialError && err.timeout) return { status: 504, reason: 'upstream_timeout' };
+  const cause = (err as { cause?: unknown }).cause;
+  if (cause instanceof UpstreamTlsError) return { status: 502, reason: 'upstream_tls' };
+  if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError || err instanceof undiciErrors.ConnectTimeoutError) {
+    return { status: 504, reason: 'upstream_timeout' };
+  }
+  return { status: 502, reason: 'upstream_error' };
+}
+
+/** Decide one request inside the tunnel; returns the child record and the headers to send, or refuses. */
+function admitInner(t: Tunnel, req: IncomingMessage, rec: DecisionRecord, refuse: (status: number, reason: Reason, message?: string) => void): { path: string; query: string; headers: string[] } | null {
+  const raw = req.url ?? '';
+  const q = raw.indexOf('?');
+  const rawPath = q === -1 ? raw : raw.slice(0, q);
+  const query = q === -1 ? '' : raw.slice(q);
+  if (!rawPath.startsWith('/')) {
+    refuse(400, 'bad_request', 'inside an inspected tunnel, requests must be origin-form (GET /path)');
+    return null;
+  }
+  const np = normalizeRequestPath(rawPath, query);
+  if (!np.ok) {
+    rec.path = rawPath.slice(0, 2048);
+    refuse(400, 'bad_request', np.message);
+    return null;
+  }
+  rec.path = t.core.recordOpts.logQuery ? np.path + query : np.path;
+  const expected = hostHeader(t.target);
+  const sent = req.headers.host;
+  if (sent !== undefined && sent.toLowerCase() !== expected) {
+    // The tunnel's name decides, as with absolute-form requests: a different Host never picks another site.
+    rec.detail = { ...rec.detail, hostHeaderMismatch: String(sent).slice(0, 255) };
+  }
+  const { ctx, target, agent } = t;
+  const d = ctx.policy.decide({ agent, host: target.host, port: target.port, method: req.method ?? 'GET', http: { path: np.path, query, headers: req.headers } });
+  const report = d.verdict === 'deny' && d.mode === 'report';
+  if (d.verdict === 'deny' && !report) {
+    settle(rec, { verdict: 'deny', mode: d.mode, reason: d.reason, rule: d.rule, status: 403 });
+    refuse(403, d.reason);
+    return null;
+  }
+  // The tunnel's address was vetted for the CONNECT; this request's own rules may constrain it further.
+  if (d.constraint && ctx.policy.vetAddresses(d.constraint, [t.address]).allowed.length === 0) {
+    settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'address_not_allowed', rule: d.rule, status: 403 });
+    refuse(403, 'address_not_allowed');
+    return null;
+  }
+  const v: VetOutcome & { ok: true } = { ...t.v, decision: d, verdict: d.verdict, mode: d.mode, reason: d.reason, rule: d.rule, ok: true };
+  const b = brokerRequest(ctx, v, forwardRequestHeaders(req.rawHeaders, expected), np.path + query);
+  if (!b.ok) {
+    settle(rec, { verdict: 'deny', mode: d.mode, reason: 'secret_not_allowed', rule: d.rule, status: 403 });
+    rec.detail = { ...rec.detail, secret: b.secret };
+    refuse(403, 'secret_not_allowed');
+    return null;
+  }
+  if (b.secrets.length > 0) rec.secrets = b.secrets;
+  settle(rec, { verdict: b.report ? 'deny' : d.verdict, mode: d.mode, reason: b.report ? 'secret_not_allowed' : d.reason, rule: d.rule, status: null });
+  return { path: np.path, query, headers: b.headers };
+}
+
+function childRecord(t: Tunnel, req: IncomingMessage): DecisionRecord {
+  const rec = startRecord(t.client, req.method ?? '', t.target.host.value, t.target.port, t.ctx.policy.hash);
+  rec.agent = t.agent;
+  rec.parent = t.parent.id;
+  rec.address = t.address;
+  return rec;
+}
+
+async function innerRequest(t: Tunnel, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const t0 = performance.now();
+  const { core } = t;
+  const rec = childRecord(t, req);
+  const label = `${req.method} ${hostHeader(t.target)}`;
+  const json = (req.headers.accept ?? '').includes('application/json');
+  const refuse = (status: number, reason: Reason, message?: string) => {
+    if (status === 400) settle(rec, { verdict: 'deny', mode: 'enforce', reason, rule: null, status });
+    if (message) rec.detail = { ...rec.detail, error: message };
+    refuseResponse(res, { status, reason, rule: rec.rule, message, decisionId: rec.id, target: label }, json, status === 400);
+    req.resume();
+    emit(core, rec, t0);
+  };
+  const a = admitInner(t, req, rec, refuse);
+  if (!a) return;
+  core.counters.activeRequests++;
+  let down = 0;
+  const body = upstreamBody(req, res);
+  const tc = performance.now();
+  const verdict = { verdict: rec.verdict, mode: rec.mode, reason: rec.reason, rule: rec.rule };
+  try {
+    const r = await t.upstream.request({
+      path: a.path + a.query,
+      method: req.method as 'GET',
+      headers: a.headers,
+      body: body.body,
+      signal: body.signal,
+    });
+    rec.timings.connectMs = roundMs(performance.now() - tc);
+    settle(rec, { ...verdict, status: r.statusCode });
+    const headers = forwardResponseHeaders(r.headers);
+    headers['x-agent-egress-decision'] = rec.id;
+    res.writeHead(r.statusCode, headers);
+    r.body.on('data', (c: Buffer) => (down += c.length));
+    await relay(r.body, res);
+  } catch (err) {
+    if (!res.headersSent) {
+      const { status, reason } = upstreamFailure(err);
+      settle(rec, { ...verdict, reason, status });
+      rec.detail = { ...rec.detail, error: String((err as Error).message).slice(0, 200) };
+      refuseResponse(res, { status, reason, rule: rec.rule, decisionId: rec.id, target: label }, json, true);
+    } else {
+      rec.detail = { ...rec.detail, error: String((err as Error).message).slice(0, 200), truncated: true };
+      res.destroy();
+    }
+  } finally {
+    core.counters.activeRequests--;
+    rec.bytesUp = body.sent();
+    rec.bytesDown = down;
+    emit(core, rec, t0);
+  }
+}
+
+/**
+ * An Upgrade (WebSocket) inside an inspected tunnel is decided by the same rules. Relaying an allowed
+ * one is not supported yet: it is refused (501) rather than spliced unseen.
+ */
+function innerUpgrade(t: Tunnel, req: IncomingMessage, socket: Socket): void {
+  const t0 = performance.now();
+  const rec = childRecord(t, req);
+  const label = `${req.method} ${hostHeader(t.target)}`;
+  const refuse = (status: number, reason: Reason, message?: string) => {
+    if (status === 400) settle(rec, { verdict: 'deny', mode: 'enforce', reason, rule: null, status });
+    if (message) rec.detail = { ...rec.detail, error: message };
+    refuseSocket(socket, { status, reason, rule: rec.rule, message, decisionId: rec.id, target: label });
+    emit(t.core, rec, t0);
+  };
+  const a = admitInner(t, req, rec, refuse);
+  if (!a) return;
+  settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: rec.rule, status: 501 });
+  rec.detail = { ...rec.detail, error: 'upgrade inside an inspected tunnel' };
+  refuseSocket(socket, { status: 501, reason: 'bad_request', message: 'protocol upgrades inside an inspected tunnel are not supported', decisionId: rec.id, target: label });
+  emit(t.core, rec, t0);
+}
