@@ -3,9 +3,27 @@ import type { DecisionRecord } from '../decisions/record.js';
 import type { RawFilter } from '../decisions/query.js';
 import type { QueryPage } from '../decisions/store/types.js';
 import type { Summary } from '../decisions/summary.js';
+import { AdminTokenError, findAdminToken } from './token-file.js';
 
 export class AdminClientError extends Error {
   override name = 'AdminClientError';
+}
+
+/**
+ * A client with the token the operator means: --token, else $AGENT_EGRESS_ADMIN_TOKEN, else the
+ * token serve generated in the data dir (readable only by serve's user: anyone else gets 401).
+ */
+export function adminClientFor(o: { url: string; token?: string; dataDir?: string }): AdminClient {
+  let token = o.token ?? process.env.AGENT_EGRESS_ADMIN_TOKEN;
+  if (!token) {
+    try {
+      token = findAdminToken(o.dataDir ?? './data') ?? undefined;
+    } catch (err) {
+      if (err instanceof AdminTokenError) throw new AdminClientError(err.message);
+      throw err;
+    }
+  }
+  return new AdminClient(o.url, token);
 }
 
 /** The CLI's way to the admin API (`--url`), for when the store file is not on this machine. */

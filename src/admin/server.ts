@@ -15,8 +15,12 @@ import { PAGE_CSS, PAGE_HTML, PAGE_JS } from './page.js';
 export interface AdminServerOptions {
   /** "127.0.0.1:3129"; port 0 picks a free one. */
   listen: string;
-  /** Required unless listening on loopback. */
+  /** The bearer token every data and control endpoint requires. Required unless `open`. */
   token?: string;
+  /** No token at all (`--no-admin-auth`): only on loopback, and only when asked for explicitly. */
+  open?: boolean;
+  /** /metrics needs the token too (by default it is open, like the probes). */
+  metricsAuth?: boolean;
   store: DecisionStore;
   policy: PolicyHolder;
   metricsRegistry: Registry;
@@ -56,8 +60,8 @@ const errorBody = { type: 'object', properties: { statusCode: { type: 'integer' 
 // Records are returned as stored; their shape is documented in docs/api.md and src/decisions/record.ts.
 const recordSchema = { type: 'object', additionalProperties: true } as const;
 
-/** Which paths answer without a token: liveness, and the static page that holds no data. */
-const PUBLIC = new Set(['/healthz', '/', '/ui.js', '/ui.css']);
+/** Which paths answer without a token: the probes, and the static page that holds no data. */
+const PUBLIC = ['/healthz', '/readyz', '/', '/ui.js', '/ui.css'];
 
 /**
  * The admin API on its own listener. Refuses to start on a non-loopback address without a token,
@@ -70,6 +74,9 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
       `refusing to start the admin API on ${opts.listen} without a token: set --admin-token or AGENT_EGRESS_ADMIN_TOKEN, or listen on 127.0.0.1`,
     );
   }
+  // Fail closed: no token means an open API only when the caller said so, never by omission.
+  if (!opts.token && !opts.open) throw new AdminConfigError('the admin API needs a token (or an explicit --no-admin-auth)');
+  const publicPaths = new Set(opts.metricsAuth ? PUBLIC : [...PUBLIC, '/metrics']);
   const app = Fastify({
     // Per-request logs would double the decision log; a warn-level child keeps only the admin API's problems.
     ...(opts.logger ? { loggerInstance: (opts.logger as Logger).child({ component: 'admin' }, { level: 'warn' }) as FastifyBaseLogger } : { logger: false }),
@@ -83,7 +90,7 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
   app.addHook('onRequest', async (req, reply) => {
     if (!opts.token) return;
     const path = req.url.split('?', 1)[0];
-    if (PUBLIC.has(path)) return;
+    if (publicPaths.has(path)) return;
     if (!bearerMatches(req.headers.authorization, opts.token)) {
       reply.header('www-authenticate', 'Bearer realm="agent-egress"');
       return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'a valid bearer token is required' });

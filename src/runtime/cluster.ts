@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
+import { logAdminAuth, resolveAdminAuth } from '../admin/token-file.js';
 import { createSqliteStore } from '../decisions/store/index.js';
 import type { PolicyHolder, PolicyState } from '../policy/holder.js';
 import type { CompiledPolicy } from '../policy/types.js';
@@ -131,7 +132,21 @@ export async function runPrimary(cfg: EgressConfig, workers: number, logger: Log
   if (cfg.admin && store) {
     const aggregate = new AggregatorRegistry<PrometheusContentType>();
     aggregate.metrics = () => aggregate.clusterMetrics();
-    admin = await startAdminServer({ listen: cfg.admin.listen, token: cfg.admin.token, hosts: cfg.admin.hosts, store, policy, metricsRegistry: aggregate, ready: () => listening.size > 0, logger });
+    // Generated (or read) once, here: workers run no admin API and never see the token.
+    const auth = resolveAdminAuth(cfg.admin, cfg.store!.dataDir);
+    admin = await startAdminServer({
+      listen: cfg.admin.listen,
+      token: auth.token,
+      open: auth.open,
+      metricsAuth: cfg.admin.metricsAuth,
+      hosts: cfg.admin.hosts,
+      store,
+      policy,
+      metricsRegistry: aggregate,
+      ready: () => listening.size > 0,
+      logger,
+    });
+    logAdminAuth(auth, logger);
   }
 
   let stopping = false;

@@ -17,6 +17,7 @@ import { createSqliteStore, type SqliteDecisionStore } from '../decisions/store/
 import { DecisionMetrics } from '../decisions/metrics.js';
 import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
+import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
 import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
 import { startInspector } from './inspect.js';
@@ -43,7 +44,7 @@ export interface EgressConfig {
   /** The SQLite decision store; null/undefined = none. */
   store?: { dataDir: string; retentionMs?: number; maxBytes?: number } | null;
   /** The admin API (queries, metrics, reload); null/undefined = none. */
-  admin?: { listen: string; token?: string; hosts?: string[] } | null;
+  admin?: { listen: string; token?: string; hosts?: string[]; noAuth?: boolean; metricsAuth?: boolean } | null;
   /** Spike alerts on denies (needs nothing else); null/undefined = defaults, false = off. */
   alerts?: Omit<SpikeOptions, 'registry' | 'logger' | 'onAlert'> | false | null;
   /** Addresses the guard must refuse besides this process's own listeners (e.g. a cluster primary's admin API). */
@@ -132,6 +133,15 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   }
   const sink = new FanoutSink(sinks);
 
+  // Before any listener: a token file that fails its checks stops the start, like a bad policy.
+  let adminAuth;
+  try {
+    adminAuth = cfg.admin && cfg.store ? resolveAdminAuth(cfg.admin, cfg.store.dataDir) : null;
+  } catch (err) {
+    await sink.close();
+    throw err;
+  }
+
   let tls: ConstructorParameters<typeof ProxyServer>[0]['tls'];
   if (cfg.tls) {
     tls = {
@@ -153,7 +163,9 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       if (!store) throw new Error('the admin API serves the decision store: it cannot run with the store off');
       admin = await startAdminServer({
         listen: cfg.admin.listen,
-        token: cfg.admin.token,
+        token: adminAuth?.token,
+        open: adminAuth?.open,
+        metricsAuth: cfg.admin.metricsAuth,
         hosts: cfg.admin.hosts,
         store,
         policy: holder,
@@ -162,6 +174,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         logger,
       });
       self.push({ address: admin.address, port: admin.port });
+      if (adminAuth) logAdminAuth(adminAuth, logger);
     }
     if (cfg.dns && cfg.dns.listen.length) {
       dns = await startDnsFilter({

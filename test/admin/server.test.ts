@@ -78,9 +78,11 @@ async function get(p: string, headers: Record<string, string> = auth) {
 }
 
 describe('admin API', () => {
-  it('requires the bearer token for everything but /healthz', async () => {
+  it('requires the bearer token for every data and control endpoint; the probes and /metrics stay open', async () => {
     expect((await get('/healthz', {})).status).toBe(200);
-    for (const p of ['/api/decisions', '/api/decisions/summary', '/api/policy', '/metrics', '/readyz']) {
+    expect((await get('/readyz', {})).status).toBe(503);
+    expect((await get('/metrics', {})).status).toBe(200);
+    for (const p of ['/api/decisions', '/api/decisions/summary', '/api/decisions/stream', '/api/decisions/someid', '/api/policy', '/api/nope', '/metrics/']) {
       expect((await get(p, {})).status, p).toBe(401);
       expect((await get(p, { authorization: 'Bearer wrong' })).status, p).toBe(401);
       expect((await get(p, { authorization: `Basic ${TOKEN}` })).status, p).toBe(401);
@@ -215,8 +217,24 @@ describe('admin API start-up', () => {
     await expect(startAdminServer({ listen: '[::]:0', ...deps() })).rejects.toThrow(/without a token/);
     await expect(startAdminServer({ listen: 'nonsense', ...deps() })).rejects.toThrow(/HOST:PORT/);
   });
-  it('runs without a token on loopback (open API)', async () => {
-    const s = await startAdminServer({ listen: '[::1]:0', ...deps() });
+  it('refuses to run without a token unless told to (fail closed, loopback included)', async () => {
+    await expect(startAdminServer({ listen: '127.0.0.1:0', ...deps() })).rejects.toThrow(/needs a token/);
+    await expect(startAdminServer({ listen: '0.0.0.0:0', open: true, ...deps() })).rejects.toThrow(/without a token/);
+  });
+  it('--metrics-auth: /metrics needs the token, the probes stay open', async () => {
+    const s = await startAdminServer({ listen: '127.0.0.1:0', token: TOKEN, metricsAuth: true, ...deps() });
+    try {
+      const at = (p: string, h: Record<string, string> = {}) => request(`http://127.0.0.1:${s.port}${p}`, { headers: h }).then(async (r) => (await r.body.dump(), r.statusCode));
+      expect(await at('/metrics')).toBe(401);
+      expect(await at('/metrics', auth)).toBe(200);
+      expect(await at('/healthz')).toBe(200);
+      expect(await at('/readyz')).toBe(200);
+    } finally {
+      await s.close();
+    }
+  });
+  it('runs without a token on loopback only when explicitly open (--no-admin-auth)', async () => {
+    const s = await startAdminServer({ listen: '[::1]:0', open: true, ...deps() });
     try {
       const r = await request(`http://[::1]:${s.port}/api/decisions?limit=1`);
       const body = (await r.body.json()) as any;

@@ -2,6 +2,7 @@ import pino from 'pino';
 import type { DecisionRecord } from '../../src/decisions/record.js';
 import type { DecisionSink } from '../../src/decisions/sink.js';
 import { startEgress, type EgressConfig, type RunningEgress } from '../../src/runtime/serve.js';
+import { adminTokenPath, readAdminTokenFile } from '../../src/admin/token-file.js';
 
 /** Collects records in memory so tests can assert on exactly what the proxy decided. */
 export class MemorySink implements DecisionSink {
@@ -27,6 +28,8 @@ export interface TestProxy {
   port: number;
   sink: MemorySink;
   egress: RunningEgress;
+  /** The admin API's base URL and the token it requires (the explicit one, or the one serve generated); null when off. */
+  admin: { url: string; token: string | null } | null;
   close(): Promise<void>;
 }
 
@@ -43,5 +46,10 @@ export async function startTestProxy(cfg: Partial<EgressConfig> = {}): Promise<T
     sinks: [sink, ...(cfg.sinks ?? [])],
   });
   const port = egress.address.port;
-  return { url: `http://127.0.0.1:${port}`, port, sink, egress, close: () => egress.close() };
+  let admin: TestProxy['admin'] = null;
+  if (egress.admin && cfg.admin) {
+    const token = cfg.admin.token ?? (cfg.admin.noAuth ? null : readAdminTokenFile(adminTokenPath(cfg.store!.dataDir)));
+    admin = { url: `http://127.0.0.1:${egress.admin.port}`, token };
+  }
+  return { url: `http://127.0.0.1:${port}`, port, sink, egress, admin, close: () => egress.close() };
 }

@@ -340,7 +340,7 @@ describe('records and start-up checks', () => {
     expect(rows.length).toBeGreaterThanOrEqual(4);
     for (const r of rows) expect(r.path.startsWith('/repos/acme/')).toBe(true);
     expect(rows.some((r) => r.path === '/repos/acme/widgets' && typeof r.parent === 'string')).toBe(true);
-    const viaApi = await run('node', [BIN, 'log', 'query', '--url', adminUrl, '--path', '/user/*', '--json'], { encoding: 'utf8' });
+    const viaApi = await run('node', [BIN, 'log', 'query', '--url', adminUrl, '--data-dir', dataDir, '--path', '/user/*', '--json'], { encoding: 'utf8' });
     const apiRows = viaApi.stdout.trim().split('\n').map((l) => JSON.parse(l) as { path: string; reason: string });
     expect(apiRows.map((r) => [r.path, r.reason])).toEqual([['/user/keys', 'path_not_allowed']]);
   });
@@ -378,8 +378,10 @@ describe('no secret value anywhere the proxy writes', () => {
   it('not in stdout, stderr, the log file, the store, the admin API or /metrics', async () => {
     // Let the store's batch commit.
     await new Promise((r) => setTimeout(r, 400));
-    const api1 = await (await fetch(`${adminUrl}/api/decisions?limit=1000`)).text();
-    const pol = await (await fetch(`${adminUrl}/api/policy`)).text();
+    // The admin token serve generated in its data dir (the API needs it on loopback too).
+    const auth = { authorization: `Bearer ${readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()}` };
+    const api1 = await (await fetch(`${adminUrl}/api/decisions?limit=1000`, { headers: auth })).text();
+    const pol = await (await fetch(`${adminUrl}/api/policy`, { headers: auth })).text();
     const metrics = await (await fetch(`${adminUrl}/metrics`)).text();
     const log = readFileSync(logFile, 'utf8');
     const db = new Database(join(dataDir, 'decisions.sqlite'), { readonly: true });

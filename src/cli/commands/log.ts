@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { AdminClient } from '../../admin/client.js';
+import { adminClientFor, type AdminClient } from '../../admin/client.js';
 import { outcomeOf, weightOf, type DecisionRecord } from '../../decisions/record.js';
 import { buildFilter, MAX_LIMIT, QueryError, type RawFilter } from '../../decisions/query.js';
 import { openSqliteStoreReadOnly, type SqliteDecisionStore } from '../../decisions/store/sqlite.js';
@@ -48,7 +48,7 @@ interface Source {
 
 function openSource(o: SourceOptions): Source & { store?: SqliteDecisionStore; client?: AdminClient } {
   if (o.url) {
-    const client = new AdminClient(o.url, o.token ?? process.env.AGENT_EGRESS_ADMIN_TOKEN);
+    const client = adminClientFor({ url: o.url, token: o.token, dataDir: o.dataDir });
     return { client, query: (r) => client.query(r), summary: (r) => client.summary(r), close: async () => {} };
   }
   const store = openSqliteStoreReadOnly({ dataDir: o.dataDir ?? './data' });
@@ -183,7 +183,7 @@ export async function runQuery(o: LogOptions, out: Out = stdout): Promise<void> 
   if (table) await w.write(table.header());
   if (o.url) {
     // The API caps a page; follow its cursor until the limit (or the end) is reached.
-    const client = new AdminClient(o.url, o.token ?? process.env.AGENT_EGRESS_ADMIN_TOKEN);
+    const client = adminClientFor({ url: o.url, token: o.token, dataDir: o.dataDir });
     let cursor: string | undefined;
     do {
       const want = limit === 0 ? MAX_LIMIT : Math.min(MAX_LIMIT, limit - n);
@@ -231,7 +231,7 @@ export async function runTail(o: LogOptions, signal: AbortSignal, out: Out = std
   const print = (r: DecisionRecord) => void out(table ? table.row(r) : `${safeJson(r)}\n`);
   if (table) await out(table.header());
   if (o.url) {
-    await new AdminClient(o.url, o.token ?? process.env.AGENT_EGRESS_ADMIN_TOKEN).stream(raw, print, signal);
+    await adminClientFor({ url: o.url, token: o.token, dataDir: o.dataDir }).stream(raw, print, signal);
     return;
   }
   const store = openSqliteStoreReadOnly({ dataDir: o.dataDir ?? './data' });
@@ -277,9 +277,9 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 
 function sourceOptions(cmd: Command): Command {
   return cmd
-    .option('--data-dir <dir>', 'directory of the decision store (read directly, read-only)', './data')
+    .addOption(new Option('--data-dir <dir>', 'directory of the decision store (read directly, read-only); with --url, where serve keeps the admin token').env('AGENT_EGRESS_DATA_DIR').default('./data'))
     .option('--url <url>', 'read through the admin API instead, e.g. http://127.0.0.1:3129', parseHttpUrl)
-    .option('--token <token>', 'admin API bearer token (default: $AGENT_EGRESS_ADMIN_TOKEN)');
+    .option('--token <token>', 'admin API bearer token (default: $AGENT_EGRESS_ADMIN_TOKEN, else <data-dir>/admin-token when this user can read it)');
 }
 
 function filterOptions(cmd: Command, withLimit: boolean): Command {

@@ -52,10 +52,12 @@ export function registerServe(program: Command): void {
     .addOption(opt('--no-store', 'do not keep decisions in the SQLite store (also disables the admin API)', 'NO_STORE'))
     .addOption(opt('--retention <dur>', 'delete stored decisions older than this, e.g. 30d', 'RETENTION').argParser(parseDurationMs))
     .addOption(opt('--retention-size <size>', 'keep the store under this size, e.g. 2GB (oldest deleted first)', 'RETENTION_SIZE').argParser(parseSize))
-    .addOption(opt('--admin-listen <host:port>', 'admin API (queries, /metrics, reload, page); a non-loopback address needs --admin-token', 'ADMIN_LISTEN').default('127.0.0.1:3129'))
+    .addOption(opt('--admin-listen <host:port>', 'admin API (queries, /metrics, reload, page); bearer token required on every address (see --admin-token)', 'ADMIN_LISTEN').default('127.0.0.1:3129'))
     .addOption(opt('--no-admin', 'do not start the admin API', 'NO_ADMIN'))
     .addOption(repeatable('--admin-host <name>', 'a DNS name the admin API is reached by (besides IP addresses and localhost); other Host headers get 421', env('ADMIN_HOST')))
-    .addOption(opt('--admin-token <token>', 'bearer token for the admin API (prefer the env var)', 'ADMIN_TOKEN'))
+    .addOption(opt('--admin-token <token>', 'bearer token for the admin API (prefer the env var); default: generated once into <data-dir>/admin-token (mode 0600)', 'ADMIN_TOKEN'))
+    .addOption(opt('--no-admin-auth', 'serve the admin API without a token (loopback only; warns loudly: any local process can read it)', 'NO_ADMIN_AUTH'))
+    .addOption(opt('--metrics-auth', '/metrics needs the admin token too (/healthz and /readyz stay open)', 'METRICS_AUTH'))
     .addOption(opt('--alert-window <dur>', 'spike alerts: sliding window of denies per agent', 'ALERT_WINDOW').argParser(parseDurationMs).default(60_000, '60s'))
     .addOption(opt('--alert-threshold <n>', 'spike alerts: denies in the window that count as a spike', 'ALERT_THRESHOLD').argParser(parsePositiveInt).default(20))
     .addOption(opt('--alert-multiplier <x>', "spike alerts: and more than x times the agent's own baseline", 'ALERT_MULTIPLIER').argParser(parsePositiveNumber).default(3))
@@ -71,6 +73,10 @@ export function registerServe(program: Command): void {
       const logger = createOpLogger({ level: o.logLevel, format: o.logFormat as OpLogFormat });
       if (!!o.tlsCert !== !!o.tlsKey) {
         console.error('agent-egress: --tls-cert and --tls-key go together');
+        process.exit(2);
+      }
+      if (o.adminToken && o.adminAuth === false) {
+        console.error('agent-egress: --admin-token and --no-admin-auth contradict each other');
         process.exit(2);
       }
       if (!!o.inspectCa !== !!o.inspectCaKey) {
@@ -102,7 +108,7 @@ export function registerServe(program: Command): void {
         },
         logger,
         store: o.store === false ? null : { dataDir: o.dataDir, retentionMs: o.retention, maxBytes: o.retentionSize },
-        admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken, hosts: listValue(o.adminHost) },
+        admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken, hosts: listValue(o.adminHost), noAuth: o.adminAuth === false, metricsAuth: !!o.metricsAuth },
         alerts:
           o.alerts === false
             ? false
