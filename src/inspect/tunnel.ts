@@ -12,6 +12,9 @@ import { settle } from '../proxy/record.js';
 import { relay, upstreamBody } from '../proxy/relay.js';
 import { brokerRequest, normalizeRequestPath } from '../proxy/request-check.js';
 import { refuseResponse, refuseSocket } from '../proxy/respond.js';
+import { relayPlain } from '../proxy/forward.js';
+import { splice } from '../proxy/tunnel.js';
+import { responseHead, sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from '../proxy/upgrade.js';
 import type { VetContext, VetOutcome } from '../proxy/vet.js';
 import type { LeafMinter } from './mint.js';
 import { connectUpstreamTls, UpstreamTlsError } from './upstream.js';
@@ -33,6 +36,8 @@ interface Tunnel {
   client: string;
   address: string;
   upstream: Client;
+  /** Roots the origin must chain to, for the extra TLS connection an inner Upgrade opens. */
+  ca: string[];
 }
 
 const TUNNELS = new WeakMap<Socket, Tunnel>();
@@ -62,10 +67,10 @@ export function createInnerServer(core: ProxyCore): Server {
     }
     innerRequest(t, req, res).catch(() => res.destroy());
   });
-  server.on('upgrade', (req: IncomingMessage, socket: Socket) => {
+  server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const t = TUNNELS.get(socket);
     if (!t) return socket.destroy();
-    innerUpgrade(t, req, socket);
+    innerUpgrade(t, req, socket, head).catch(() => socket.destroy());
   });
   server.on('clientError', (_err, socket: Socket) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
@@ -150,7 +155,7 @@ export async function handleInspected(
   socket.write(`HTTP/1.1 200 Connection established\r\nX-Agent-Egress-Decision: ${rec.id}\r\n\r\n`);
   if (head.length > 0) socket.unshift(head);
   const tls = new TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: ['http/1.1'] });
-  const tunnel: Tunnel = { core, ctx, agent, target, v, parent: rec, client: rec.client, address: first.address, upstream };
+  const tunnel: Tunnel = { core, ctx, agent, target, v, parent: rec, client: rec.client, address: first.address, upstream, ca: inspector.upstreamCa };
   TUNNELS.set(tls, tunnel);
 
   core.counters.activeTunnels++;
@@ -303,10 +308,12 @@ async function innerRequest(t: Tunnel, req: IncomingMessage, res: ServerResponse
 }
 
 /**
- * An Upgrade (WebSocket) inside an inspected tunnel is decided by the same rules. Relaying an allowed
- * one is not supported yet: it is refused (501) rather than spliced unseen.
+ * An Upgrade (WebSocket) inside an inspected tunnel: decided by the same rules as its requests, then sent
+ * over a new TLS connection to the tunnel's vetted address (verified like the first). Only a real 101
+ * whose Upgrade matches what was asked is spliced; any other answer is relayed and the connection
+ * closed, since the inner parser has given the socket up.
  */
-function innerUpgrade(t: Tunnel, req: IncomingMessage, socket: Socket): void {
+async function innerUpgrade(t: Tunnel, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
   const t0 = performance.now();
   const rec = childRecord(t, req);
   const label = `${req.method} ${hostHeader(t.target)}`;
@@ -318,8 +325,53 @@ function innerUpgrade(t: Tunnel, req: IncomingMessage, socket: Socket): void {
   };
   const a = admitInner(t, req, rec, refuse);
   if (!a) return;
-  settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: rec.rule, status: 501 });
-  rec.detail = { ...rec.detail, error: 'upgrade inside an inspected tunnel' };
-  refuseSocket(socket, { status: 501, reason: 'bad_request', message: 'protocol upgrades inside an inspected tunnel are not supported', decisionId: rec.id, target: label });
-  emit(t.core, rec, t0);
+  const verdict = { verdict: rec.verdict, mode: rec.mode, reason: rec.reason, rule: rec.rule };
+  const fail = (status: number, reason: Reason, message: string) => {
+    settle(rec, { ...verdict, reason, status });
+    rec.detail = { ...rec.detail, error: message.slice(0, 200) };
+    refuseSocket(socket, { status, reason, rule: rec.rule, message, decisionId: rec.id, target: label });
+    emit(t.core, rec, t0);
+  };
+  const asked = upgradeTokens(req.headers.upgrade);
+  const { core, target } = t;
+  const tc = performance.now();
+  let up: TLSSocket;
+  try {
+    up = (await connectUpstreamTls([t.address], target.port, target.host.value, target.host.kind === 'ip', t.ca, core.limits.connectTimeoutMs)).socket;
+  } catch (err) {
+    const { status, reason } = upstreamFailure(err);
+    return fail(status, reason, (err as Error).message);
+  }
+  rec.timings.connectMs = roundMs(performance.now() - tc);
+  const gone = () => up.destroy();
+  socket.once('close', gone);
+  let answer: UpgradeAnswer;
+  try {
+    answer = await sendUpgrade(up, { method: req.method ?? 'GET', path: a.path + a.query, headers: [...a.headers, 'Connection', 'Upgrade', 'Upgrade', asked.join(', ')], asked, timeoutMs: core.limits.requestIdleMs });
+  } catch (err) {
+    socket.off('close', gone);
+    up.destroy();
+    if (err instanceof UpgradeTimeoutError) return fail(504, 'upstream_timeout', err.message);
+    return fail(502, 'upstream_error', (err as Error).message);
+  }
+  socket.off('close', gone);
+  rec.status = answer.res.statusCode ?? null;
+  if (answer.kind === 'mismatch') {
+    answer.socket.destroy();
+    const got = String(answer.res.headers.upgrade ?? '').slice(0, 100);
+    return fail(502, 'upstream_error', `the origin answered ${answer.res.statusCode} with Upgrade "${got}" to a request for "${asked.join(', ')}"`);
+  }
+  if (socket.destroyed) {
+    (answer.kind === 'switched' ? answer.socket : answer.res).destroy();
+    return emit(core, rec, t0);
+  }
+  if (answer.kind === 'switched') {
+    const switched = { connection: 'Upgrade', upgrade: upgradeTokens(answer.res.headers.upgrade).join(', '), 'x-agent-egress-decision': rec.id };
+    socket.write(responseHead(req.method ?? 'GET', answer.res, switched).head);
+    if (answer.head.length) socket.write(answer.head);
+    if (head.length) answer.socket.write(head);
+    splice(core, rec, t0, socket, answer.socket);
+    return;
+  }
+  await relayPlain(core, rec, t0, socket, req.method ?? 'GET', answer.res, () => socket.end());
 }

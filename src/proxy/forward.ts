@@ -279,14 +279,16 @@ export async function handleUpgrade(core: ProxyCore, req: IncomingMessage, socke
     splice(core, rec, t0, socket, answer.socket);
     return;
   }
-  await relayPlain(core, rec, t0, socket, req.method ?? 'GET', answer.res, head);
+  await relayPlain(core, rec, t0, socket, req.method ?? 'GET', answer.res, () => core.reattach(socket, head));
 }
 
 /**
- * Relay an origin's ordinary answer to an upgrade request, then hand the client connection back to the
- * HTTP server with the bytes it sent after the request, so a pipelined request is parsed and decided.
+ * Relay an origin's ordinary answer to an upgrade request on the raw client socket, re-framed. `then`
+ * runs once the whole answer went out: the plain path hands the socket back to the HTTP server with the
+ * bytes sent after the request (so a pipelined request is parsed and decided), an inspected tunnel
+ * closes it.
  */
-async function relayPlain(core: ProxyCore, rec: DecisionRecord, t0: number, socket: Socket, method: string, res: IncomingMessage, head: Buffer): Promise<void> {
+export async function relayPlain(core: ProxyCore, rec: DecisionRecord, t0: number, socket: Socket, method: string, res: IncomingMessage, then: () => void): Promise<void> {
   const out = responseHead(method, res, { 'x-agent-egress-decision': rec.id });
   let down = 0;
   const done = () => {
@@ -317,5 +319,5 @@ async function relayPlain(core: ProxyCore, rec: DecisionRecord, t0: number, sock
   }
   if (out.chunked) socket.write('0\r\n\r\n');
   done();
-  core.reattach(socket, head);
+  then();
 }

@@ -38,6 +38,16 @@ async function echoOrigin(tls: { key: Buffer | string; cert: Buffer | string }) 
       res.end(JSON.stringify(s));
     });
   });
+  // Upgrades: /…/ws-declined answers a plain 200 (never a switch); anything else switches to an echo.
+  server.on('upgrade', (req, socket: import('node:net').Socket) => {
+    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
+    if ((req.url ?? '').includes('ws-declined')) {
+      socket.end('HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\ndeclined');
+      return;
+    }
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${req.headers.upgrade}\r\nConnection: Upgrade\r\n\r\n`);
+    socket.on('data', (d: Buffer) => socket.write(`echo:${d.toString()}`));
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { seen, port: (server.address() as AddressInfo).port, close: () => closeServer(server as never) };
 }
@@ -254,6 +264,80 @@ describe('HTTPS inspection with curl', () => {
     expect(leak.stdout).toMatch(/^HTTP\/1\.1 200 /m);
     const bad = await curl('-D', '-', '--path-as-is', `http://plain.allowed.test:${plain.port}/echo/..;/admin`);
     expect(bad.stdout).toMatch(/^HTTP\/1\.1 400 /m);
+  });
+});
+
+/** CONNECT through the proxy, TLS to the minted leaf (trusting only the inspection CA), then raw bytes inside. */
+async function inspectedSocket(host: string, port: number) {
+  const sock = netConnect(Number(new URL(proxyUrl).port), '127.0.0.1');
+  await new Promise<void>((r) => sock.once('connect', () => r()));
+  sock.write(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`);
+  await new Promise<void>((resolve, reject) => {
+    let got = '';
+    const on = (d: Buffer) => {
+      got += d.toString('latin1');
+      if (!got.includes('\r\n\r\n')) return;
+      sock.off('data', on);
+      if (/^HTTP\/1\.1 200 /.test(got)) resolve();
+      else reject(new Error(got));
+    };
+    sock.on('data', on);
+  });
+  const tls = tlsConnect({ socket: sock, servername: host, ca: readFileSync(caFile) });
+  await new Promise<void>((r, j) => tls.once('secureConnect', () => r()).once('error', j));
+  let buf = '';
+  tls.on('data', (d: Buffer) => (buf += d.toString()));
+  const until = async (re: RegExp) => {
+    for (let i = 0; i < 200 && !re.test(buf); i++) await new Promise((r) => setTimeout(r, 20));
+    return buf;
+  };
+  return { tls, until, text: () => buf };
+}
+
+describe('WebSocket upgrades inside an inspected tunnel', () => {
+  const upgrade = (path: string, extra = '') =>
+    `GET ${path} HTTP/1.1\r\nHost: api.allowed.test:${good.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n${extra}\r\n`;
+
+  it('an allowed upgrade is switched only on the origin\'s 101, brokered like a request, and carries bytes both ways', async () => {
+    const c = await inspectedSocket('api.allowed.test', good.port);
+    c.tls.write(upgrade('/repos/acme/ws', `Authorization: Bearer ${PLACEHOLDER}\r\n`));
+    const head = await c.until(/\r\n\r\n/);
+    expect(head).toMatch(/^HTTP\/1\.1 101 /);
+    expect(head).toMatch(/^upgrade: websocket/im);
+    expect(good.seen.at(-1)).toMatchObject({ url: '/repos/acme/ws' });
+    expect(good.seen.at(-1)!.headers.authorization).toBe(`Bearer ${REAL}`);
+    c.tls.write('ping');
+    expect(await c.until(/echo:ping/)).toContain('echo:ping');
+    c.tls.destroy();
+    const rec = await waitRecord((x) => x.path === '/repos/acme/ws');
+    expect(rec).toMatchObject({ verdict: 'allow', rule: 'gh', status: 101, secrets: ['github'] });
+    expect(typeof rec.parent).toBe('string');
+  });
+
+  it('an upgrade outside the rule\'s paths or methods gets 403 and never reaches the origin', async () => {
+    const before = good.seen.length;
+    const c = await inspectedSocket('api.allowed.test', good.port);
+    c.tls.write(upgrade('/orgs/acme/ws'));
+    const head = await c.until(/\r\n\r\n/);
+    expect(head).toMatch(/^HTTP\/1\.1 403 /);
+    expect(head).toMatch(/^X-Agent-Egress-Reason: path_not_allowed/im);
+    c.tls.destroy();
+    expect(good.seen.length).toBe(before);
+  });
+
+  it('an origin that answers 200 instead of 101 is relayed as an answer, never spliced', async () => {
+    const c = await inspectedSocket('api.allowed.test', good.port);
+    c.tls.write(upgrade('/repos/acme/ws-declined'));
+    const got = await c.until(/declined/);
+    expect(got).toMatch(/^HTTP\/1\.1 200 /);
+    expect(got).toContain('declined');
+    // No raw splice: bytes sent now are not echoed by the origin.
+    c.tls.write('ping');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(c.text()).not.toContain('echo:');
+    c.tls.destroy();
+    const rec = await waitRecord((x) => x.path === '/repos/acme/ws-declined');
+    expect(rec).toMatchObject({ rule: 'gh', status: 200 });
   });
 });
 
