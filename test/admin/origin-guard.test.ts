@@ -6,7 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 
 // Issue 9 item 10 (DNS rebinding / CSRF) and issue 10 (400 bodies name the parameter), through the
-// real runtime: the proxy with its real FilePolicyHolder, store and admin API, no admin token (loopback).
+// real runtime: the proxy with its real FilePolicyHolder, store and admin API, run with --no-admin-auth
+// (loopback), the mode in which these checks are the only thing between a web page and the API. The
+// last block shows they hold in the default token mode too.
 const dir = mkdtempSync(join(tmpdir(), 'ae-origin-'));
 const policyFile = join(dir, 'policy.yaml');
 const policyA = 'version: 1\nrules:\n  - name: a\n    action: allow\n    hosts: [a.example]\n';
@@ -49,7 +51,7 @@ beforeAll(async () => {
   proxy = await startTestProxy({
     policyFile,
     store: { dataDir: join(dir, 'data') },
-    admin: { listen: '127.0.0.1:0', hosts: ['egress-admin.agents.svc.cluster.local'] },
+    admin: { listen: '127.0.0.1:0', hosts: ['egress-admin.agents.svc.cluster.local'], noAuth: true },
   });
   port = proxy.egress.admin!.port;
 });
@@ -152,5 +154,28 @@ describe('admin API 400 bodies (issue 10)', () => {
     expect(r.status).toBe(400);
     expect(r.json).toMatchObject({ statusCode: 400, error: 'Bad Request', param });
     expect(r.json.message).toContain(param);
+  });
+});
+
+describe('with the default admin token', () => {
+  it('a rebinding Host is refused even with the right token, and a cross-origin POST too', async () => {
+    const d2 = mkdtempSync(join(tmpdir(), 'ae-origin-tok-'));
+    writeFileSync(join(d2, 'policy.yaml'), policyA);
+    const p2 = await startTestProxy({ policyFile: join(d2, 'policy.yaml'), store: { dataDir: join(d2, 'data') }, admin: { listen: '127.0.0.1:0' } });
+    const saved = port;
+    try {
+      port = p2.egress.admin!.port;
+      const auth = { authorization: `Bearer ${p2.admin!.token}` };
+      expect(p2.admin!.token).toMatch(/\S{16,}/);
+      expect((await send('GET', '/api/policy', { host: own(), ...auth })).status).toBe(200);
+      expect((await send('GET', '/api/policy', { host: `attacker.example:${port}`, ...auth })).status).toBe(421);
+      const cross = await send('POST', '/api/policy/reload', { host: own(), origin: 'https://attacker.example', 'content-type': 'application/json', ...auth }, '{}');
+      expect(cross.status).toBe(403);
+      expect((await send('GET', '/api/policy', { host: own() })).status).toBe(401);
+    } finally {
+      port = saved;
+      await p2.close();
+      rmSync(d2, { recursive: true, force: true });
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { request } from 'undici';
@@ -29,8 +29,12 @@ async function statusThroughProxy(): Promise<number> {
   return Number(/^HTTP\/1\.1 (\d{3})/.exec(res)?.[1] ?? 0);
 }
 
+/** The token serve generated into its data dir (the admin API requires one on loopback too). */
+const auth = () => ({ authorization: `Bearer ${readFileSync(join(dir, 'data', 'admin-token'), 'utf8').trim()}` });
+
 async function policy(): Promise<{ hash: string; reloads: number; policy: { rules: { name: string }[] } }> {
-  const res = await request(`http://127.0.0.1:${adminPort}/api/policy`);
+  const res = await request(`http://127.0.0.1:${adminPort}/api/policy`, { headers: auth() });
+  if (res.statusCode !== 200) throw new Error(`/api/policy answered ${res.statusCode}`);
   return (await res.body.json()) as any;
 }
 
@@ -105,7 +109,7 @@ describe('policy file settle time', () => {
       p = await policy();
     }
     writeFileSync(policyFile, firstHalf());
-    const reload = request(`http://127.0.0.1:${adminPort}/api/policy/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    const reload = request(`http://127.0.0.1:${adminPort}/api/policy/reload`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth() } });
     await sleep(700);
     expect(await statusThroughProxy()).toBe(403);
     appendFileSync(policyFile, secondHalf);

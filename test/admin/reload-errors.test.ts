@@ -14,7 +14,8 @@ let proxy: TestProxy;
 let base: string;
 
 async function call(method: 'GET' | 'POST', path: string): Promise<{ status: number; json: any }> {
-  const res = await request(base + path, { method, headers: method === 'POST' ? { 'content-type': 'application/json' } : {} });
+  const auth = { authorization: `Bearer ${proxy.admin!.token}` };
+  const res = await request(base + path, { method, headers: method === 'POST' ? { 'content-type': 'application/json', ...auth } : auth });
   return { status: res.statusCode, json: await res.body.json() };
 }
 

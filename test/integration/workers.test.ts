@@ -47,9 +47,10 @@ describe('serve --workers', () => {
       writeFileSync(file, policy([origin.port]));
       child.kill('SIGHUP');
       // The primary reads the just-written file once it has settled (--policy-settle, 2 s), then tells the workers.
-      for (let i = 0; i < 100 && ((await (await request(`http://${admin}/api/policy`)).body.json()) as { reloads: number }).reloads < 1; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      const auth = { authorization: `Bearer ${readFileSync(join(data, 'admin-token'), 'utf8').trim()}` };
+      const reloads = async () => ((await (await request(`http://${admin}/api/policy`, { headers: auth })).body.json()) as { reloads: number }).reloads;
+      for (let i = 0; i < 100 && (await reloads()) < 1; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(await reloads()).toBeGreaterThanOrEqual(1);
       await new Promise((r) => setTimeout(r, 500));
       for (let i = 0; i < 10; i++) expect(await rawExchange(port, `CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n\r\n`, 150)).toMatch(/^HTTP\/1\.1 200 /);
 
