@@ -12,9 +12,8 @@ import { settle } from '../proxy/record.js';
 import { relay, upstreamBody } from '../proxy/relay.js';
 import { brokerRequest, normalizeRequestPath } from '../proxy/request-check.js';
 import { refuseResponse, refuseSocket } from '../proxy/respond.js';
-import { relayPlain } from '../proxy/forward.js';
-import { splice } from '../proxy/tunnel.js';
-import { responseHead, sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from '../proxy/upgrade.js';
+import { completeUpgrade } from '../proxy/forward.js';
+import { sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from '../proxy/upgrade.js';
 import type { VetContext, VetOutcome } from '../proxy/vet.js';
 import type { LeafMinter } from './mint.js';
 import { connectUpstreamTls, UpstreamTlsError } from './upstream.js';
@@ -355,23 +354,5 @@ async function innerUpgrade(t: Tunnel, req: IncomingMessage, socket: Socket, hea
     return fail(502, 'upstream_error', (err as Error).message);
   }
   socket.off('close', gone);
-  rec.status = answer.res.statusCode ?? null;
-  if (answer.kind === 'mismatch') {
-    answer.socket.destroy();
-    const got = String(answer.res.headers.upgrade ?? '').slice(0, 100);
-    return fail(502, 'upstream_error', `the origin answered ${answer.res.statusCode} with Upgrade "${got}" to a request for "${asked.join(', ')}"`);
-  }
-  if (socket.destroyed) {
-    (answer.kind === 'switched' ? answer.socket : answer.res).destroy();
-    return emit(core, rec, t0);
-  }
-  if (answer.kind === 'switched') {
-    const switched = { connection: 'Upgrade', upgrade: upgradeTokens(answer.res.headers.upgrade).join(', '), 'x-agent-egress-decision': rec.id };
-    socket.write(responseHead(req.method ?? 'GET', answer.res, switched).head);
-    if (answer.head.length) socket.write(answer.head);
-    if (head.length) answer.socket.write(head);
-    splice(core, rec, t0, socket, answer.socket);
-    return;
-  }
-  await relayPlain(core, rec, t0, socket, req.method ?? 'GET', answer.res, () => socket.end());
+  await completeUpgrade(core, rec, t0, socket, { method: req.method ?? 'GET', asked, head }, answer, fail, () => socket.end());
 }

@@ -261,11 +261,29 @@ export async function handleUpgrade(core: ProxyCore, req: IncomingMessage, socke
     return fail(502, 'upstream_error', errorText(err));
   }
   socket.off('close', gone);
+  await completeUpgrade(core, rec, t0, socket, { method: req.method ?? 'GET', asked, head }, answer, fail, () => core.reattach(socket, head));
+}
+
+/**
+ * What the origin answered an upgrade request, acted on: a matching 101 is spliced (with any bytes
+ * either side sent early), a mismatched switch is refused 502, any other answer is relayed and `then`
+ * decides what becomes of the client connection. Shared by the plain path and inspected tunnels.
+ */
+export async function completeUpgrade(
+  core: ProxyCore,
+  rec: DecisionRecord,
+  t0: number,
+  socket: Socket,
+  ask: { method: string; asked: string[]; head: Buffer },
+  answer: UpgradeAnswer,
+  fail: (status: number, reason: 'upstream_error', error: string) => void,
+  then: () => void,
+): Promise<void> {
   rec.status = answer.res.statusCode ?? null;
   if (answer.kind === 'mismatch') {
     answer.socket.destroy();
     const got = String(answer.res.headers.upgrade ?? '').slice(0, 100);
-    return fail(502, 'upstream_error', `the origin answered ${answer.res.statusCode} with Upgrade "${got}" to a request for "${asked.join(', ')}"`);
+    return fail(502, 'upstream_error', `the origin answered ${answer.res.statusCode} with Upgrade "${got}" to a request for "${ask.asked.join(', ')}"`);
   }
   if (socket.destroyed) {
     (answer.kind === 'switched' ? answer.socket : answer.res).destroy();
@@ -273,13 +291,13 @@ export async function handleUpgrade(core: ProxyCore, req: IncomingMessage, socke
   }
   if (answer.kind === 'switched') {
     const switched = { connection: 'Upgrade', upgrade: upgradeTokens(answer.res.headers.upgrade).join(', '), 'x-agent-egress-decision': rec.id };
-    socket.write(responseHead(req.method ?? 'GET', answer.res, switched).head);
+    socket.write(responseHead(ask.method, answer.res, switched).head);
     if (answer.head.length) socket.write(answer.head);
-    if (head.length) answer.socket.write(head);
+    if (ask.head.length) answer.socket.write(ask.head);
     splice(core, rec, t0, socket, answer.socket);
     return;
   }
-  await relayPlain(core, rec, t0, socket, req.method ?? 'GET', answer.res, () => core.reattach(socket, head));
+  await relayPlain(core, rec, t0, socket, ask.method, answer.res, then);
 }
 
 /**
@@ -288,7 +306,7 @@ export async function handleUpgrade(core: ProxyCore, req: IncomingMessage, socke
  * bytes sent after the request (so a pipelined request is parsed and decided), an inspected tunnel
  * closes it.
  */
-export async function relayPlain(core: ProxyCore, rec: DecisionRecord, t0: number, socket: Socket, method: string, res: IncomingMessage, then: () => void): Promise<void> {
+async function relayPlain(core: ProxyCore, rec: DecisionRecord, t0: number, socket: Socket, method: string, res: IncomingMessage, then: () => void): Promise<void> {
   const out = responseHead(method, res, { 'x-agent-egress-decision': rec.id });
   let down = 0;
   const done = () => {
