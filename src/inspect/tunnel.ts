@@ -13,6 +13,7 @@ import { relay, upstreamBody } from '../proxy/relay.js';
 import { brokerRequest, normalizeRequestPath } from '../proxy/request-check.js';
 import { refuseResponse, refuseSocket } from '../proxy/respond.js';
 import { completeUpgrade } from '../proxy/forward.js';
+import { trackTunnel } from '../proxy/tunnel.js';
 import { sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from '../proxy/upgrade.js';
 import type { VetContext, VetOutcome } from '../proxy/vet.js';
 import type { LeafMinter } from './mint.js';
@@ -157,22 +158,13 @@ export async function handleInspected(
   const tunnel: Tunnel = { core, ctx, agent, target, v, parent: rec, client: rec.client, address: first.address, upstream, ca: inspector.upstreamCa };
   TUNNELS.set(tls, tunnel);
 
-  core.counters.activeTunnels++;
-  let done = false;
-  const finish = () => {
-    if (done) return;
-    done = true;
-    core.counters.activeTunnels--;
-    core.tunnels.delete(finish);
+  const finish = trackTunnel(core, rec, t0, () => {
     tls.destroy();
     socket.destroy();
     spare?.destroy();
     void upstream.destroy().catch(() => undefined);
-    rec.bytesUp = socket.bytesRead;
-    rec.bytesDown = socket.bytesWritten;
-    emit(core, rec, t0);
-  };
-  core.tunnels.add(finish);
+    return { up: socket.bytesRead, down: socket.bytesWritten };
+  });
   tls.on('error', (err: NodeJS.ErrnoException) => {
     // A client that does not trust the inspection CA fails here: say so in the tunnel's record.
     if (!rec.detail?.clientTlsError) rec.detail = { ...rec.detail, clientTlsError: err.code ?? err.message.slice(0, 120) };

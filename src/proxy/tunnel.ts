@@ -43,11 +43,11 @@ export async function dialForTunnel(
 }
 
 /**
- * Splice a client socket to a connected upstream socket (CONNECT and Upgrade alike). Whatever the
- * caller had to say first (the 200, the upgrade request head, pipelined bytes) is written before this.
- * The tunnel's record is emitted once, when it ends, with the bytes each way.
+ * Count a tunnel as open until the returned `finish` runs, once, whoever calls it first (either side
+ * closing, an error, the idle timer, or shutdown draining `core.tunnels`). `release` tears the sockets
+ * down and says how many bytes went each way; the tunnel's record is emitted then.
  */
-export function splice(core: ProxyCore, rec: DecisionRecord, t0: number, client: Socket, upstream: Socket): void {
+export function trackTunnel(core: ProxyCore, rec: DecisionRecord, t0: number, release: () => { up: number; down: number }): () => void {
   core.counters.activeTunnels++;
   let done = false;
   const finish = () => {
@@ -55,13 +55,26 @@ export function splice(core: ProxyCore, rec: DecisionRecord, t0: number, client:
     done = true;
     core.counters.activeTunnels--;
     core.tunnels.delete(finish);
-    client.destroy();
-    upstream.destroy();
-    rec.bytesUp = upstream.bytesWritten;
-    rec.bytesDown = upstream.bytesRead;
+    const bytes = release();
+    rec.bytesUp = bytes.up;
+    rec.bytesDown = bytes.down;
     emit(core, rec, t0);
   };
   core.tunnels.add(finish);
+  return finish;
+}
+
+/**
+ * Splice a client socket to a connected upstream socket (CONNECT and Upgrade alike). Whatever the
+ * caller had to say first (the 200, the upgrade request head, pipelined bytes) is written before this.
+ * The tunnel's record is emitted once, when it ends, with the bytes each way.
+ */
+export function splice(core: ProxyCore, rec: DecisionRecord, t0: number, client: Socket, upstream: Socket): void {
+  const finish = trackTunnel(core, rec, t0, () => {
+    client.destroy();
+    upstream.destroy();
+    return { up: upstream.bytesWritten, down: upstream.bytesRead };
+  });
   upstream.on('error', finish);
   // Upstream closing first is the normal end of most tunnels: pipe() has already ended the client side,
   // so let its buffered bytes drain and wait for the client to close (briefly) instead of cutting them.
