@@ -1,10 +1,14 @@
 #!/usr/bin/env node
 // `npm run bench`: agent-egress against a direct connection, in one run, on loopback only.
-// Starts a Node origin (HTTP, HTTPS, raw TCP) and the real CLI as a child process pinned to CPU 0; the
-// origin and this load generator sit on CPU 1. Reports ops/s, ratio to direct, proxy CPU µs per op and
-// peak RSS; then records/store on vs off for S1, memory per idle tunnel, and the policy micro-benchmark.
-//   node bench/run.mjs [--quick] [--duration S] [--clients N] [--only s1,s2,s3,store,idle,policy,inspect]
-//                      [--idle-tunnels N] [--cpu-prof] [--proxy-arg=--flag ...]
+// Starts a Node origin (HTTP, HTTPS, raw TCP) and, pinned to CPU 0, the real CLI in its production
+// configuration next to two Node references: the floor (bench/lib/floor.mjs, the least a Node proxy can
+// do) and the npm `proxy` package; the origin and this load generator sit on CPU 1. Rounds rotate the
+// target order. Reports ops/s, ratios to direct and to the floor, proxy CPU µs per op and RSS; then
+// records/store on vs off for S1, the memory figures (idle, per idle tunnel, churn, after load) and the
+// policy micro-benchmark.
+//   node bench/run.mjs [--quick] [--duration S] [--rounds N] [--clients N]
+//                      [--only s1,s2,s3,store,memory,policy,inspect] [--targets floor,node-proxy,agent-egress]
+//                      [--idle-tunnels N] [--churn S] [--cpu-prof] [--proxy-arg=--flag ...] [--node-arg=--flag ...]
 // Needs dist/ (npx tsc -p .). Results: bench/results/bench-<time>.{json,md} and latest.{json,md}.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readdirSync, statSync } from 'node:fs';
@@ -16,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { closedLoop, s1Op, openTunnel, KeepAlive } from './lib/loadgen.mjs';
 import { cpuMicros, rssKiB, hwmKiB, rssSampler } from './lib/procstat.mjs';
 import { startProxy, serveFlags, hasTaskset, freePort } from './lib/proxy.mjs';
+import { ensureNodeProxy, startFloor, startNodeProxy, NODE_PROXY_VERSION } from './lib/anchors.mjs';
 
 const BENCH = fileURLToPath(new URL('.', import.meta.url));
 const { values: opt } = parseArgs({
@@ -23,17 +28,25 @@ const { values: opt } = parseArgs({
     quick: { type: 'boolean', default: false },
     duration: { type: 'string' },
     clients: { type: 'string', default: '32' },
-    only: { type: 'string', default: 's1,s2,s3,store,idle,policy,inspect' },
+    only: { type: 'string', default: 's1,s2,s3,store,memory,policy,inspect' },
+    targets: { type: 'string', default: 'floor,node-proxy,agent-egress' },
+    rounds: { type: 'string' },
     'idle-tunnels': { type: 'string' },
+    churn: { type: 'string' },
+    'node-arg': { type: 'string', multiple: true, default: [] },
     'cpu-prof': { type: 'boolean', default: false },
     'proxy-arg': { type: 'string', multiple: true, default: [] },
   },
 });
-const only = new Set(opt.only.split(','));
+const only = new Set(opt.only.split(',').map((x) => (x === 'idle' ? 'memory' : x)));
+const TARGETS = new Set(opt.targets.split(','));
 const DURATION_MS = Number(opt.duration ?? (opt.quick ? 2 : 5)) * 1000;
 const WARMUP_MS = opt.quick ? 500 : 1000;
 const CLIENTS = Number(opt.clients);
-const IDLE_TUNNELS = Number(opt['idle-tunnels'] ?? (opt.quick ? 2000 : 10000));
+const IDLE_TUNNELS = Number(opt['idle-tunnels'] ?? (opt.quick ? 2000 : 9000));
+const CHURN_MS = Number(opt.churn ?? (opt.quick ? 15 : 60)) * 1000;
+const AFTER_MS = opt.quick ? 10_000 : 30_000;
+const ROUNDS = Number(opt.rounds ?? (opt.quick ? 1 : 3));
 const STORE_ROUNDS = opt.quick ? 1 : 3;
 const PIN = hasTaskset() && cpus().length >= 2;
 const PROXY_CPU = PIN ? 0 : null;
@@ -48,7 +61,7 @@ if (PIN) execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)], {
 
 const work = mkdtempSync(join(tmpdir(), 'ae-bench-'));
 const log = (...a) => console.error('[bench]', ...a);
-const results = { startedAt: new Date().toISOString(), node: process.version, cpus: cpus().length, pinned: PIN, durationMs: DURATION_MS, clients: CLIENTS, runs: [], store: [], idle: null, policy: null, inspect: null };
+const results = { rounds: ROUNDS, startedAt: new Date().toISOString(), node: process.version, cpus: cpus().length, pinned: PIN, durationMs: DURATION_MS, clients: CLIENTS, runs: [], store: [], memory: null, refIdle: {}, policy: null, inspect: null };
 
 // --- origin (self-signed cert, test-only)
 execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(work, 'key.pem'), '-out', join(work, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
@@ -81,10 +94,11 @@ const CONFIGS = {
 };
 const cfgArgs = async (name) => [...(await CONFIGS[name]()), ...opt['proxy-arg']];
 
+const profArgs = opt['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(BENCH, 'results', 'prof')}`] : [];
 async function proxyFor(name, extra = []) {
-  const nodeArgs = opt['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(BENCH, 'results', 'prof')}`] : [];
-  return startProxy({ args: [...(await cfgArgs(name)), ...extra], cpu: PROXY_CPU, nodeArgs, stderrFile: true });
+  return startProxy({ args: [...(await cfgArgs(name)), ...extra], cpu: PROXY_CPU, nodeArgs: [...profArgs, ...opt['node-arg']], stderrFile: true });
 }
+const refPorts = [ports.http, ports.https, ports.tcp];
 
 // --- scenarios: each returns { clients, makeClient?, op }
 function scenario(id, proxy) {
@@ -158,19 +172,36 @@ const fmt = (x) => (x === null || x === undefined || Number.isNaN(x) ? '-' : x >
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 try {
-  // 1. S1/S2/S3: direct, then the production configuration, scenario by scenario.
+  // 1. S1/S2/S3: direct, the floor, node `proxy` and the production configuration, order rotated per round.
   const main = ['s1_connect', 's1_connect_tls', 's2_bulk_1', 's2_bulk_8', 's3_forward'].filter((s) => only.has(s.slice(0, 2)));
   if (main.length) {
-    const proxy = await proxyFor('production');
-    log(`proxy: ${proxy.command}`);
-    results.productionCommand = proxy.command;
-    const idleKiB = rssKiB(proxy.pid);
-    for (const id of main) {
-      results.runs.push(await run(id, null, 'direct'));
-      results.runs.push(await run(id, proxy, 'agent-egress'));
+    const targets = [];
+    if (TARGETS.has('floor')) targets.push(await startFloor({ allowPorts: refPorts, cpu: PROXY_CPU, nodeArgs: profArgs }));
+    const pkgDir = TARGETS.has('node-proxy') ? ensureNodeProxy(log) : null;
+    if (pkgDir) targets.push(await startNodeProxy({ pkgDir, allowPorts: refPorts, cpu: PROXY_CPU }));
+    const proxy = TARGETS.has('agent-egress') ? await proxyFor('production') : null;
+    if (proxy) targets.push(proxy);
+    for (const t of targets) log(`${t.label}: ${t.command}`);
+    results.productionCommand = proxy?.command;
+    results.nodeProxyVersion = pkgDir ? NODE_PROXY_VERSION : null;
+    await new Promise((r) => setTimeout(r, 1000));
+    const idle = Object.fromEntries(targets.map((t) => [t.label, rssKiB(t.pid) / 1024]));
+    const peaks = Object.fromEntries(targets.map((t) => [t.label, 0]));
+    const all = [{ label: 'direct', direct: true }, ...targets];
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const id of main) {
+        for (let k = 0; k < all.length; k++) {
+          const t = all[(k + round) % all.length];
+          const row = await run(id, t.direct ? null : t, t.label);
+          row.round = round;
+          if (row.peakRssMiB) peaks[t.label] = Math.max(peaks[t.label], row.peakRssMiB);
+          results.runs.push(row);
+        }
+      }
     }
-    results.productionRss = { idleMiB: idleKiB / 1024, hwmMiB: hwmKiB(proxy.pid) / 1024 };
-    await proxy.stop();
+    results.targetRss = Object.fromEntries(targets.map((t) => [t.label, { idleMiB: idle[t.label], peakMiB: peaks[t.label], hwmMiB: hwmKiB(t.pid) / 1024 }]));
+    if (proxy) results.productionRss = results.targetRss['agent-egress'];
+    for (const t of targets) await t.stop();
   }
 
   // 2. S1 with decision records off, store off, and the production configuration, interleaved.
@@ -190,8 +221,11 @@ try {
     }
   }
 
-  // 3. Memory per idle tunnel.
-  if (only.has('idle')) results.idle = await idleTunnels(IDLE_TUNNELS);
+  // 3. Memory: idle, per idle tunnel, churn, after load; the floor's idle and per-tunnel figures for reference.
+  if (only.has('memory')) {
+    results.memory = await memory(IDLE_TUNNELS);
+    if (TARGETS.has('floor')) results.refIdle.floor = await refMemory(() => startFloor({ allowPorts: refPorts, cpu: PROXY_CPU }), IDLE_TUNNELS);
+  }
 
   // 4. Policy scaling (its own process, on the proxy's core now that no proxy runs).
   if (only.has('inspect')) {
@@ -207,12 +241,10 @@ try {
   origin.kill('SIGTERM');
 }
 
-async function idleTunnels(want) {
-  const proxy = await proxyFor('production', ['--max-connections', String(want + 1000), '--max-connections-per-client', String(want + 1000), '--tunnel-idle-timeout', '10m']);
-  // Baseline after some traffic, so lazily built state (JIT, pools, store) is already in the baseline.
-  await closedLoop({ clients: 8, warmupMs: 0, durationMs: 1000, op: s1Op({ proxy, originPort: ports.http }) });
-  await new Promise((r) => setTimeout(r, 1000));
-  const baseKiB = rssKiB(proxy.pid);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Opens `want` idle CONNECT tunnels (batches of 100) to the origin's raw TCP port. */
+async function openIdle(proxy, want) {
   const socks = [];
   let failed = 0;
   const BATCH = 100;
@@ -222,27 +254,123 @@ async function idleTunnels(want) {
     if (failed > 50) break;
   }
   for (const s of socks) s.on('error', () => undefined);
-  await new Promise((r) => setTimeout(r, 2000));
-  const openKiB = rssKiB(proxy.pid);
-  const row = { tunnels: socks.length, failed, baseMiB: baseKiB / 1024, openMiB: openKiB / 1024, kibPerTunnel: (openKiB - baseKiB) / Math.max(1, socks.length), command: proxy.command };
-  log(`idle tunnels: ${socks.length} open (${failed} failed); RSS ${fmt(row.baseMiB)} -> ${fmt(row.openMiB)} MiB = ${row.kibPerTunnel.toFixed(2)} KiB per tunnel`);
+  return { socks, failed };
+}
+
+/** Idle RSS and KiB per idle tunnel of a reference proxy (the floor): what Node itself costs. */
+async function refMemory(start, want) {
+  const p = await start();
+  await sleep(1000);
+  const idleMiB = rssKiB(p.pid) / 1024;
+  await closedLoop({ clients: 8, warmupMs: 0, durationMs: 1000, op: s1Op({ proxy: p, originPort: ports.http }) });
+  await sleep(1000);
+  const baseKiB = rssKiB(p.pid);
+  const { socks } = await openIdle(p, want);
+  await sleep(2000);
+  const kib = (rssKiB(p.pid) - baseKiB) / Math.max(1, socks.length);
   for (const s of socks) s.destroy();
+  await p.stop();
+  log(`${p.label}: idle RSS ${fmt(idleMiB)} MiB, ${kib.toFixed(2)} KiB per idle tunnel (${socks.length})`);
+  return { idleMiB, tunnels: socks.length, kibPerTunnel: kib };
+}
+
+/**
+ * One production proxy through a day's shape: idle at start; `want` idle tunnels opened and closed; an S1
+ * churn of CHURN_MS with RSS sampled every 250 ms (is it flat over the last 30 %?); then AFTER_MS of rest
+ * (does the RSS come back near the idle figure?).
+ */
+async function memory(want) {
+  const proxy = await proxyFor('production', ['--max-connections', String(want + 1000), '--max-connections-per-client', String(want + 1000), '--tunnel-idle-timeout', '10m']);
+  await sleep(1000);
+  const idleKiB = rssKiB(proxy.pid);
+  // Tunnel baseline after some traffic, so lazily built state (JIT, pools, store) is already in it.
+  await closedLoop({ clients: 8, warmupMs: 0, durationMs: 1000, op: s1Op({ proxy, originPort: ports.http }) });
+  await sleep(1000);
+  const baseKiB = rssKiB(proxy.pid);
+  const { socks, failed } = await openIdle(proxy, want);
+  await sleep(2000);
+  const openKiB = rssKiB(proxy.pid);
+  for (const s of socks) s.destroy();
+  await sleep(2000);
+  const closedKiB = rssKiB(proxy.pid);
+  const samples = [];
+  const t0 = performance.now();
+  const tick = setInterval(() => samples.push([performance.now() - t0, rssKiB(proxy.pid) / 1024]), 250);
+  const churn = await closedLoop({ clients: CLIENTS, warmupMs: 0, durationMs: CHURN_MS, op: s1Op({ proxy, originPort: ports.http }) });
+  clearInterval(tick);
+  const tail = samples.filter(([t]) => t >= CHURN_MS * 0.7);
+  // Least-squares slope over the last 30 %, in MiB per 10 s: spikes of young-generation growth average out.
+  const mt = tail.reduce((a, [t]) => a + t, 0) / tail.length;
+  const mr = tail.reduce((a, [, r]) => a + r, 0) / tail.length;
+  const slope = tail.reduce((a, [t, r]) => a + (t - mt) * (r - mr), 0) / Math.max(1e-9, tail.reduce((a, [t]) => a + (t - mt) ** 2, 0));
+  const after = [];
+  for (let waited = 0; waited < AFTER_MS; waited += 1000) {
+    await sleep(1000);
+    after.push(rssKiB(proxy.pid) / 1024);
+  }
+  const row = {
+    idleMiB: idleKiB / 1024,
+    tunnels: socks.length,
+    failed,
+    baseMiB: baseKiB / 1024,
+    openMiB: openKiB / 1024,
+    kibPerTunnel: (openKiB - baseKiB) / Math.max(1, socks.length),
+    closedMiB: closedKiB / 1024,
+    churnSeconds: CHURN_MS / 1000,
+    churnOps: churn.ops,
+    churnErrors: churn.errors,
+    churnPeakMiB: Math.max(...samples.map(([, r]) => r)),
+    churnTail: { fromMiB: tail[0]?.[1], toMiB: tail.at(-1)?.[1], minMiB: Math.min(...tail.map(([, r]) => r)), maxMiB: Math.max(...tail.map(([, r]) => r)), slopeMiBPer10s: slope * 10_000 },
+    afterSeconds: AFTER_MS / 1000,
+    afterMiB: after.at(-1),
+    afterVsIdle: after.at(-1) / (idleKiB / 1024),
+    hwmMiB: hwmKiB(proxy.pid) / 1024,
+    command: proxy.command,
+  };
+  log(`memory: idle ${fmt(row.idleMiB)} MiB; ${socks.length} idle tunnels (${failed} failed) ${fmt(row.baseMiB)} -> ${fmt(row.openMiB)} MiB = ${row.kibPerTunnel.toFixed(2)} KiB each; closed ${fmt(row.closedMiB)} MiB`);
+  log(`memory: churn ${row.churnSeconds} s (${churn.ops} tunnels, ${churn.errors} errors) peak ${fmt(row.churnPeakMiB)} MiB, last 30 % ${fmt(row.churnTail.fromMiB)} -> ${fmt(row.churnTail.toMiB)} MiB (slope ${row.churnTail.slopeMiBPer10s.toFixed(2)} MiB/10 s); ${row.afterSeconds} s after: ${fmt(row.afterMiB)} MiB = ${row.afterVsIdle.toFixed(2)}× idle`);
   await proxy.stop();
   return row;
 }
 
 // --- report
 const lines = [];
-const direct = (id) => results.runs.find((r) => r.scenario === id && r.target === 'direct');
 if (results.runs.length) {
-  lines.push(`S1-S3, ${CLIENTS} clients (S2: 1 or 8 tunnels), ${DURATION_MS / 1000} s measured per run, proxy ${PIN ? 'pinned to CPU 0, load generator and origin on CPU 1' : 'unpinned'}`);
-  lines.push('', '| scenario | unit | direct | agent-egress | ratio | proxy CPU µs/op | proxy core share | p50 / p99 ms | errors |', '|---|---|---:|---:|---:|---:|---:|---:|---:|');
-  for (const r of results.runs.filter((x) => x.target !== 'direct')) {
-    const d = direct(r.scenario);
-    lines.push(`| ${r.scenario} | ${r.unit} | ${fmt(d.rate)} | ${fmt(r.rate)} | ${(r.rate / d.rate).toFixed(2)}× | ${fmt(r.proxyCpuUsPerOp)} | ${r.proxyCoreShare.toFixed(2)} | ${r.p50ms.toFixed(2)} / ${r.p99ms.toFixed(2)} | ${r.errors} |`);
+  const med = (id, target, key) => {
+    const xs = results.runs.filter((r) => r.scenario === id && r.target === target && r[key] !== null).map((r) => r[key]);
+    return xs.length ? median(xs) : null;
+  };
+  const names = [...new Set(results.runs.map((r) => r.target))].filter((n) => n !== 'direct');
+  const ratio = (x, y) => (x && y ? `${(x / y).toFixed(2)}×` : '-');
+  lines.push(`S1-S3, ${CLIENTS} clients (S2: 1 or 8 tunnels), ${ROUNDS} round(s) × ${DURATION_MS / 1000} s measured per target, order rotated per round, medians; proxies ${PIN ? 'pinned to CPU 0, load generator and origin on CPU 1' : 'unpinned'}`);
+  lines.push('', `| scenario | unit | direct | ${names.join(' | ')} | agent-egress / direct | agent-egress / floor |`, `|---|---|---:|${names.map(() => '---:|').join('')}---:|---:|`);
+  const ids = [...new Set(results.runs.map((r) => r.scenario))];
+  for (const id of ids) {
+    const unit = results.runs.find((r) => r.scenario === id).unit;
+    const d = med(id, 'direct', 'rate');
+    lines.push(`| ${id} | ${unit} | ${fmt(d)} | ${names.map((n) => fmt(med(id, n, 'rate'))).join(' | ')} | ${ratio(med(id, 'agent-egress', 'rate'), d)} | ${ratio(med(id, 'agent-egress', 'rate'), med(id, 'floor', 'rate'))} |`);
   }
-  const peak = Math.max(...results.runs.filter((r) => r.peakRssMiB).map((r) => r.peakRssMiB));
-  lines.push('', `proxy RSS: idle ${fmt(results.productionRss.idleMiB)} MiB, peak sampled ${fmt(peak)} MiB, VmHWM ${fmt(results.productionRss.hwmMiB)} MiB`);
+  lines.push('', 'Proxy CPU per operation, µs (S2: per 10 MB GET); p50 / p99 ms of agent-egress:', '', `| scenario | ${names.join(' | ')} | agent-egress / floor | agent-egress / node-proxy | floor / node-proxy | agent-egress p50 / p99 ms |`, `|---|${names.map(() => '---:|').join('')}---:|---:|---:|---:|`);
+  for (const id of ids) {
+    const c = (n) => med(id, n, 'proxyCpuUsPerOp');
+    lines.push(`| ${id} | ${names.map((n) => fmt(c(n))).join(' | ')} | ${ratio(c('agent-egress'), c('floor'))} | ${ratio(c('agent-egress'), c('node-proxy'))} | ${ratio(c('floor'), c('node-proxy'))} | ${fmt(med(id, 'agent-egress', 'p50ms'))} / ${fmt(med(id, 'agent-egress', 'p99ms'))} |`);
+  }
+  const errs = results.runs.filter((r) => r.errors).map((r) => `${r.scenario}/${r.target}/round ${r.round}: ${r.errors}`);
+  if (errs.length) lines.push('', `errors: ${errs.join(', ')}`);
+  lines.push('', '| RSS MiB | ' + names.join(' | ') + ' |', '|---|' + names.map(() => '---:|').join(''));
+  for (const [k, label] of [['idleMiB', 'idle at start'], ['peakMiB', 'peak, sampled every 100 ms'], ['hwmMiB', 'VmHWM at end']]) lines.push(`| ${label} | ${names.map((n) => fmt(results.targetRss[n]?.[k])).join(' | ')} |`);
+}
+if (results.memory) {
+  const m = results.memory;
+  const f = results.refIdle.floor;
+  lines.push('', `Memory of the production configuration (one process, in this order)${f ? '; the floor for reference' : ''}:`, '', '| figure | agent-egress | target |' + (f ? ' floor |' : ''), '|---|---:|---|' + (f ? '---:|' : ''));
+  const row = (label, v, target, fv = '') => lines.push(`| ${label} | ${v} | ${target} |` + (f ? ` ${fv} |` : ''));
+  row('RSS idle at start', `${fmt(m.idleMiB)} MiB`, '≤ 50 MiB', f ? `${fmt(f.idleMiB)} MiB` : '');
+  row(`per idle tunnel at ${m.tunnels.toLocaleString('en-US')} tunnels (${m.failed} failed)`, `${m.kibPerTunnel.toFixed(2)} KiB (${fmt(m.baseMiB)} → ${fmt(m.openMiB)} MiB)`, '≤ 8 KiB', f ? `${f.kibPerTunnel.toFixed(2)} KiB` : '');
+  row('2 s after closing them', `${fmt(m.closedMiB)} MiB`, '');
+  row(`${m.churnSeconds} s S1 churn, ${CLIENTS} clients: peak`, `${fmt(m.churnPeakMiB)} MiB (${m.churnOps.toLocaleString('en-US')} tunnels)`, '≤ 120 MiB (peak under the harness)');
+  row('churn, last 30 %: first → last sample (min–max)', `${fmt(m.churnTail.fromMiB)} → ${fmt(m.churnTail.toMiB)} MiB (${fmt(m.churnTail.minMiB)}–${fmt(m.churnTail.maxMiB)}), slope ${m.churnTail.slopeMiBPer10s.toFixed(2)} MiB / 10 s`, 'flat');
+  row(`RSS ${m.afterSeconds} s after the churn`, `${fmt(m.afterMiB)} MiB = ${m.afterVsIdle.toFixed(2)}× idle`, '≤ 1.25× idle');
 }
 if (results.store.length) {
   const by = {};
@@ -253,10 +381,6 @@ if (results.store.length) {
     const rate = median(rows.map((r) => r.rate));
     lines.push(`| ${name} | ${fmt(rate)} | ${((rate / base - 1) * 100).toFixed(1)}% | ${fmt(median(rows.map((r) => r.proxyCpuUsPerOp)))} |`);
   }
-}
-if (results.idle) {
-  const i = results.idle;
-  lines.push('', `idle tunnels: ${i.tunnels} open, RSS ${fmt(i.baseMiB)} -> ${fmt(i.openMiB)} MiB: ${i.kibPerTunnel.toFixed(2)} KiB per tunnel above the idle baseline`);
 }
 if (results.policy) {
   lines.push('', `policy decide(), ${results.policy.decisions.toLocaleString('en-US')} decisions per size:`, '', '| host rules | compile ms | ns per decide() | ns with normalizeHost |', '|---:|---:|---:|---:|');

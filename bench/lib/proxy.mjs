@@ -54,13 +54,19 @@ async function waitForPort(port, child, ms) {
  * Runs `node [nodeArgs] bin/agent-egress.js serve --listen 127.0.0.1:PORT ...args` under a raised fd limit,
  * pinned to `cpu` (or unpinned when cpu is null). Resolves once the port accepts connections.
  */
-export async function startProxy({ args, cpu = 0, nodeArgs = [], fdLimit = 65536, stderrFile = null }) {
+export function startProxy({ args, cpu = 0, nodeArgs = [], fdLimit = 65536, stderrFile = null, env }) {
+  return startProcess({ label: 'agent-egress', argv: [process.execPath, ...nodeArgs, CLI, 'serve'], portArgs: (port) => ['--listen', `127.0.0.1:${port}`, ...args], cpu, fdLimit, stderrFile, env });
+}
+
+/** Any proxy process: `argv ...portArgs(port)` on a free port, same pinning, fd limit and stop as agent-egress. */
+export async function startProcess({ label, argv, portArgs, cpu = 0, fdLimit = 65536, stderrFile = true, env }) {
   const port = await freePort();
-  const cmd = [process.execPath, ...nodeArgs, CLI, 'serve', '--listen', `127.0.0.1:${port}`, ...args];
+  const cmd = [...argv, ...portArgs(port)];
   if (cpu !== null && hasTaskset()) cmd.unshift('taskset', '-c', String(cpu));
   // `exec` keeps the proxy's pid equal to the child's, so /proc readings see the proxy itself.
   const child = spawn('sh', ['-c', `ulimit -n ${fdLimit} 2>/dev/null; exec "$@"`, 'sh', ...cmd], {
     stdio: ['ignore', 'ignore', stderrFile ? 'pipe' : 'ignore'],
+    env: env ? { ...process.env, ...env } : process.env,
   });
   let stderr = '';
   child.stderr?.on('data', (c) => {
@@ -68,9 +74,10 @@ export async function startProxy({ args, cpu = 0, nodeArgs = [], fdLimit = 65536
   });
   await waitForPort(port, child, 15_000);
   return {
+    label,
     port,
     pid: child.pid,
-    command: cmd.join(' '),
+    command: (env ? Object.entries(env).map(([k, v]) => `${k}=${v} `).join('') : '') + cmd.join(' '),
     stderr: () => stderr,
     alive: () => child.exitCode === null && child.signalCode === null,
     /** SIGTERM (graceful: flushes records, writes --cpu-prof), SIGKILL after graceMs. */
