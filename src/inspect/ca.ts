@@ -4,8 +4,11 @@ import * as x509 from '@peculiar/x509';
 import { createPrivateKey, webcrypto, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { INSPECT_CA_FILE, INSPECT_CA_KEY_FILE } from './files.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+
+export { INSPECT_CA_FILE, INSPECT_CA_KEY_FILE };
 
 export class InspectCaError extends Error {
   override name = 'InspectCaError';
@@ -81,8 +84,6 @@ function toPem(der: ArrayBuffer, label: string): string {
   return `-----BEGIN ${label}-----\n${b64}\n-----END ${label}-----\n`;
 }
 
-export const INSPECT_CA_FILE = 'inspect-ca.pem';
-export const INSPECT_CA_KEY_FILE = 'inspect-ca-key.pem';
 
 /**
  * `certs init --inspect`: an ECDSA P-256 CA for inspection only (not the listener CA), key mode 0600.

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { CertsError, DEFAULT_SERVER_NAMES, initCerts } from '../../certs/init.js';
 import { ToolExecError } from '../../process/run-tool.js';
-import { createInspectionCa, INSPECT_CA_FILE, INSPECT_CA_KEY_FILE } from '../../inspect/ca.js';
+import { INSPECT_CA_FILE, INSPECT_CA_KEY_FILE } from '../../inspect/files.js';
 import { parsePositiveInt } from '../parse.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -19,7 +19,7 @@ export function registerCerts(program: Command): void {
     .option('--inspect', `write only the HTTPS inspection CA (${INSPECT_CA_FILE}, key ${INSPECT_CA_KEY_FILE} mode 0600) for serve --inspect-ca`)
     .action(async (flags: { dir: string; san?: string[]; agent?: string[]; days: number; force?: boolean; inspect?: boolean }) => {
       try {
-        const r = flags.inspect ? await createInspectionCa(flags.dir, { days: Number(flags.days), force: !!flags.force }) : await initCerts({
+        const r = flags.inspect ? await (await import('../../inspect/ca.js')).createInspectionCa(flags.dir, { days: Number(flags.days), force: !!flags.force }) : await initCerts({
           dir: flags.dir,
           serverNames: flags.san ?? [],
           agents: flags.agent ?? [],
