@@ -23,3 +23,19 @@ export function parseListen(listen: string): { host: string; port: number } {
   }
 }
 
+
+/**
+ * The start-up refusals of the admin API, apart from the server so they can run before it is loaded:
+ * no token on a non-loopback address, and no token without an explicit open.
+ */
+export function assertAdminAuthConfig(listen: string, token: string | undefined, open: boolean | undefined, isLoopback: (host: string) => boolean): { host: string; port: number } {
+  const { host, port } = parseListen(listen);
+  if (!token && !isLoopback(host)) {
+    throw new AdminConfigError(
+      `refusing to start the admin API on ${listen} without a token: set --admin-token or AGENT_EGRESS_ADMIN_TOKEN, or listen on 127.0.0.1`,
+    );
+  }
+  // Fail closed: no token means an open API only when the caller said so, never by omission.
+  if (!token && !open) throw new AdminConfigError('the admin API needs a token (or an explicit --no-admin-auth)');
+  return { host, port };
+}

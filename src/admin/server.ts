@@ -2,13 +2,14 @@ import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { ServerResponse } from 'node:http';
+import type { Server as NetServer, Socket } from 'node:net';
 import { REASONS } from '../policy/vocabulary.js';
 import { buildFilter, MAX_LIMIT, QueryError, type RawFilter } from '../decisions/query.js';
 import type { DecisionStore } from '../decisions/store/types.js';
 import { CursorError } from '../decisions/store/sqlite.js';
 import type { PolicyHolder } from '../policy/holder.js';
 import { isLoopbackHost } from '../net/endpoint.js';
-import { AdminConfigError, bearerMatches, parseListen } from './auth.js';
+import { AdminConfigError, assertAdminAuthConfig, bearerMatches } from './auth.js';
 import { registerOriginGuard } from './origin-guard.js';
 import { PAGE_CSS, PAGE_HTML, PAGE_JS } from './page.js';
 
@@ -30,6 +31,8 @@ export interface AdminServerOptions {
   hosts?: string[];
   /** How often the SSE stream polls the store for other processes' writes. Default 1000 ms. */
   streamPollMs?: number;
+  /** Serve the connections of this already-bound listener instead of listening (runtime/lazy-admin.ts). */
+  listener?: NetServer;
 }
 
 export interface AdminServer {
@@ -68,14 +71,7 @@ const PUBLIC = ['/healthz', '/readyz', '/', '/ui.js', '/ui.css'];
  * because every decision (hosts, agents, paths) is in there.
  */
 export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
-  const { host, port } = parseListen(opts.listen);
-  if (!opts.token && !isLoopbackHost(host)) {
-    throw new AdminConfigError(
-      `refusing to start the admin API on ${opts.listen} without a token: set --admin-token or AGENT_EGRESS_ADMIN_TOKEN, or listen on 127.0.0.1`,
-    );
-  }
-  // Fail closed: no token means an open API only when the caller said so, never by omission.
-  if (!opts.token && !opts.open) throw new AdminConfigError('the admin API needs a token (or an explicit --no-admin-auth)');
+  const { host, port } = assertAdminAuthConfig(opts.listen, opts.token, opts.open, isLoopbackHost);
   const publicPaths = new Set(opts.metricsAuth ? PUBLIC : [...PUBLIC, '/metrics']);
   const app = Fastify({
     // Per-request logs would double the decision log; a warn-level child keeps only the admin API's problems.
@@ -230,6 +226,20 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     streams.clear();
   });
 
+  if (opts.listener) {
+    await app.ready();
+    const a = opts.listener.address();
+    if (!a || typeof a === 'string') throw new AdminConfigError('admin API did not bind a TCP address');
+    // The request-head deadline (slowloris) runs on a timer node:http starts on 'listening'.
+    app.server.emit('listening');
+    opts.listener.on('connection', (s: Socket) => app.server.emit('connection', s));
+    // fastify force-closes connections only on a server it listened with itself.
+    const close = async () => {
+      await app.close();
+      app.server.closeAllConnections();
+    };
+    return { address: a.address, port: a.port, close };
+  }
   await app.listen({ host, port });
   const addr = app.server.address();
   if (!addr || typeof addr === 'string') throw new AdminConfigError('admin API did not bind a TCP address');

@@ -16,7 +16,8 @@ import { Registry } from 'prom-client';
 import { createSqliteStore, type SqliteDecisionStore } from '../decisions/store/index.js';
 import { DecisionMetrics } from '../decisions/metrics.js';
 import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
-import { startAdminServer, type AdminServer } from '../admin/server.js';
+import type { AdminServer } from '../admin/server.js';
+import { startLazyAdmin } from './lazy-admin.js';
 import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
 import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
@@ -161,7 +162,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     self.push({ address: address.address, port: address.port });
     if (cfg.admin) {
       if (!store) throw new Error('the admin API serves the decision store: it cannot run with the store off');
-      admin = await startAdminServer({
+      admin = await startLazyAdmin({
         listen: cfg.admin.listen,
         token: adminAuth?.token,
         open: adminAuth?.open,
