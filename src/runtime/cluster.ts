@@ -2,7 +2,8 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
-import { startAdminServer, type AdminServer } from '../admin/server.js';
+import type { AdminServer } from '../admin/server.js';
+import { startLazyAdmin } from './lazy-admin.js';
 import { logAdminAuth, resolveAdminAuth } from '../admin/token-file.js';
 import { createSqliteStore } from '../decisions/store/index.js';
 import type { PolicyHolder, PolicyState } from '../policy/holder.js';
@@ -134,7 +135,7 @@ export async function runPrimary(cfg: EgressConfig, workers: number, logger: Log
     aggregate.metrics = () => aggregate.clusterMetrics();
     // Generated (or read) once, here: workers run no admin API and never see the token.
     const auth = resolveAdminAuth(cfg.admin, cfg.store!.dataDir);
-    admin = await startAdminServer({
+    admin = await startLazyAdmin({
       listen: cfg.admin.listen,
       token: auth.token,
       open: auth.open,

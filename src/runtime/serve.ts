@@ -19,7 +19,7 @@ import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
 import type { AdminServer } from '../admin/server.js';
 import { startLazyAdmin } from './lazy-admin.js';
 import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
-import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
+import type { DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
 import { startInspector } from './inspect.js';
 
@@ -178,6 +178,8 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       if (adminAuth) logAdminAuth(adminAuth, logger);
     }
     if (cfg.dns && cfg.dns.listen.length) {
+      // The resolver and dns-packet are loaded only for a DNS listener.
+      const { startDnsFilter } = await import('../dns/index.js');
       dns = await startDnsFilter({
         listen: cfg.dns.listen,
         upstreams: cfg.dnsServers,
