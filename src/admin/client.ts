@@ -1,4 +1,5 @@
-import { request } from 'undici';
+// undici is loaded by the `log --url` commands that use this client, not by every command that links it.
+const request: typeof import('undici').request = async (...args) => (await import('undici')).request(...args);
 import type { DecisionRecord } from '../decisions/record.js';
 import type { RawFilter } from '../decisions/query.js';
 import type { QueryPage } from '../decisions/store/types.js';

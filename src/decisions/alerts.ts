@@ -1,5 +1,4 @@
 import { Counter, type Registry } from 'prom-client';
-import { request } from 'undici';
 import type { DecisionRecord } from './record.js';
 import type { DecisionSink } from './sink.js';
 import { displaySafe, safeJson } from './display.js';
@@ -183,6 +182,8 @@ export class SpikeDetector implements DecisionSink {
     const retries = w.retries ?? 3;
     const timeout = w.timeoutMs ?? 5000;
     let lastErr: unknown;
+    // Loaded with the first alert: a proxy that never alerts never loads undici for it.
+    const { request } = await import('undici');
     for (let attempt = 0; attempt <= retries; attempt++) {
       if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(8000, 250 * 2 ** (attempt - 1))).unref());
       try {

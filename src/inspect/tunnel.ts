@@ -1,7 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { Client, errors as undiciErrors } from 'undici';
+import type { Client } from 'undici';
+import { isUpstreamTimeout } from '../proxy/upstream-errors.js';
 import { roundMs, startRecord, type DecisionRecord } from '../decisions/record.js';
 import { type Reason } from '../policy/vocabulary.js';
 import type { Target } from '../net/target.js';
@@ -105,10 +106,13 @@ export async function handleInspected(
   const tc = performance.now();
   let first: { socket: TLSSocket; address: string };
   let secureContext;
+  let UndiciClient: typeof Client;
   try {
-    [first, secureContext] = await Promise.all([
+    // undici is loaded with the first inspected or plain-HTTP request, not at start.
+    [first, secureContext, { Client: UndiciClient }] = await Promise.all([
       connectUpstreamTls(v.addresses, target.port, name, isIp, inspector.upstreamCa, core.limits.connectTimeoutMs),
       inspector.minter.contextFor(name, isIp),
+      import('undici'),
     ]);
   } catch (err) {
     const { status, reason } = upstreamFailure(err);
@@ -129,7 +133,7 @@ export async function handleInspected(
   settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: 200 });
 
   let spare: TLSSocket | null = first.socket;
-  const upstream = new Client(`https://${target.host.kind === 'ip' && target.host.family === 6 ? `[${name}]` : name}:${target.port}`, {
+  const upstream = new UndiciClient(`https://${target.host.kind === 'ip' && target.host.family === 6 ? `[${name}]` : name}:${target.port}`, {
     pipelining: 1,
     keepAliveTimeout: 4_000,
     headersTimeout: core.limits.requestIdleMs,
@@ -181,9 +185,7 @@ function upstreamFailure(err: unknown): { status: number; reason: Reason } {
   if (err instanceof DialError && err.timeout) return { status: 504, reason: 'upstream_timeout' };
   const cause = (err as { cause?: unknown }).cause;
   if (cause instanceof UpstreamTlsError) return { status: 502, reason: 'upstream_tls' };
-  if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError || err instanceof undiciErrors.ConnectTimeoutError) {
-    return { status: 504, reason: 'upstream_timeout' };
-  }
+  if (isUpstreamTimeout(err)) return { status: 504, reason: 'upstream_timeout' };
   return { status: 502, reason: 'upstream_error' };
 }
 

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { errors as undiciErrors, type Agent } from 'undici';
+import type { Agent } from 'undici';
+import { isConnectTimeout, isUpstreamTimeout } from './upstream-errors.js';
 import { parseProxyUrl, TargetError, type Target } from '../net/target.js';
 import type { DecisionRecord } from '../decisions/record.js';
 import { clientLabel, emit, identify, type ProxyCore } from './core.js';
@@ -178,7 +179,7 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
     upstream.body.on('data', (c: Buffer) => (down += c.length));
     await relay(upstream.body, res);
   } catch (err) {
-    const timeout = err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError || err instanceof undiciErrors.ConnectTimeoutError;
+    const timeout = isUpstreamTimeout(err);
     if (!res.headersSent) {
       const status = timeout ? 504 : 502;
       const reason = timeout ? 'upstream_timeout' : 'upstream_error';
@@ -212,7 +213,7 @@ async function requestVetted(agent: Agent, addresses: string[], port: number, re
       return await agent.request({ ...opts, origin: originFor(addresses[i], port) });
     } catch (err) {
       const code = (err as { code?: string }).code;
-      const connectFailed = err instanceof undiciErrors.ConnectTimeoutError || code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH';
+      const connectFailed = isConnectTimeout(err) || code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH';
       if (!connectFailed || i === addresses.length - 1) throw err;
     }
   }

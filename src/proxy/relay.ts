@@ -37,6 +37,8 @@ export function relay(src: Readable, dst: Writable): Promise<void> {
     dst.once('close', () => {
       if (!dst.writableFinished) done(new PrematureCloseError());
     });
+    // Closed before we got here (the client left while the request was being set up): no 'close' will come.
+    if (dst.destroyed) return done(new PrematureCloseError());
     src.pipe(dst);
   });
 }
@@ -59,6 +61,7 @@ export function upstreamBody(req: IncomingMessage, res: ServerResponse): { body:
   res.on('close', () => {
     if (!res.writableFinished) abort.abort();
   });
+  if (res.destroyed) abort.abort();
   // undici streams async iterables with backpressure; its types list only Readable.
   return { body: hasBody ? (counted() as unknown as Readable) : null, signal: abort.signal, sent: () => up };
 }

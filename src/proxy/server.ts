@@ -3,7 +3,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createNetServer, Socket, type Server as NetServer } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { Agent } from 'undici';
+import type { Agent } from 'undici';
 import type { DecisionSink } from '../decisions/sink.js';
 import { handleConnect } from './connect.js';
 import { createInnerServer, type Inspector } from '../inspect/tunnel.js';
@@ -48,7 +48,8 @@ export class ProxyServer {
   /** The listening socket: admission happens here, before the HTTP server parses a byte. */
   private readonly listener: NetServer;
   private readonly core: ProxyCore;
-  private readonly agent: Agent;
+  /** undici's pool for plain HTTP, built with the first such request (a CONNECT-only proxy never loads undici). */
+  private agent: Promise<Agent> | null = null;
   private readonly sockets = new Set<Socket>();
   private readonly perClient = new Map<string, number>();
   private isDraining = false;
@@ -70,13 +71,6 @@ export class ProxyServer {
       inspect: null,
     };
     if (opts.inspector) this.core.inspect = { inspector: opts.inspector, server: createInnerServer(this.core) };
-    // Upstream connections for plain HTTP are pooled per vetted address:port (the origin key is the IP).
-    this.agent = new Agent({
-      connect: { timeout: limits.connectTimeoutMs },
-      keepAliveTimeout: 4_000,
-      connections: 256,
-      pipelining: 1,
-    });
     const httpOpts = {
       maxHeaderSize: limits.maxHeaderBytes,
       headersTimeout: limits.headersTimeoutMs,
@@ -108,10 +102,20 @@ export class ProxyServer {
       handleUpgrade(this.core, req, socket, head).catch((err) => this.crashGuard(err, socket));
     });
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-      handleRequest(this.core, this.agent, req, res).catch((err) => this.crashGuard(err, req.socket));
+      this.upstreamAgent()
+        .then((agent) => handleRequest(this.core, agent, req, res))
+        .catch((err) => this.crashGuard(err, req.socket));
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
     this.server.on('tlsClientError', (err: NodeJS.ErrnoException, tls: TLSSocket) => this.onTlsClientError(err, tls));
+  }
+
+  private upstreamAgent(): Promise<Agent> {
+    // Upstream connections for plain HTTP are pooled per vetted address:port (the origin key is the IP).
+    this.agent ??= import('undici').then(
+      ({ Agent }) => new Agent({ connect: { timeout: this.core.limits.connectTimeoutMs }, keepAliveTimeout: 4_000, connections: 256, pipelining: 1 }),
+    );
+    return this.agent;
   }
 
   /**
@@ -287,6 +291,6 @@ export class ProxyServer {
     this.server.closeAllConnections();
     await closed;
     // Anything still in flight upstream has outlived the grace period: cut it rather than wait.
-    await this.agent.destroy().catch(() => undefined);
+    await this.agent?.then((a) => a.destroy()).catch(() => undefined);
   }
 }
