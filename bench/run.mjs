@@ -173,7 +173,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 try {
   // 1. S1/S2/S3: direct, the floor, node `proxy` and the production configuration, order rotated per round.
-  const main = ['s1_connect', 's1_connect_tls', 's2_bulk_1', 's2_bulk_8', 's3_forward'].filter((s) => only.has(s.slice(0, 2)));
+  const main = ['s1_connect', 's1_connect_tls', 's2_bulk_1', 's2_bulk_8', 's3_forward'].filter((s) => only.has(s) || only.has(s.slice(0, 2)));
   if (main.length) {
     const targets = [];
     if (TARGETS.has('floor')) targets.push(await startFloor({ allowPorts: refPorts, cpu: PROXY_CPU, nodeArgs: profArgs }));
@@ -241,7 +241,9 @@ try {
   origin.kill('SIGTERM');
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
 
 /** Opens `want` idle CONNECT tunnels (batches of 100) to the origin's raw TCP port. */
 async function openIdle(proxy, want) {

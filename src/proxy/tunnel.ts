@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { DecisionRecord } from '../decisions/record.js';
 import { emit, type ProxyCore } from './core.js';
 import { dialVetted, DialError } from './dial.js';
+import { pairSockets } from './pair.js';
 import { roundMs } from '../decisions/record.js';
 import { settleVet } from './record.js';
 import { refuseSocket } from './respond.js';
@@ -76,12 +77,12 @@ export function splice(core: ProxyCore, rec: DecisionRecord, t0: number, client:
     return { up: upstream.bytesWritten, down: upstream.bytesRead };
   });
   upstream.on('error', finish);
-  // Upstream closing first is the normal end of most tunnels: pipe() has already ended the client side,
+  // Upstream closing first is the normal end of most tunnels: its 'end' has already ended the client side,
   // so let its buffered bytes drain and wait for the client to close (briefly) instead of cutting them.
   upstream.on('close', () => {
     if (!client.writableEnded) client.end();
-    // pipe() has unpiped the client and may have left it paused: keep reading (and dropping) so the
-    // client's FIN is seen and the tunnel closes now, not at the 5 s fallback.
+    // The client may be paused (upstream's buffer was full): keep reading (and dropping) so the client's
+    // FIN is seen and the tunnel closes now, not at the 5 s fallback.
     client.resume();
     client.setTimeout(5_000, finish);
   });
@@ -90,6 +91,5 @@ export function splice(core: ProxyCore, rec: DecisionRecord, t0: number, client:
   // Activity either way reads or writes the client socket, so one idle timer covers both directions.
   client.setTimeout(core.limits.tunnelIdleMs, finish);
   client.setNoDelay(true);
-  client.pipe(upstream);
-  upstream.pipe(client);
+  pairSockets(client, upstream);
 }
