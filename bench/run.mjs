@@ -9,6 +9,7 @@
 //   node bench/run.mjs [--quick] [--duration S] [--rounds N] [--clients N]
 //                      [--only s1,s2,s3,store,memory,policy,inspect] [--targets floor,node-proxy,agent-egress]
 //                      [--idle-tunnels N] [--churn S] [--cpu-prof] [--proxy-arg=--flag ...] [--node-arg=--flag ...]
+//                      [--bare-node]   (without the V8 flags agent-egress ships with, lib/proxy.mjs PRODUCTION_NODE_ARGS)
 // Needs dist/ (npx tsc -p .). Results: bench/results/bench-<time>.{json,md} and latest.{json,md}.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readdirSync, statSync } from 'node:fs';
@@ -19,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { closedLoop, s1Op, openTunnel, KeepAlive } from './lib/loadgen.mjs';
 import { cpuMicros, rssKiB, hwmKiB, rssSampler } from './lib/procstat.mjs';
-import { startProxy, serveFlags, hasTaskset, freePort } from './lib/proxy.mjs';
+import { startProxy, serveFlags, hasTaskset, freePort, PRODUCTION_NODE_ARGS } from './lib/proxy.mjs';
 import { ensureNodeProxy, startFloor, startNodeProxy, NODE_PROXY_VERSION } from './lib/anchors.mjs';
 
 const BENCH = fileURLToPath(new URL('.', import.meta.url));
@@ -34,6 +35,7 @@ const { values: opt } = parseArgs({
     'idle-tunnels': { type: 'string' },
     churn: { type: 'string' },
     'node-arg': { type: 'string', multiple: true, default: [] },
+    'bare-node': { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
     'proxy-arg': { type: 'string', multiple: true, default: [] },
   },
@@ -96,7 +98,9 @@ const cfgArgs = async (name) => [...(await CONFIGS[name]()), ...opt['proxy-arg']
 
 const profArgs = opt['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(BENCH, 'results', 'prof')}`] : [];
 async function proxyFor(name, extra = []) {
-  return startProxy({ args: [...(await cfgArgs(name)), ...extra], cpu: PROXY_CPU, nodeArgs: [...profArgs, ...opt['node-arg']], stderrFile: true });
+  // The shipped V8 flags unless --bare-node; --node-arg adds to them (a later flag wins in V8).
+  const base = opt['bare-node'] ? [] : PRODUCTION_NODE_ARGS;
+  return startProxy({ args: [...(await cfgArgs(name)), ...extra], cpu: PROXY_CPU, nodeArgs: [...profArgs, ...base, ...opt['node-arg']], stderrFile: true });
 }
 const refPorts = [ports.http, ports.https, ports.tcp];
 

@@ -7,6 +7,12 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 // AE_BENCH_CLI points at another build (A/B comparisons of a change); default: this checkout.
 export const CLI = process.env.AE_BENCH_CLI ?? `${ROOT}bin/agent-egress.js`;
 
+/**
+ * The V8 flags agent-egress ships with (Dockerfile ENTRYPOINT, `npm start`): a 4 MiB semi-space caps the
+ * young generation at about 12 MiB instead of 48 (docs/performance.md, memory). Keep the three in step.
+ */
+export const PRODUCTION_NODE_ARGS = ['--max-semi-space-size=4'];
+
 export function hasTaskset() {
   try {
     execFileSync('taskset', ['-V'], { stdio: 'ignore' });
