@@ -21,6 +21,7 @@ import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
 import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
 import { startInspector } from './inspect.js';
+import { SocksServer } from '../capture/socks5.js';
 
 export interface EgressConfig {
   listen: string;
@@ -51,6 +52,8 @@ export interface EgressConfig {
   guardSelf?: { address: string; port: number }[];
   /** Export the companion firewall's kernel counters (same host and namespace) with /metrics. */
   firewallMetrics?: 'nftables' | 'iptables' | null;
+  /** The SOCKS5 listener (src/capture/socks5.ts); null/undefined = none. */
+  socks?: { listen: string } | null;
   /** The filtering DNS resolver; null/undefined = none. */
   dns?: {
     listen: string[];
@@ -70,6 +73,7 @@ export interface RunningEgress {
   store: SqliteDecisionStore | null;
   admin: AdminServer | null;
   dns: DnsFilterHandle | null;
+  socks: { server: SocksServer; address: { address: string; port: number } } | null;
   metrics: Registry;
   close(): Promise<void>;
 }
@@ -154,11 +158,18 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   proxyRef = proxy;
   let admin: AdminServer | null = null;
   let dns: DnsFilterHandle | null = null;
+  let socks: RunningEgress['socks'] = null;
   let address: { address: string; port: number };
   try {
     address = await proxy.listen(listen.host, listen.port);
     // The guard refuses the proxy's own listeners even where a range exemption would let their address through.
     self.push({ address: address.address, port: address.port });
+    if (cfg.socks) {
+      const l = parseListen(cfg.socks.listen);
+      const server = new SocksServer({ context: () => ctx, sink, logger, limits: cfg.limits });
+      socks = { server, address: await server.listen(l.host, l.port) };
+      self.push({ address: socks.address.address, port: socks.address.port });
+    }
     if (cfg.admin) {
       if (!store) throw new Error('the admin API serves the decision store: it cannot run with the store off');
       admin = await startAdminServer({
@@ -195,6 +206,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     // Never run half-configured: whatever started is stopped again, and the caller exits non-zero.
     await admin?.close().catch(() => undefined);
     await dns?.close().catch(() => undefined);
+    await socks?.server.close(0).catch(() => undefined);
     await proxy.close(0).catch(() => undefined);
     await sink.close();
     throw err;
@@ -221,11 +233,12 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     store,
     admin,
     dns,
+    socks,
     metrics: registry,
     close() {
       closing ??= (async () => {
         holder.close();
-        await Promise.all([proxy.close(), dns?.close()]);
+        await Promise.all([proxy.close(), dns?.close(), socks?.server.close()]);
         await admin?.close();
         // Last: every record the proxy and resolver produced while draining is in the store before exit.
         await sink.close();
