@@ -4,8 +4,8 @@ import { formatAuthority, parseConnectTarget, TargetError, type Target } from '.
 import type { Reason } from '../policy/vocabulary.js';
 import { clientLabel, emit, identifyWith, type ProxyCore } from '../proxy/core.js';
 import { settle, settleVet } from '../proxy/record.js';
-import type { Refusal } from '../proxy/respond.js';
-import { dialForTunnel, splice, vetTunnel } from '../proxy/tunnel.js';
+import { dialForTunnel, splice, vetTunnel, type TunnelReplies } from '../proxy/tunnel.js';
+import { handleInspected } from '../inspect/tunnel.js';
 import type { VetContext } from '../proxy/vet.js';
 import {
   authReply,
@@ -185,33 +185,36 @@ class Session {
     rec.port = target.port;
     if (core.draining()) return refuse('shutting_down', REPLY.generalFailure, {});
 
+    const replies: TunnelReplies = {
+      refuse: (r) => {
+        const code = replyFor(r.reason, r.cause);
+        rec.detail = { ...rec.detail, socksReply: code };
+        this.close(reply(code));
+      },
+      established: (up) => socket.write(reply(REPLY.succeeded, { address: up.localAddress ?? '', port: up.localPort ?? 0 })),
+    };
     const v = await vetTunnel(ctx, rec, this.agent, target);
     if (!v.ok) {
-      rec.detail = { ...rec.detail, socksReply: replyFor(v.reason) };
-      this.close(reply(replyFor(v.reason)));
+      replies.refuse({ status: v.status, reason: v.reason });
       return emit(core, rec, t0);
-    }
-    if (v.decision?.effects?.inspect) {
-      // Inspection terminates TLS behind an HTTP CONNECT answer; SOCKS5 clients reach such rules over CONNECT.
-      return refuse('bad_request', REPLY.notAllowed, { error: `${formatAuthority(target)} is inspected (inspect: true): use the HTTP proxy (CONNECT) for it` });
     }
     if (socket.destroyed) {
       // The client gave up while we resolved: record the decision, open nothing.
       settleVet(rec, v, null);
       return emit(core, rec, t0);
     }
-    const answer = (r: Refusal) => {
-      const code = replyFor(r.reason, r.cause);
-      rec.detail = { ...rec.detail, socksReply: code };
-      this.close(reply(code));
-    };
-    const upstream = await dialForTunnel(core, rec, t0, socket, v, target.port, { target: formatAuthority(target), json: false, status: 200, answer });
+    if (v.decision?.effects?.inspect) {
+      // Same as CONNECT: the inner requests are decided one by one; without a CA (cannot load) fail closed.
+      if (!core.inspect) return refuse('upstream_tls', REPLY.generalFailure, { error: 'inspection is not configured' });
+      return handleInspected(core, core.inspect.inspector, core.inspect.server, rec, t0, socket, head, ctx, this.agent, target, v, false, replies);
+    }
+    const upstream = await dialForTunnel(core, rec, t0, socket, v, target.port, { target: formatAuthority(target), json: false, status: 200, answer: replies.refuse });
     if (!upstream) return;
     if (socket.destroyed) {
       upstream.destroy();
       return emit(core, rec, t0);
     }
-    socket.write(reply(REPLY.succeeded, { address: upstream.localAddress ?? '', port: upstream.localPort ?? 0 }));
+    replies.established(upstream);
     if (head.length > 0) upstream.write(head);
     splice(core, rec, t0, socket, upstream);
   }

@@ -7,6 +7,7 @@ import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits } from '../pro
 import { settle } from '../proxy/record.js';
 import type { VetContext } from '../proxy/vet.js';
 import { serveSocks } from './socks5-session.js';
+import { createInnerServer, type Inspector } from '../inspect/tunnel.js';
 
 export interface SocksServerOptions {
   context: () => VetContext;
@@ -14,6 +15,8 @@ export interface SocksServerOptions {
   logger: Logger;
   /** The same limits and timeouts as the HTTP listener (header timeout = handshake timeout). */
   limits?: Partial<ProxyLimits>;
+  /** HTTPS inspection for rules with `inspect: true`, as on the HTTP listener. */
+  inspector?: Inspector | null;
 }
 
 /**
@@ -41,6 +44,7 @@ export class SocksServer {
       reattach: (socket) => socket.destroy(),
       inspect: null,
     };
+    if (opts.inspector) this.core.inspect = { inspector: opts.inspector, server: createInnerServer(this.core) };
     this.listener = createServer({ noDelay: true, highWaterMark: SOCKET_HIGH_WATER_MARK }, (s) => this.admit(s));
   }
 

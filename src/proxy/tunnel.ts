@@ -21,6 +21,16 @@ export async function vetTunnel(ctx: VetContext, rec: DecisionRecord, agent: str
 }
 
 /**
+ * How a tunnel entry point that does not speak HTTP (SOCKS5) answers its client: a refusal or failure,
+ * and "connected" with the upstream socket (whose local end is the bound address). Without it, the
+ * client gets HTTP (a refusal, or 200 Connection established).
+ */
+export interface TunnelReplies {
+  refuse(r: Refusal): void;
+  established(upstream: Socket): void;
+}
+
+/**
  * Connect a tunnel's upstream to the first vetted address that answers. On failure the client gets
  * 502/504 and the record says what broke; the verdict stays (the policy allowed it), and null is returned.
  */

@@ -166,7 +166,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     self.push({ address: address.address, port: address.port });
     if (cfg.socks) {
       const l = parseListen(cfg.socks.listen);
-      const server = new SocksServer({ context: () => ctx, sink, logger, limits: cfg.limits });
+      const server = new SocksServer({ context: () => ctx, sink, logger, limits: cfg.limits, inspector });
       socks = { server, address: await server.listen(l.host, l.port) };
       self.push({ address: socks.address.address, port: socks.address.port });
     }
