@@ -115,10 +115,16 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   if (store) sinks.push(store);
   const registry = new Registry();
   let proxyRef: ProxyServer | null = null;
+  let socksRef: SocksServer | null = null;
   sinks.push(
     new DecisionMetrics({
       registry,
-      proxyStats: () => proxyRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 },
+      // The gauges count both front doors: HTTP and SOCKS5 connections and tunnels alike.
+      proxyStats: () => {
+        const h = proxyRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 };
+        const k = socksRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 };
+        return { activeConnections: h.activeConnections + k.activeConnections, activeTunnels: h.activeTunnels + k.activeTunnels };
+      },
       storeStats: store ? () => store.stats() : undefined,
       policy: holder,
     }),
@@ -168,6 +174,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       const l = parseListen(cfg.socks.listen);
       const server = new SocksServer({ context: () => ctx, sink, logger, limits: cfg.limits, inspector });
       socks = { server, address: await server.listen(l.host, l.port) };
+      socksRef = server;
       self.push({ address: socks.address.address, port: socks.address.port });
     }
     if (cfg.admin) {

@@ -313,9 +313,21 @@ describe('connection limits, idle tunnels and shutdown', () => {
     const t = await connectVia(port, requestDomain('allowed.test', origin.port));
     expect(t.code).toBe(0);
     t.c.write('GET /slow HTTP/1.1\r\nHost: allowed.test\r\n\r\n');
-    await p.close();
+    // The gauges count SOCKS5 connections and tunnels with the HTTP listener's.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await p.egress.metrics.getSingleMetricAsString('agent_egress_active_tunnels')).toMatch(/^agent_egress_active_tunnels 1$/m);
+    // A client that finished its greeting before shutdown and sends its request during it is refused.
+    const late = await RawSocks.open(port);
+    late.write(greeting(0));
+    expect([...(await late.read(2))]).toEqual([5, 0]);
+    const closing = p.close();
+    await new Promise((r) => setTimeout(r, 50));
+    late.write(requestDomain('allowed.test', origin.port));
+    expect((await late.read(10))[1]).toBe(0x01);
+    await closing;
     await t.c.untilClosed();
-    const rec = p.sink.records.find((r) => r.method === 'SOCKS5' && r.host === 'allowed.test');
+    expect(p.sink.records.find((r) => r.method === 'SOCKS5' && r.reason === 'shutting_down')).toMatchObject({ host: 'allowed.test', status: 503 });
+    const rec = p.sink.records.find((r) => r.method === 'SOCKS5' && r.host === 'allowed.test' && r.reason === 'rule_allow');
     expect(rec).toMatchObject({ verdict: 'allow', status: 200 });
     expect(rec!.bytesUp).toBeGreaterThan(0);
     await expect(RawSocks.open(port)).rejects.toThrow(/ECONNREFUSED/);
