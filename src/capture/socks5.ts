@@ -2,7 +2,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { startRecord } from '../decisions/record.js';
 import type { DecisionSink } from '../decisions/sink.js';
-import { clientAddress, clientLabel, emit, type ProxyCore } from '../proxy/core.js';
+import { clientLabel, emit, type ProxyCore } from '../proxy/core.js';
+import { ConnectionCount } from '../proxy/admission.js';
 import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits } from '../proxy/options.js';
 import { settle } from '../proxy/record.js';
 import type { VetContext } from '../proxy/vet.js';
@@ -26,8 +27,7 @@ export interface SocksServerOptions {
 export class SocksServer {
   private readonly listener: Server;
   private readonly core: ProxyCore;
-  private readonly sockets = new Set<Socket>();
-  private readonly perClient = new Map<string, number>();
+  private readonly connections = new ConnectionCount();
   private isDraining = false;
 
   constructor(opts: SocksServerOptions) {
@@ -50,26 +50,13 @@ export class SocksServer {
 
   /** Per-client and total limits before a byte is read, as on the HTTP listener: over either, closed and recorded. */
   private admit(socket: Socket): void {
-    const ip = clientAddress(socket);
-    const n = (this.perClient.get(ip) ?? 0) + 1;
-    this.perClient.set(ip, n);
-    this.sockets.add(socket);
-    socket.once('close', () => {
-      this.sockets.delete(socket);
-      const left = (this.perClient.get(ip) ?? 1) - 1;
-      if (left <= 0) this.perClient.delete(ip);
-      else this.perClient.set(ip, left);
-    });
     socket.on('error', () => socket.destroy());
-    const { maxConnections, maxConnectionsPerClient } = this.core.limits;
-    if (this.isDraining || this.sockets.size > maxConnections || n > maxConnectionsPerClient) {
+    const over = this.connections.add(socket, this.core.limits);
+    if (this.isDraining || over) {
       const t0 = performance.now();
       const rec = startRecord(clientLabel(socket), 'SOCKS5', '', null, this.core.context().policy.hash);
-      if (this.isDraining) settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'shutting_down', rule: null, status: 503 });
-      else {
-        settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'limit_exceeded', rule: null, status: 503 });
-        rec.detail = { limit: n > maxConnectionsPerClient ? 'per_client' : 'total' };
-      }
+      settle(rec, { verdict: 'deny', mode: 'enforce', reason: over ? 'limit_exceeded' : 'shutting_down', rule: null, status: 503 });
+      if (over) rec.detail = { limit: over };
       // Nothing was read, so there is nothing to answer in SOCKS terms: the connection is simply closed.
       socket.destroy();
       emit(this.core, rec, t0);
@@ -95,7 +82,7 @@ export class SocksServer {
   }
 
   stats(): { activeConnections: number; activeTunnels: number; activeRequests: number } {
-    return { activeConnections: this.sockets.size, activeTunnels: this.core.counters.activeTunnels, activeRequests: this.core.counters.activeRequests };
+    return { activeConnections: this.connections.sockets.size, activeTunnels: this.core.counters.activeTunnels, activeRequests: this.core.counters.activeRequests };
   }
 
   /**
@@ -111,7 +98,7 @@ export class SocksServer {
       await new Promise((r) => setTimeout(r, 50));
     }
     for (const finish of [...this.core.tunnels]) finish();
-    for (const s of this.sockets) s.destroy();
+    for (const s of this.connections.sockets) s.destroy();
     await closed;
   }
 }
