@@ -227,6 +227,13 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       'LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT REQUIRED CREDENTIALS: anyone who can reach this port can use the proxy; set require_auth: true in the policy or use --client-ca',
     );
   }
+  if (socks && !isLoopbackHost(parseListen(cfg.socks!.listen).host) && !policy.requireAuth) {
+    // Client certificates do not exist on SOCKS5: only require_auth protects a reachable SOCKS port.
+    logger.warn(
+      { socks: formatListen(socks.address) },
+      'SOCKS5 LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT REQUIRED CREDENTIALS: anyone who can reach this port can use the proxy; set require_auth: true in the policy',
+    );
+  }
   if (cfg.watchMs && cfg.policyFile) holder.watch(cfg.watchMs);
 
   let closing: Promise<void> | null = null;

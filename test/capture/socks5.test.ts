@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { startHttpOrigin, type Origin } from '../helpers/origin.js';
@@ -331,6 +332,20 @@ describe('connection limits, idle tunnels and shutdown', () => {
     expect(rec).toMatchObject({ verdict: 'allow', status: 200 });
     expect(rec!.bytesUp).toBeGreaterThan(0);
     await expect(RawSocks.open(port)).rejects.toThrow(/ECONNREFUSED/);
+  });
+});
+
+describe('a SOCKS5 listener reachable from outside', () => {
+  it('without require_auth logs a loud warning naming it; on loopback it does not', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (l: string) => lines.push(l) });
+    for (const listen of ['0.0.0.0:0', '127.0.0.1:0']) {
+      const p = await startTestProxy({ flags: { allow: ['x.test'], deny: [], allowAddress: [] }, logger, socks: { listen } });
+      await p.close();
+    }
+    const warned = lines.map((l) => JSON.parse(l)).filter((l) => String(l.msg).startsWith('SOCKS5 LISTENING ON A NON-LOOPBACK ADDRESS'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0].socks).toMatch(/^0\.0\.0\.0:\d+$/);
   });
 });
 
