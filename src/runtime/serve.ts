@@ -227,7 +227,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       'LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT REQUIRED CREDENTIALS: anyone who can reach this port can use the proxy; set require_auth: true in the policy or use --client-ca',
     );
   }
-  if (socks && !isLoopbackHost(parseListen(cfg.socks!.listen).host) && !policy.requireAuth) {
+  if (socks && !isLoopbackHost(socks.address.address) && !policy.requireAuth) {
     // Client certificates do not exist on SOCKS5: only require_auth protects a reachable SOCKS port.
     logger.warn(
       { socks: formatListen(socks.address) },
