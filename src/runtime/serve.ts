@@ -18,6 +18,7 @@ import { DecisionMetrics } from '../decisions/metrics.js';
 import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
 import type { AdminServer } from '../admin/server.js';
 import { startLazyAdmin } from './lazy-admin.js';
+import { IdleReclaimer } from './idle-reclaim.js';
 import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
 import type { DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
@@ -238,6 +239,8 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     );
   }
   if (cfg.watchMs && cfg.policyFile) holder.watch(cfg.watchMs);
+  // Memory back to the idle figure after load (src/runtime/idle-reclaim.ts).
+  const stopReclaim = new IdleReclaimer().start();
 
   let closing: Promise<void> | null = null;
   return {
@@ -254,6 +257,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     metrics: registry,
     close() {
       closing ??= (async () => {
+        stopReclaim();
         holder.close();
         await Promise.all([proxy.close(), dns?.close(), socks?.server.close()]);
         await admin?.close();
