@@ -34,7 +34,7 @@ export class IdleReclaimer {
   private busy = false;
 
   constructor(o: IdleReclaimOptions = {}) {
-    this.growth = o.growthBytes ?? 8 * 1024 * 1024;
+    this.growth = o.growthBytes ?? 4 * 1024 * 1024;
     this.quiet = o.quietBytes ?? 512 * 1024;
     this.read = o.read ?? (() => {
       const h = getHeapStatistics();
@@ -52,10 +52,11 @@ export class IdleReclaimer {
     } catch {
       return false;
     }
+    // The floor is the smallest heap seen, busy or not: the first quiet moment may already be under load.
+    if (r.total < this.baseline) this.baseline = r.total;
     const quiet = this.lastUsed >= 0 && Math.abs(r.used - this.lastUsed) < this.quiet;
     this.lastUsed = r.used;
     if (!quiet) return false;
-    if (r.total < this.baseline) this.baseline = r.total;
     if (r.total - this.baseline < this.growth) return false;
     this.busy = true;
     this.collect()
@@ -75,6 +76,7 @@ export class IdleReclaimer {
 
   /** Checks every intervalMs without keeping the process alive; returns the stop function. */
   start(intervalMs = 5_000): () => void {
+    this.tick(); // the heap right after start is the floor to come back to
     const t = setInterval(() => this.tick(), intervalMs);
     t.unref();
     return () => clearInterval(t);

@@ -63,6 +63,15 @@ describe('IdleReclaimer', () => {
     expect(s.collections()).toBe(2);
   });
 
+  it('measures growth from the smallest heap seen, even when the first quiet moment is already under load', () => {
+    const s = scripted();
+    s.r.tick(); // at start: 20 MiB
+    s.set(30, 60);
+    s.r.tick();
+    s.r.tick(); // quiet, but with tunnels open: 40 MiB over the start
+    expect(s.collections()).toBe(1);
+  });
+
   it('leaves a heap that grew less than the threshold alone', () => {
     const s = scripted(8 * MiB);
     s.r.tick();
