@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { DEFAULT_DB_FILE } from '../decisions/store/sqlite.js';
 import pino, { type Logger } from 'pino';
 import { JsonLinesSink } from '../decisions/json-sink.js';
 import { FanoutSink, type DecisionSink } from '../decisions/sink.js';
@@ -13,7 +15,8 @@ import { isLoopbackHost } from '../net/endpoint.js';
 import { formatListen, parseListen } from './listen.js';
 import { FilePolicyHolder } from './policy-holder.js';
 import { Registry } from 'prom-client';
-import { createSqliteStore, type SqliteDecisionStore } from '../decisions/store/index.js';
+import { createStoreWriter, PostgresDecisionStore, type DecisionStore, type StoreLocation } from '../decisions/store/index.js';
+import { FleetSpikeFeed } from '../decisions/fleet-alerts.js';
 import { DecisionMetrics } from '../decisions/metrics.js';
 import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
@@ -41,8 +44,8 @@ export interface EgressConfig {
   /** Extra sinks (tests; the store and alerts are added here by serve). */
   sinks?: DecisionSink[];
   logger?: Logger;
-  /** The SQLite decision store; null/undefined = none. */
-  store?: { dataDir: string; retentionMs?: number; maxBytes?: number } | null;
+  /** The decision store (SQLite in dataDir unless `location` says otherwise); null/undefined = none. */
+  store?: { dataDir: string; retentionMs?: number; maxBytes?: number; location?: StoreLocation; replica?: string } | null;
   /** The admin API (queries, metrics, reload); null/undefined = none. */
   admin?: { listen: string; token?: string; hosts?: string[]; noAuth?: boolean; metricsAuth?: boolean } | null;
   /** Spike alerts on denies (needs nothing else); null/undefined = defaults, false = off. */
@@ -67,7 +70,7 @@ export interface RunningEgress {
   sink: FanoutSink;
   logger: Logger;
   context(): VetContext;
-  store: SqliteDecisionStore | null;
+  store: DecisionStore | null;
   admin: AdminServer | null;
   dns: DnsFilterHandle | null;
   metrics: Registry;
@@ -106,7 +109,14 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   const jsonLines = cfg.logFile !== null ? new JsonLinesSink(cfg.logFile, { logger }) : null;
   if (jsonLines) sinks.unshift(jsonLines);
   const store = cfg.store
-    ? createSqliteStore({ dataDir: cfg.store.dataDir, retention: { maxAgeMs: cfg.store.retentionMs, maxBytes: cfg.store.maxBytes }, logger })
+    ? createStoreWriter({
+        location: cfg.store.location ?? { kind: 'sqlite', file: path.resolve(cfg.store.dataDir, DEFAULT_DB_FILE), display: '' },
+        dataDir: cfg.store.dataDir,
+        replica: cfg.store.replica,
+        retentionMs: cfg.store.retentionMs,
+        maxBytes: cfg.store.maxBytes,
+        logger,
+      })
     : null;
   if (store) sinks.push(store);
   const registry = new Registry();
@@ -121,15 +131,18 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   );
   jsonLines?.registerMetrics(registry);
   if (cfg.firewallMetrics) registerFirewallMetrics(registry, cfg.firewallMetrics);
+  let fleetAlerts: FleetSpikeFeed | null = null;
   if (cfg.alerts !== false) {
-    sinks.push(
-      new SpikeDetector({
-        ...(cfg.alerts ?? {}),
-        registry,
-        // The detector writes the one warn line itself (escaped, one duration format).
-        logger,
-      }),
-    );
+    const detector = new SpikeDetector({
+      ...(cfg.alerts ?? {}),
+      registry,
+      // The detector writes the one warn line itself (escaped, one duration format).
+      logger,
+    });
+    // A shared store: one replica at a time (the lock holder) feeds every replica's stored denials to
+    // its detector, so a spike split across replicas is seen, and alerted once.
+    if (store instanceof PostgresDecisionStore) fleetAlerts = new FleetSpikeFeed(store, detector);
+    else sinks.push(detector);
   }
   const sink = new FanoutSink(sinks);
 
@@ -209,6 +222,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     );
   }
   if (cfg.watchMs && cfg.policyFile) holder.watch(cfg.watchMs);
+  fleetAlerts?.start();
 
   let closing: Promise<void> | null = null;
   return {
@@ -225,6 +239,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     close() {
       closing ??= (async () => {
         holder.close();
+        await fleetAlerts?.close();
         await Promise.all([proxy.close(), dns?.close()]);
         await admin?.close();
         // Last: every record the proxy and resolver produced while draining is in the store before exit.

@@ -7,6 +7,7 @@ import { buildPolicy } from '../../runtime/policy-holder.js';
 import { createOpLogger, OP_LOG_FORMATS, reportModeWarning, type OpLogFormat } from '../../runtime/oplog.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
+import { replicaNameOption, serveStoreConfig, storeOption, storePasswordFileOption } from '../store-flags.js';
 import { listValue, parseDurationMs, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;
@@ -49,7 +50,10 @@ export function registerServe(program: Command): void {
     .addOption(opt('--policy-poll <dur>', 'how often to check the policy file for changes (0 = only SIGHUP/API)', 'POLICY_POLL').argParser((v) => (v === '0' ? 0 : parseDurationMs(v))).default(1_000, '1s'))
     .addOption(opt('--policy-settle <dur>', 'load a changed policy file only once it stayed unchanged this long (0 = at once)', 'POLICY_SETTLE').argParser((v) => (v === '0' ? 0 : parseDurationMs(v))).default(2_000, '2s'))
     .addOption(opt('--data-dir <dir>', 'where the SQLite decision store lives', 'DATA_DIR').default('./data'))
-    .addOption(opt('--no-store', 'do not keep decisions in the SQLite store (also disables the admin API)', 'NO_STORE'))
+    .addOption(storeOption())
+    .addOption(storePasswordFileOption())
+    .addOption(replicaNameOption())
+    .addOption(opt('--no-store', 'do not keep decisions in a store (also disables the admin API)', 'NO_STORE'))
     .addOption(opt('--retention <dur>', 'delete stored decisions older than this, e.g. 30d', 'RETENTION').argParser(parseDurationMs))
     .addOption(opt('--retention-size <size>', 'keep the store under this size, e.g. 2GB (oldest deleted first)', 'RETENTION_SIZE').argParser(parseSize))
     .addOption(opt('--admin-listen <host:port>', 'admin API (queries, /metrics, reload, page); bearer token required on every address (see --admin-token)', 'ADMIN_LISTEN').default('127.0.0.1:3129'))
@@ -83,6 +87,13 @@ export function registerServe(program: Command): void {
         console.error('agent-egress: --inspect-ca and --inspect-ca-key go together');
         process.exit(2);
       }
+      let storeCfg;
+      try {
+        storeCfg = o.store === false ? null : serveStoreConfig(o);
+      } catch (err) {
+        console.error(`agent-egress: ${(err as Error).message}`);
+        process.exit(2);
+      }
       const cfg: EgressConfig = {
         listen: o.listen,
         policyFile: o.policy,
@@ -107,7 +118,7 @@ export function registerServe(program: Command): void {
           shutdownGraceMs: o.shutdownGrace,
         },
         logger,
-        store: o.store === false ? null : { dataDir: o.dataDir, retentionMs: o.retention, maxBytes: o.retentionSize },
+        store: storeCfg ? { dataDir: o.dataDir, retentionMs: o.retention, maxBytes: o.retentionSize, ...storeCfg } : null,
         admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken, hosts: listValue(o.adminHost), noAuth: o.adminAuth === false, metricsAuth: !!o.metricsAuth },
         alerts:
           o.alerts === false
@@ -157,7 +168,8 @@ export function registerServe(program: Command): void {
           listen: formatListen(r.address),
           admin: r.admin ? formatListen(r.admin) : null,
           dns: r.dns ? r.dns.listeners.map(formatListen) : null,
-          store: r.store ? o.dataDir : null,
+          store: storeCfg ? storeCfg.location.display : null,
+          replica: storeCfg?.location.kind === 'postgres' ? storeCfg.replica : undefined,
           policy: o.policy ?? '<flags>',
           policyHash: r.holder.current().hash,
         },

@@ -7,8 +7,11 @@ import { DEFAULT_LIMIT, MAX_LIMIT, hostGlobToSqlite, type QueryFilter } from '..
 import { GENESIS_HASH, canonicalRecordJson, chainHash, verifyChain, type ChainRow, type VerifyResult } from '../chain.js';
 import type { Summary } from '../summary.js';
 import { RepeatFolder, type RepeatOptions } from './repeats.js';
+import { encodeCursor, decodeCursor, decodeTailCursor, CursorError } from './cursor.js';
+import { SqlParams, whereSql, type SqlDialect } from './sql-filter.js';
 import { StoreUnavailableError, type DecisionStore, type QueryPage, type StoreStats, type TailPage } from './types.js';
 
+export { CursorError };
 export const DEFAULT_DB_FILE = 'decisions.sqlite';
 
 /** Anything with pino's error(obj, msg) shape. */
@@ -106,37 +109,18 @@ export function timeMsOf(time: string): number {
   return Number.isFinite(ms) ? ms : 0;
 }
 
-function encodeCursor(timeMs: number, seq: number): string {
-  return Buffer.from(`${timeMs}:${seq}`).toString('base64url');
-}
-
-function decodeCursor(c: string): { timeMs: number; seq: number } {
-  const m = /^(-?\d{1,16}):(\d{1,16})$/.exec(Buffer.from(c, 'base64url').toString());
-  if (!m) throw new CursorError('cursor: not a cursor from a previous page');
-  return { timeMs: Number(m[1]), seq: Number(m[2]) };
-}
-
-export class CursorError extends Error {
-  override name = 'CursorError';
-}
+/** SQLite's placeholders and GLOB (a literal `[` escaped as `[[]`: GLOB reads it as a class). */
+const SQLITE: SqlDialect = {
+  placeholder: () => '?',
+  glob: (column, glob, bind) =>
+    // Paths live in the record's JSON only: a filter on them scans within the other conditions.
+    column === 'path' ? `json_extract(json, '$.path') GLOB ${bind(glob.replace(/\[/g, '[[]'))}` : `host GLOB ${bind(hostGlobToSqlite(glob))}`,
+};
 
 function where(f: QueryFilter, extra: string[] = [], params: unknown[] = []): { sql: string; params: unknown[] } {
-  const c = [...extra];
-  const p = [...params];
-  if (f.sinceMs !== undefined) (c.push('time_ms >= ?'), p.push(f.sinceMs));
-  if (f.untilMs !== undefined) (c.push('time_ms < ?'), p.push(f.untilMs));
-  if (f.verdict !== undefined) (c.push('verdict = ?'), p.push(f.verdict));
-  if (f.agent !== undefined) (c.push('agent = ?'), p.push(f.agent));
-  if (f.reason !== undefined) (c.push('reason = ?'), p.push(f.reason));
-  if (f.rule !== undefined) (c.push('rule = ?'), p.push(f.rule));
-  // Paths live in the record's JSON only: a filter on them scans within the other conditions.
-  if (f.path !== undefined) (c.push("json_extract(json, '$.path') GLOB ?"), p.push(f.path.replace(/\[/g, '[[]')));
-  if (f.host !== undefined) {
-    // An exact host uses the index; a glob scans within the other conditions.
-    if (/[*?[]/.test(f.host)) (c.push('host GLOB ?'), p.push(hostGlobToSqlite(f.host)));
-    else (c.push('host = ?'), p.push(f.host.toLowerCase()));
-  }
-  return { sql: c.length ? `WHERE ${c.join(' AND ')}` : '', params: p };
+  const p = new SqlParams(SQLITE);
+  for (const v of params) p.bind(v);
+  return whereSql(f, SQLITE, extra.map((e) => () => e), p);
 }
 
 /**
@@ -604,8 +588,7 @@ export class SqliteDecisionStore implements DecisionStore {
     const db = this.open();
     const head = (db.prepare('SELECT max(seq) FROM decisions').pluck().get() as number | null) ?? 0;
     if (cursor === null) return { records: [], cursor: String(head) };
-    if (!/^\d{1,16}$/.test(cursor)) throw new CursorError('cursor: not a tail cursor');
-    const w = where({ ...f, cursor: undefined, limit: undefined }, ['seq > ?', 'seq <= ?'], [Number(cursor), head]);
+    const w = where({ ...f, cursor: undefined, limit: undefined }, ['seq > ?', 'seq <= ?'], [decodeTailCursor(cursor), head]);
     const rows = db.prepare(`SELECT seq, json FROM decisions ${w.sql} ORDER BY seq LIMIT ?`).all(...w.params, limit) as { seq: number; json: string }[];
     const next = rows.length === limit ? rows[rows.length - 1].seq : head;
     return { records: rows.map((r) => JSON.parse(r.json) as DecisionRecord), cursor: String(next) };
@@ -655,7 +638,7 @@ function registerDomainFunction(db: Database.Database): void {
 }
 
 /** The writer the proxy uses: never throws, even when the directory or file is unusable (it retries). */
-export function createSqliteStore(opts: SqliteStoreOptions = {}): SqliteDecisionStore {
+export function createSqliteStore(opts: SqliteStoreOptions & { file?: string } = {}): SqliteDecisionStore {
   const store = new SqliteDecisionStore(opts);
   try {
     store.open();
