@@ -75,3 +75,50 @@ export function scrubSecret(text: string, secret: string | undefined): string {
   if (!secret) return text;
   return text.split(secret).join('***');
 }
+
+/** Splits a .pgpass line on unescaped colons, undoing `\:` and `\\`. */
+function pgpassFields(line: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i];
+    if (ch === '\\' && i + 1 < line.length) cur += line[++i];
+    else if (ch === ':') (out.push(cur), (cur = ''));
+    else cur += ch;
+  }
+  out.push(cur);
+  return out;
+}
+
+/** libpq's password file lookup (PGPASSFILE, else ~/.pgpass): host:port:database:user:password, `*` matches any. */
+export function pgpassLookup(u: URL, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const file = env.PGPASSFILE || (env.HOME ? path.join(env.HOME, '.pgpass') : undefined);
+  if (!file) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const want = [u.hostname || 'localhost', u.port || '5432', decodeURIComponent(u.pathname.replace(/^\//, '')), decodeURIComponent(u.username) || env.PGUSER || ''];
+  for (const line of text.split(/\r?\n/)) {
+    if (!line || line.startsWith('#')) continue;
+    const f = pgpassFields(line);
+    if (f.length < 5) continue;
+    if (want.every((w, i) => f[i] === '*' || f[i] === w)) return f.slice(4).join(':');
+  }
+  return undefined;
+}
+
+/**
+ * The URL the driver connects with: the password (URL, --store-password-file, PGPASSWORD, then the
+ * password file) put in, so the driver never looks elsewhere. Held in memory only; never displayed.
+ */
+export function connectionUrl(loc: Extract<StoreLocation, { kind: 'postgres' }>, env: NodeJS.ProcessEnv = process.env): { url: string; password?: string } {
+  const u = new URL(loc.url);
+  if (u.password) return { url: loc.url, password: decodeURIComponent(u.password) };
+  const password = loc.password ?? env.PGPASSWORD ?? pgpassLookup(u, env);
+  if (password === undefined) return { url: loc.url };
+  u.password = encodeURIComponent(password);
+  return { url: u.toString(), password };
+}

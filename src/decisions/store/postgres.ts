@@ -5,7 +5,7 @@ import { DEFAULT_LIMIT, MAX_LIMIT, type QueryFilter } from '../query.js';
 import { GENESIS_HASH, verifyChain, type ChainRow, type VerifyResult } from '../chain.js';
 import type { Summary } from '../summary.js';
 import { decodeCursor, decodeTailCursor, encodeCursor } from './cursor.js';
-import { scrubSecret, type StoreLocation } from './location.js';
+import { connectionUrl, scrubSecret, type StoreLocation } from './location.js';
 import { DAY_MS, LOCK, LOCK_NS, SchemaError, currentVersion, dayOf, dropPartitionsBefore, ensurePartitions, migrate } from './pg-schema.js';
 import { SqlParams, globToLike, whereSql, type SqlDialect } from './sql-filter.js';
 import { StoreUnavailableError, type DecisionStore, type QueryPage, type ReplicaVerifyResult, type StoreStats, type TailPage } from './types.js';
@@ -33,18 +33,9 @@ export interface PostgresStoreOptions {
   connectTimeoutMs?: number;
 }
 
-/** The secrets a driver message could carry: the password from the URL, the file, or PGPASSWORD. */
-function secretsOf(loc: PgLocation): string[] {
-  const out: string[] = [];
-  try {
-    const p = decodeURIComponent(new URL(loc.url).password);
-    if (p) out.push(p, new URL(loc.url).password);
-  } catch {
-    /* parseStoreLocation checked it */
-  }
-  if (loc.password) out.push(loc.password);
-  if (process.env.PGPASSWORD) out.push(process.env.PGPASSWORD);
-  return out;
+/** The secrets a driver message could carry: the password itself, and as it is spelled in a URL. */
+function secretsOf(password: string | undefined): string[] {
+  return password ? [password, encodeURIComponent(password)] : [];
 }
 
 /**
@@ -59,17 +50,19 @@ export class PostgresDecisionStore implements DecisionStore, ChainBackend {
   private knownDays = new Set<number>();
   private leader: pg.Client | null = null;
   private readonly secrets: string[];
+  private readonly connectUrl: string;
 
   constructor(
-    private readonly loc: PgLocation,
+    loc: PgLocation,
     opts: PostgresStoreOptions = {},
   ) {
     this.display = loc.display;
-    this.secrets = secretsOf(loc);
+    const conn = connectionUrl(loc);
+    this.connectUrl = conn.url;
+    this.secrets = secretsOf(conn.password);
     const timeout = opts.queryTimeoutMs ?? 10_000;
     this.pool = new pg.Pool({
-      connectionString: loc.url,
-      ...(loc.password ? { password: loc.password } : {}),
+      connectionString: conn.url,
       max: opts.maxConnections ?? (opts.writer ? 4 : 2),
       connectionTimeoutMillis: opts.connectTimeoutMs ?? 3_000,
       query_timeout: timeout,
@@ -452,7 +445,7 @@ export class PostgresDecisionStore implements DecisionStore, ChainBackend {
         await this.leader.query('SELECT 1');
         return true;
       }
-      const client = new pg.Client({ connectionString: this.loc.url, ...(this.loc.password ? { password: this.loc.password } : {}), connectionTimeoutMillis: 3_000, query_timeout: 5_000, application_name: 'agent-egress alerts' });
+      const client = new pg.Client({ connectionString: this.connectUrl, connectionTimeoutMillis: 3_000, query_timeout: 5_000, application_name: 'agent-egress alerts' });
       client.on('error', () => {
         if (this.leader === client) this.leader = null;
       });

@@ -93,6 +93,7 @@ export class ChainWriter {
   private timers: NodeJS.Timeout[] = [];
   private flushTimer: NodeJS.Timeout | null = null;
   private pumping: Promise<void> | null = null;
+  private maintaining: Promise<void> = Promise.resolve();
   private retryAt = 0;
   private retryDelay: number;
   private lastStored = 0;
@@ -288,7 +289,13 @@ export class ChainWriter {
     }
   }
 
-  private async maintain(): Promise<void> {
+  /** One run at a time: a run asked for while one is going waits for it, then runs. */
+  private maintain(): Promise<void> {
+    this.maintaining = this.maintaining.then(() => this.maintainOnce());
+    return this.maintaining;
+  }
+
+  private async maintainOnce(): Promise<void> {
     if (this.closed) return;
     try {
       this.counters.retained += await this.backend.maintain(this.now(), this.opts.retention?.maxAgeMs);
