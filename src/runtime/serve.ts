@@ -45,7 +45,7 @@ export interface EgressConfig {
   sinks?: DecisionSink[];
   logger?: Logger;
   /** The decision store (SQLite in dataDir unless `location` says otherwise); null/undefined = none. */
-  store?: { dataDir: string; retentionMs?: number; maxBytes?: number; location?: StoreLocation; replica?: string } | null;
+  store?: { dataDir: string; retentionMs?: number; maxBytes?: number; location?: StoreLocation; replica?: string; maxMemory?: number } | null;
   /** The admin API (queries, metrics, reload); null/undefined = none. */
   admin?: { listen: string; token?: string; hosts?: string[]; noAuth?: boolean; metricsAuth?: boolean } | null;
   /** Spike alerts on denies (needs nothing else); null/undefined = defaults, false = off. */
@@ -115,6 +115,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         replica: cfg.store.replica,
         retentionMs: cfg.store.retentionMs,
         maxBytes: cfg.store.maxBytes,
+        maxMemory: cfg.store.maxMemory,
         logger,
       })
     : null;

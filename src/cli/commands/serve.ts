@@ -7,7 +7,7 @@ import { buildPolicy } from '../../runtime/policy-holder.js';
 import { createOpLogger, OP_LOG_FORMATS, reportModeWarning, type OpLogFormat } from '../../runtime/oplog.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
-import { replicaNameOption, serveStoreConfig, storeOption, storePasswordFileOption } from '../store-flags.js';
+import { replicaNameOption, serveStoreConfig, storeOption, storePasswordFileOption, storeQueueOption } from '../store-flags.js';
 import { listValue, parseDurationMs, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;
@@ -49,10 +49,11 @@ export function registerServe(program: Command): void {
     .addOption(opt('--shutdown-grace <dur>', 'on SIGTERM/SIGINT, time for in-flight work to finish', 'SHUTDOWN_GRACE').argParser(parseDurationMs).default(DEFAULT_LIMITS.shutdownGraceMs, '10s'))
     .addOption(opt('--policy-poll <dur>', 'how often to check the policy file for changes (0 = only SIGHUP/API)', 'POLICY_POLL').argParser((v) => (v === '0' ? 0 : parseDurationMs(v))).default(1_000, '1s'))
     .addOption(opt('--policy-settle <dur>', 'load a changed policy file only once it stayed unchanged this long (0 = at once)', 'POLICY_SETTLE').argParser((v) => (v === '0' ? 0 : parseDurationMs(v))).default(2_000, '2s'))
-    .addOption(opt('--data-dir <dir>', 'where the SQLite decision store lives', 'DATA_DIR').default('./data'))
+    .addOption(opt('--data-dir <dir>', 'where the SQLite decision store, the admin token and (PostgreSQL store) the outage spool live', 'DATA_DIR').default('./data'))
     .addOption(storeOption())
     .addOption(storePasswordFileOption())
     .addOption(replicaNameOption())
+    .addOption(storeQueueOption())
     .addOption(opt('--no-store', 'do not keep decisions in a store (also disables the admin API)', 'NO_STORE'))
     .addOption(opt('--retention <dur>', 'delete stored decisions older than this, e.g. 30d', 'RETENTION').argParser(parseDurationMs))
     .addOption(opt('--retention-size <size>', 'keep the store under this size, e.g. 2GB (oldest deleted first)', 'RETENTION_SIZE').argParser(parseSize))

@@ -96,12 +96,19 @@ export class PostgresDecisionStore implements DecisionStore, ChainBackend {
       throw this.unavailable(err);
     }
     let broken = false;
+    // A connection that dies while checked out emits 'error' on the client (besides failing the query):
+    // unhandled, that would end the process.
+    const onError = () => {
+      broken = true;
+    };
+    c.on('error', onError);
     try {
       return await fn(c);
     } catch (err) {
-      broken = !(err instanceof pg.DatabaseError);
+      broken ||= !(err instanceof pg.DatabaseError);
       throw err;
     } finally {
+      c.off('error', onError);
       c.release(broken);
     }
   }
