@@ -180,6 +180,12 @@ describe('two replicas sharing one PostgreSQL store', () => {
     expect(summary.totals.allow).toBeGreaterThanOrEqual(10);
     const table = cli(['log', 'query', '--store', pg.url, '--host', '*.both.example', '--limit', '3']);
     expect(table.status).toBe(0);
+    expect(table.stdout.split('\n').filter((l) => l.includes('.both.example'))).toHaveLength(3);
+    const cliSummary = cli(['log', 'summary', '--store', pg.url, '--json', '--host', '*.both.example']);
+    expect(JSON.parse(cliSummary.stdout).totals).toEqual({ allow: 0, deny: 40 });
+    const suggest = cli(['policy', 'suggest', '--store', pg.url, '--since', '1h']);
+    expect(suggest.status).toBe(0);
+    expect(suggest.stdout).toContain('both.example');
   }, 60_000);
 
   it('log verify passes for every replica, then names the replica and record of an edited row', async () => {
