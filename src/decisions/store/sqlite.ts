@@ -6,7 +6,8 @@ import { FAILURE_REASONS, weightOf, type DecisionRecord } from '../record.js';
 import { DEFAULT_LIMIT, MAX_LIMIT, hostGlobToSqlite, type QueryFilter } from '../query.js';
 import { GENESIS_HASH, canonicalRecordJson, chainHash, verifyChain, type ChainRow, type VerifyResult } from '../chain.js';
 import type { Summary } from '../summary.js';
-import { RepeatFolder, type RepeatOptions } from './repeats.js';
+import { FlushTimer } from './flush-timer.js';
+import { RepeatIntake, type RepeatOptions } from './repeats.js';
 import { encodeCursor, decodeCursor, decodeTailCursor, CursorError } from './cursor.js';
 import { SqlParams, whereSql, type SqlDialect } from './sql-filter.js';
 import { StoreUnavailableError, type DecisionStore, type QueryPage, type StoreStats, type TailPage } from './types.js';
@@ -132,15 +133,13 @@ export class SqliteDecisionStore implements DecisionStore {
   readonly file: string;
   private db: Database.Database | null = null;
   private buffer: Pending[] = [];
-  private timer: NodeJS.Timeout | null = null;
   private retentionTimer: NodeJS.Timeout | null = null;
   private retryAt = 0;
   private closed = false;
   private lastErrorReport = 0;
   private listeners = new Set<() => void>();
   private counters = { dropped: 0, written: 0, retained: 0, failing: false };
-  private readonly repeats: RepeatFolder | null;
-  private repeatTimer: NodeJS.Timeout | null = null;
+  private readonly repeats: RepeatIntake | null;
   /** How many decisions a row stands for, in SQL: the weight column, or 1 in a store from before it. */
   private weight = 'weight';
   private readonly o: Required<Omit<SqliteStoreOptions, 'retention' | 'repeats' | 'logger' | 'onError' | 'dataDir' | 'fileName'>>;
@@ -156,12 +155,7 @@ export class SqliteDecisionStore implements DecisionStore {
       retryMs: opts.retryMs ?? 1000,
       busyTimeoutMs: opts.busyTimeoutMs ?? 5000,
     };
-    this.repeats = opts.readonly || opts.repeats === false ? null : new RepeatFolder(opts.repeats || {});
-    if (this.repeats) {
-      // Settles counted folds whose window ended even when nothing else arrives.
-      this.repeatTimer = setInterval(() => this.settleRepeats(Date.now()), 1000);
-      this.repeatTimer.unref();
-    }
+    this.repeats = opts.readonly ? null : new RepeatIntake(opts.repeats, (r) => this.enqueue(r));
     if (!opts.readonly && opts.retention && (opts.retention.maxAgeMs || opts.retention.maxBytes)) {
       this.retentionTimer = setInterval(() => this.runRetention(), opts.retention.intervalMs ?? 60_000);
       this.retentionTimer.unref();
@@ -213,10 +207,7 @@ export class SqliteDecisionStore implements DecisionStore {
       this.counters.dropped++;
       return;
     }
-    if (!this.repeats) return this.enqueue(record);
-    const out: DecisionRecord[] = [];
-    this.repeats.offer(record, out);
-    for (const r of out) this.enqueue(r);
+    this.repeats?.offer(record);
   }
 
   private enqueue(record: DecisionRecord): void {
@@ -230,25 +221,16 @@ export class SqliteDecisionStore implements DecisionStore {
     else this.schedule(this.o.flushIntervalMs);
   }
 
-  private settleRepeats(now: number): void {
-    if (!this.repeats || this.repeats.size === 0) return;
-    const out: DecisionRecord[] = [];
-    this.repeats.drain(now, out);
-    for (const r of out) this.enqueue(r);
-  }
-
-  private schedule(delay: number): void {
-    if (this.timer) {
-      if (delay > 0) return;
-      clearTimeout(this.timer);
-    }
-    const wait = Math.max(delay, this.retryAt - Date.now());
-    this.timer = setTimeout(() => {
-      this.timer = null;
+  private readonly flusher = new FlushTimer(
+    () => {
       this.flush();
       if (this.buffer.length > 0 && !this.closed) this.schedule(this.counters.failing ? this.o.retryMs : 0);
-    }, wait);
-    this.timer.unref();
+    },
+    () => this.retryAt,
+  );
+
+  private schedule(delay: number): void {
+    this.flusher.schedule(delay);
   }
 
   /** Commit everything buffered (in batches). Returns false when the store failed; records stay buffered. */
@@ -346,16 +328,10 @@ export class SqliteDecisionStore implements DecisionStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.flusher.cancel();
     if (this.retentionTimer) clearInterval(this.retentionTimer);
-    if (this.repeatTimer) clearInterval(this.repeatTimer);
-    this.timer = null;
     // Every counted fold is written: a clean shutdown loses no count.
-    if (this.repeats) {
-      const out: DecisionRecord[] = [];
-      this.repeats.drain(Infinity, out);
-      for (const r of out) this.buffer.push({ rec: r, at: Date.now() });
-    }
+    for (const r of this.repeats?.close() ?? []) this.buffer.push({ rec: r, at: Date.now() });
     if (this.buffer.length > 0 && !this.flush()) {
       // One last try failed: these records are lost, and counted.
       for (const p of this.buffer) this.counters.dropped += weightOf(p.rec);

@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { weightOf, type DecisionRecord } from '../record.js';
 import { GENESIS_HASH, canonicalRecordJson, chainHash } from '../chain.js';
-import { RepeatFolder, type RepeatOptions } from './repeats.js';
+import { FlushTimer } from './flush-timer.js';
+import { RepeatIntake, type RepeatOptions } from './repeats.js';
 import { Spool, type Queued } from './spool.js';
 import type { StoreStats } from './types.js';
 
@@ -89,9 +90,8 @@ export class ChainWriter {
   private inflight: Inflight | null = null;
   private head: ChainHead | null = null;
   private readonly spool: Spool;
-  private readonly repeats: RepeatFolder | null;
+  private readonly repeats: RepeatIntake;
   private timers: NodeJS.Timeout[] = [];
-  private flushTimer: NodeJS.Timeout | null = null;
   private pumping: Promise<void> | null = null;
   private maintaining: Promise<void> = Promise.resolve();
   private retryAt = 0;
@@ -122,8 +122,7 @@ export class ChainWriter {
     this.spool = new Spool(spoolFileFor(opts.dataDir, opts.replica));
     this.lastStored = this.spool.newestStoredMs;
     if (this.spool.count) opts.logger?.warn?.({ spool: this.spool.file, records: this.spool.count }, 'decision store: delivering records spooled by an earlier run');
-    this.repeats = opts.repeats === false ? null : new RepeatFolder(opts.repeats || {});
-    if (this.repeats) this.every(1000, () => this.settleRepeats(this.now()));
+    this.repeats = new RepeatIntake(opts.repeats, (r) => this.enqueue(r), this.now);
     const r = opts.retention;
     this.every(r?.intervalMs ?? 60_000, () => void this.maintain());
     void this.maintain();
@@ -143,13 +142,18 @@ export class ChainWriter {
       this.counters.dropped += weightOf(record);
       return;
     }
-    if (!this.repeats) return this.enqueue(record);
-    const out: DecisionRecord[] = [];
-    this.repeats.offer(record, out);
-    for (const r of out) this.enqueue(r);
+    this.repeats.offer(record);
   }
 
   private enqueue(rec: DecisionRecord): void {
+    this.accept(rec);
+    if (this.memory.length >= this.o.maxMemory) this.spill();
+    if (this.memory.length >= this.o.batchSize) this.schedule(0);
+    else this.schedule(this.o.flushIntervalMs);
+  }
+
+  /** Stamped with this replica and its acceptance time, which stays with it through retries and the spool. */
+  private accept(rec: DecisionRecord): void {
     const now = this.now();
     // Monotonic per replica, and never before the decision: retention (by this time) then always cuts a
     // prefix of every chain, and a `since` filter on the decision time may prune partitions by it.
@@ -157,16 +161,6 @@ export class ChainWriter {
     this.lastStored = Math.max(this.lastStored, now, Number.isFinite(t) ? t : 0);
     const stamped = rec.replica === undefined ? { ...rec, replica: this.opts.replica } : rec;
     this.memory.push({ rec: stamped, storedMs: this.lastStored, at: now });
-    if (this.memory.length >= this.o.maxMemory) this.spill();
-    if (this.memory.length >= this.o.batchSize) this.schedule(0);
-    else this.schedule(this.o.flushIntervalMs);
-  }
-
-  private settleRepeats(now: number): void {
-    if (!this.repeats || this.repeats.size === 0) return;
-    const out: DecisionRecord[] = [];
-    this.repeats.drain(now, out);
-    for (const r of out) this.enqueue(r);
   }
 
   /** Memory is full: its records go to the end of the spool (behind whatever is already there). */
@@ -182,18 +176,13 @@ export class ChainWriter {
 
   // ---- delivering ----
 
+  private readonly flusher = new FlushTimer(
+    () => void this.pump(),
+    () => this.retryAt,
+  );
+
   private schedule(delay: number): void {
-    if (this.stopping) return;
-    if (this.flushTimer) {
-      if (delay > 0) return;
-      clearTimeout(this.flushTimer);
-    }
-    const wait = Math.max(delay, this.retryAt - this.now());
-    this.flushTimer = setTimeout(() => {
-      this.flushTimer = null;
-      void this.pump();
-    }, wait);
-    this.flushTimer.unref();
+    if (!this.stopping) this.flusher.schedule(delay);
   }
 
   /** Deliver until nothing waits or the store fails. One at a time. */
@@ -271,7 +260,7 @@ export class ChainWriter {
     this.counters.failing = true;
     // The head is read again: a batch whose commit answer was lost may be stored after all.
     this.head = null;
-    this.retryAt = this.now() + this.retryDelay;
+    this.retryAt = Date.now() + this.retryDelay;
     this.retryDelay = Math.min(this.o.retryMaxMs, this.retryDelay * 2);
     this.report(err, 'decision store write failed; records wait in memory, then in the spool file');
     if (!this.stopping) this.schedule(this.retryDelay);
@@ -319,25 +308,18 @@ export class ChainWriter {
     if (this.closed) return;
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
-    if (this.repeats) {
-      const out: DecisionRecord[] = [];
-      this.repeats.drain(Infinity, out);
-      const now = this.now();
-      for (const r of out) {
-        this.lastStored = Math.max(this.lastStored, now);
-        this.memory.push({ rec: r.replica === undefined ? { ...r, replica: this.opts.replica } : r, storedMs: this.lastStored, at: now });
-      }
-    }
+    // Straight to memory (enqueue could spill): the spool at the end takes whatever is left.
+    for (const r of this.repeats.close()) this.accept(r);
     const deadline = Date.now() + this.o.closeTimeoutMs;
     while (this.waitingCount() > 0 && Date.now() < deadline) {
       if (this.pumping) await this.pumping;
-      const wait = this.retryAt - this.now();
+      const wait = this.retryAt - Date.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, Math.min(wait, deadline - Date.now())));
       if (Date.now() >= deadline) break;
       await this.pump();
     }
     this.stopping = true;
-    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flusher.cancel();
     if (this.pumping) await this.pumping;
     const left: Queued[] = [];
     if (this.inflight && this.inflight.spoolEnd === null) left.push(...this.inflight.items);
