@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
 import { logAdminAuth, resolveAdminAuth } from '../admin/token-file.js';
-import { createSqliteStore, PostgresDecisionStore, type DecisionStore } from '../decisions/store/index.js';
+import { openStoreForAdmin } from '../decisions/store/index.js';
 import type { PolicyHolder, PolicyState } from '../policy/holder.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { formatListen, parseListen } from './listen.js';
@@ -51,11 +51,6 @@ export function workerConfig(cfg: EgressConfig): EgressConfig {
 
 const SLOT_ENV = 'AGENT_EGRESS_WORKER_SLOT';
 
-/** The primary only reads (its admin API): the SQLite file, or the shared database without a writer. */
-function storeReaderForPrimary(store: NonNullable<EgressConfig['store']>, logger: Logger): DecisionStore {
-  if (store.location?.kind === 'postgres') return new PostgresDecisionStore(store.location, { logger });
-  return createSqliteStore({ dataDir: store.dataDir, file: store.location?.file, logger });
-}
 
 function parseAdmin(text: string): { address: string; port: number } {
   const l = parseListen(text);
@@ -139,7 +134,9 @@ export async function runPrimary(cfg: EgressConfig, workers: number, logger: Log
   const policy = new ClusterPolicyHolder(holder, broadcast);
 
   let admin: AdminServer | null = null;
-  const store = cfg.store ? storeReaderForPrimary(cfg.store, logger) : null;
+  const store = cfg.store
+    ? await openStoreForAdmin({ location: cfg.store.location, dataDir: cfg.store.dataDir, logger })
+    : null;
   if (cfg.admin && store) {
     const aggregate = new AggregatorRegistry<PrometheusContentType>();
     aggregate.metrics = () => aggregate.clusterMetrics();

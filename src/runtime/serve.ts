@@ -1,6 +1,4 @@
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { DEFAULT_DB_FILE } from '../decisions/store/sqlite.js';
 import pino, { type Logger } from 'pino';
 import { JsonLinesSink } from '../decisions/json-sink.js';
 import { FanoutSink, type DecisionSink } from '../decisions/sink.js';
@@ -15,7 +13,7 @@ import { isLoopbackHost } from '../net/endpoint.js';
 import { formatListen, parseListen } from './listen.js';
 import { FilePolicyHolder } from './policy-holder.js';
 import { Registry } from 'prom-client';
-import { createStoreWriter, PostgresDecisionStore, type DecisionStore, type StoreLocation } from '../decisions/store/index.js';
+import { createStoreWriter, isFleetStore, type DecisionStore, type StoreLocation } from '../decisions/store/index.js';
 import { FleetSpikeFeed } from '../decisions/fleet-alerts.js';
 import { DecisionMetrics } from '../decisions/metrics.js';
 import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
@@ -113,8 +111,8 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   const jsonLines = cfg.logFile !== null ? new JsonLinesSink(cfg.logFile, { logger }) : null;
   if (jsonLines) sinks.unshift(jsonLines);
   const store = cfg.store
-    ? createStoreWriter({
-        location: cfg.store.location ?? { kind: 'sqlite', file: path.resolve(cfg.store.dataDir, DEFAULT_DB_FILE), display: '' },
+    ? await createStoreWriter({
+        location: cfg.store.location,
         dataDir: cfg.store.dataDir,
         replica: cfg.store.replica,
         retentionMs: cfg.store.retentionMs,
@@ -152,7 +150,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     });
     // A shared store: one replica at a time (the lock holder) feeds every replica's stored denials to
     // its detector, so a spike split across replicas is seen, and alerted once.
-    if (store instanceof PostgresDecisionStore) fleetAlerts = new FleetSpikeFeed(store, detector);
+    if (store && isFleetStore(store)) fleetAlerts = new FleetSpikeFeed(store, detector);
     else sinks.push(detector);
   }
   const sink = new FanoutSink(sinks);

@@ -2,6 +2,6 @@ export type { DecisionStore, QueryPage, TailPage, StoreStats, ReplicaVerifyResul
 export { StoreUnavailableError } from './types.js';
 export { SqliteDecisionStore, createSqliteStore, openSqliteStoreReadOnly, DEFAULT_DB_FILE, type SqliteStoreOptions, type ErrorLogger } from './sqlite.js';
 export { CursorError } from './cursor.js';
-export { PostgresDecisionStore, openPostgresReader } from './postgres.js';
+// The PostgreSQL store (./postgres.js) is loaded on demand by open.ts, so SQLite users never load its driver.
 export { parseStoreLocation, redactStoreUrl, StoreUrlError, type StoreLocation } from './location.js';
-export { createStoreWriter, openStoreReader, locationOf, defaultReplicaName, type StoreFlags } from './open.js';
+export { createStoreWriter, openStoreReader, openStoreForAdmin, isFleetStore, locationOf, defaultReplicaName, type StoreFlags } from './open.js';
