@@ -280,3 +280,25 @@ describe('two replicas sharing one PostgreSQL store', () => {
     expect(all).not.toContain(pg.password);
   }, 30_000);
 });
+
+describe('serve --workers with a PostgreSQL store', () => {
+  it('each worker writes as its own replica (<name>-w<slot>) with its own chain; the primary answers for all', async () => {
+    const w = await startReplica('pool', ['--workers', '2', '--no-alerts']);
+    try {
+      await denies(w, 'workers', 0, 40);
+      const rows = await untilCount(['--host', '*.workers.example'], 40);
+      expect(rows).toHaveLength(40);
+      const names = new Set(rows.map((r) => r.replica as string));
+      expect([...names].every((n) => n === 'pool-w1' || n === 'pool-w2')).toBe(true);
+      const viaPrimary = JSON.parse((await api(w, '/api/decisions?host=*.workers.example&limit=1000')).body) as { records: unknown[] };
+      expect(viaPrimary.records).toHaveLength(40);
+      const v = cli(['log', 'verify', '--store', pg.url, '--json']);
+      expect(v.status).toBe(0);
+      const chains = (JSON.parse(v.stdout) as { replicas: { replica: string; ok: boolean }[] }).replicas.filter((r) => r.replica.startsWith('pool-'));
+      expect(chains.length).toBe(names.size);
+      expect(chains.every((c) => c.ok)).toBe(true);
+    } finally {
+      expect(await stopReplica(w)).toBe(0);
+    }
+  }, 120_000);
+});
