@@ -115,6 +115,8 @@ export class Spool {
         }
         carry = Buffer.from(buf.subarray(start));
       }
+      // Nothing deliverable is left on disk (the count was off): say so, or the writer would ask forever.
+      if (items.length === 0 && consumed >= limit) this.lines = 0;
       return { items, end: consumed };
     } finally {
       await fh.close();
