@@ -216,4 +216,15 @@ describe('PostgreSQL store', () => {
       else process.env.PGPASSFILE = saved.file;
     }
   });
+
+  it('honours sslmode: require refuses a server without TLS, disable connects', async () => {
+    const w = writer('ssl');
+    await w.runMaintenance(); // the schema, should this test run alone
+    await w.close();
+    const err = await openPostgresReader(loc(`${pg.urlWithPassword}?sslmode=require`)).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toMatch(/SSL/i);
+    expect((err as Error).message).not.toContain(pg.password);
+    await (await openPostgresReader(loc(`${pg.urlWithPassword}?sslmode=disable`))).close();
+  });
 });
