@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { RECORD_FORMATS, resolveLogFormats } from '../../decisions/record-format.js';
 import { PolicyError } from '../../policy/types.js';
 import { DEFAULT_LIMITS } from '../../proxy/options.js';
 import { formatListen } from '../../runtime/listen.js';
@@ -7,8 +8,7 @@ import { buildPolicy } from '../../runtime/policy-holder.js';
 import { createOpLogger, OP_LOG_FORMATS, reportModeWarning, type OpLogFormat } from '../../runtime/oplog.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
-import { RECORD_FORMATS, resolveLogFormats } from '../../decisions/record-format.js';
-import { listValue, parseDurationMs, parsePositiveInt, parsePositiveNumber, parseSize, repeatable, UsageError } from '../parse.js';
+import { listValue, parseDurationMs, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;
 
@@ -73,7 +73,10 @@ export function registerServe(program: Command): void {
     .addOption(opt('--workers <n|auto>', 'processes sharing the listeners (node:cluster); auto = one per core', 'WORKERS').default('1'))
     .action(async (o) => {
       const formats = resolveLogFormats(o.logFormat, o.recordFormat);
-      if ('error' in formats) throw new UsageError(formats.error, 'agent-egress serve');
+      if ('error' in formats) {
+        console.error(`agent-egress serve: ${formats.error}`);
+        process.exit(2);
+      }
       const logger = createOpLogger({ level: o.logLevel, format: formats.opLog as OpLogFormat });
       if (!!o.tlsCert !== !!o.tlsKey) {
         console.error('agent-egress: --tls-cert and --tls-key go together');
