@@ -22,6 +22,7 @@ import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
 import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
 import { startInspector } from './inspect.js';
+import { SocksServer } from '../capture/socks5.js';
 
 export interface EgressConfig {
   listen: string;
@@ -54,6 +55,8 @@ export interface EgressConfig {
   guardSelf?: { address: string; port: number }[];
   /** Export the companion firewall's kernel counters (same host and namespace) with /metrics. */
   firewallMetrics?: 'nftables' | 'iptables' | null;
+  /** The SOCKS5 listener (src/capture/socks5.ts); null/undefined = none. */
+  socks?: { listen: string } | null;
   /** The filtering DNS resolver; null/undefined = none. */
   dns?: {
     listen: string[];
@@ -73,6 +76,7 @@ export interface RunningEgress {
   store: SqliteDecisionStore | null;
   admin: AdminServer | null;
   dns: DnsFilterHandle | null;
+  socks: { server: SocksServer; address: { address: string; port: number } } | null;
   metrics: Registry;
   close(): Promise<void>;
 }
@@ -114,10 +118,16 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   if (store) sinks.push(store);
   const registry = new Registry();
   let proxyRef: ProxyServer | null = null;
+  let socksRef: SocksServer | null = null;
   sinks.push(
     new DecisionMetrics({
       registry,
-      proxyStats: () => proxyRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 },
+      // The gauges count both front doors: HTTP and SOCKS5 connections and tunnels alike.
+      proxyStats: () => {
+        const h = proxyRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 };
+        const k = socksRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 };
+        return { activeConnections: h.activeConnections + k.activeConnections, activeTunnels: h.activeTunnels + k.activeTunnels };
+      },
       storeStats: store ? () => store.stats() : undefined,
       policy: holder,
     }),
@@ -157,11 +167,19 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   proxyRef = proxy;
   let admin: AdminServer | null = null;
   let dns: DnsFilterHandle | null = null;
+  let socks: RunningEgress['socks'] = null;
   let address: { address: string; port: number };
   try {
     address = await proxy.listen(listen.host, listen.port);
     // The guard refuses the proxy's own listeners even where a range exemption would let their address through.
     self.push({ address: address.address, port: address.port });
+    if (cfg.socks) {
+      const l = parseListen(cfg.socks.listen);
+      const server = new SocksServer({ context: () => ctx, sink, logger, limits: cfg.limits, inspector });
+      socks = { server, address: await server.listen(l.host, l.port) };
+      socksRef = server;
+      self.push({ address: socks.address.address, port: socks.address.port });
+    }
     if (cfg.admin) {
       if (!store) throw new Error('the admin API serves the decision store: it cannot run with the store off');
       admin = await startAdminServer({
@@ -198,6 +216,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     // Never run half-configured: whatever started is stopped again, and the caller exits non-zero.
     await admin?.close().catch(() => undefined);
     await dns?.close().catch(() => undefined);
+    await socks?.server.close(0).catch(() => undefined);
     await proxy.close(0).catch(() => undefined);
     await sink.close();
     throw err;
@@ -209,6 +228,13 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     logger.warn(
       { listen: formatListen(address) },
       'LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT REQUIRED CREDENTIALS: anyone who can reach this port can use the proxy; set require_auth: true in the policy or use --client-ca',
+    );
+  }
+  if (socks && !isLoopbackHost(socks.address.address) && !policy.requireAuth) {
+    // Client certificates do not exist on SOCKS5: only require_auth protects a reachable SOCKS port.
+    logger.warn(
+      { socks: formatListen(socks.address) },
+      'SOCKS5 LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT REQUIRED CREDENTIALS: anyone who can reach this port can use the proxy; set require_auth: true in the policy',
     );
   }
   if (cfg.watchMs && cfg.policyFile) holder.watch(cfg.watchMs);
@@ -224,11 +250,12 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     store,
     admin,
     dns,
+    socks,
     metrics: registry,
     close() {
       closing ??= (async () => {
         holder.close();
-        await Promise.all([proxy.close(), dns?.close()]);
+        await Promise.all([proxy.close(), dns?.close(), socks?.server.close()]);
         await admin?.close();
         // Last: every record the proxy and resolver produced while draining is in the store before exit.
         await sink.close();
