@@ -43,6 +43,7 @@ interface Serve {
   stderr: () => string;
   proxy: number;
   dns: number | null;
+  socks: number | null;
   exited: Promise<number | null>;
 }
 
@@ -61,7 +62,8 @@ function serve(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Serve> {
       if (m) {
         clearTimeout(timer);
         const d = /"dns":\["127\.0\.0\.1:(\d+)"\]/.exec(err);
-        resolveP({ child, stderr: () => err, proxy: Number(m[1]), dns: d ? Number(d[1]) : null, exited });
+        const k = /"socks":"127\.0\.0\.1:(\d+)"/.exec(err);
+        resolveP({ child, stderr: () => err, proxy: Number(m[1]), dns: d ? Number(d[1]) : null, socks: k ? Number(k[1]) : null, exited });
       }
     });
     child.once('exit', () => {
@@ -133,7 +135,7 @@ rules:
 `,
   );
   s = await serve(
-    ['--policy', policy, '--dns-server', `127.0.0.1:${dns.port}`, '--dns-listen', '127.0.0.1:0', '--log-file', logFile, '--record-format', 'ocsf',
+    ['--policy', policy, '--dns-server', `127.0.0.1:${dns.port}`, '--dns-listen', '127.0.0.1:0', '--socks-listen', '127.0.0.1:0', '--log-file', logFile, '--record-format', 'ocsf',
       '--inspect-ca', caFile, '--inspect-ca-key', join(dir, 'inspect-ca-key.pem'), '--upstream-ca', join(dir, 'origin-ca.pem')],
     { OCSF_CODER_TOKEN: TOKEN },
   );
@@ -225,6 +227,21 @@ describe('--record-format ocsf: every kind of record is a valid OCSF 1.5 event',
     const ev = await waitLine(logFile, (e) => e.dst_endpoint?.hostname === 'report.test');
     expect(schemaErrors(ev)).toEqual([]);
     expect(ev).toMatchObject({ action_id: 3, action: 'Observed', disposition_id: 17, severity_id: 3, unmapped: { verdict: 'deny', mode: 'report' }, src_endpoint: { name: 'reporter', ip: '127.0.0.1' } });
+  });
+
+  it('SOCKS5 allowed and denied: Network Activity like CONNECT', async () => {
+    const socks = (url: string) =>
+      run('curl', ['-sS', '--max-time', '5', '--socks5-hostname', `127.0.0.1:${s.socks}`, '-o', '/dev/null', '-w', '%{http_code}', url], { encoding: 'utf8' }).then(
+        (r) => r.stdout,
+        (e: { stdout?: string }) => e.stdout ?? '',
+      );
+    expect(await socks(`http://allowed.test:${origin.port}/via-socks`)).toBe('200');
+    await socks('http://pastebin.com/x');
+    const ok = await waitLine(logFile, (e) => e.class_uid === 4001 && e.dst_endpoint?.hostname === 'allowed.test' && /SOCKS5/.test(e.message));
+    const no = await waitLine(logFile, (e) => e.class_uid === 4001 && e.dst_endpoint?.hostname === 'pastebin.com' && /SOCKS5/.test(e.message));
+    for (const ev of [ok, no]) expect(schemaErrors(ev)).toEqual([]);
+    expect(ok).toMatchObject({ activity_id: 6, action_id: 1, firewall_rule: { name: 'origin' }, dst_endpoint: { port: origin.port } });
+    expect(no).toMatchObject({ activity_id: 5, action_id: 2, disposition_id: 2, firewall_rule: { name: 'no-paste' } });
   });
 
   it('an unparseable request: Network Activity "Refuse", Rejected', async () => {
