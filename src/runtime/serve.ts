@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { JsonLinesSink } from '../decisions/json-sink.js';
+import { recordEncoder, type RecordFormat } from '../decisions/record-format.js';
 import { FanoutSink, type DecisionSink } from '../decisions/sink.js';
 import { AddressGuard } from '../net/guard.js';
 import { createResolver } from '../net/resolve.js';
@@ -31,6 +32,8 @@ export interface EgressConfig {
   dnsServers: string[];
   /** JSON-lines decision log: a path, or undefined for stdout, or null for none (tests, benchmarks). */
   logFile?: string | null;
+  /** How the JSON-lines log writes a record: native (default) or OCSF events. */
+  recordFormat?: RecordFormat;
   logQuery?: boolean;
   limits?: Partial<ProxyLimits>;
   tls?: { certFile: string; keyFile: string; clientCaFile?: string };
@@ -108,7 +111,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   });
 
   const sinks: DecisionSink[] = [...(cfg.sinks ?? [])];
-  const jsonLines = cfg.logFile !== null ? new JsonLinesSink(cfg.logFile, { logger }) : null;
+  const jsonLines = cfg.logFile !== null ? new JsonLinesSink(cfg.logFile, { logger, encode: recordEncoder(cfg.recordFormat) }) : null;
   if (jsonLines) sinks.unshift(jsonLines);
   const store = cfg.store
     ? await createStoreWriter({

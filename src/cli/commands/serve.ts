@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { RECORD_FORMATS, resolveLogFormats } from '../../decisions/record-format.js';
 import { PolicyError } from '../../policy/types.js';
 import { DEFAULT_LIMITS } from '../../proxy/options.js';
 import { formatListen } from '../../runtime/listen.js';
@@ -30,7 +31,8 @@ export function registerServe(program: Command): void {
     .addOption(opt('--no-decision-log', 'do not write JSON-lines decision records', 'NO_DECISION_LOG'))
     .addOption(opt('--log-query', 'keep query strings in recorded paths (off: queries often carry tokens)', 'LOG_QUERY'))
     .addOption(opt('--log-level <level>', 'operational log level (stderr)', 'LOG_LEVEL').choices(['debug', 'info', 'warn', 'error']).default('info'))
-    .addOption(opt('--log-format <format>', 'operational log format: auto = pretty on a terminal, JSON lines otherwise', 'LOG_FORMAT').choices(OP_LOG_FORMATS).default('auto'))
+    .addOption(opt('--log-format <format>', 'operational log format: auto = pretty on a terminal, JSON lines otherwise; ocsf = shorthand for --record-format ocsf', 'LOG_FORMAT').choices([...OP_LOG_FORMATS, 'ocsf']).default('auto'))
+    .addOption(opt('--record-format <format>', 'decision records (JSON lines): native, or ocsf = OCSF 1.5 events (HTTP/Network/DNS Activity, docs/siem.md) (default: native)', 'RECORD_FORMAT').choices(RECORD_FORMATS))
     .addOption(opt('--tls-cert <file>', 'serve the proxy over TLS with this certificate (clients use HTTPS_PROXY=https://…)', 'TLS_CERT'))
     .addOption(opt('--tls-key <file>', 'private key for --tls-cert', 'TLS_KEY'))
     .addOption(opt('--client-ca <file>', 'require client certificates signed by this CA; their CN/SAN identify agents (cert_names)', 'CLIENT_CA'))
@@ -76,7 +78,12 @@ export function registerServe(program: Command): void {
     .addOption(opt('--dns-cache-size <n>', 'answers cached (0 = off)', 'DNS_CACHE_SIZE').argParser(parseCacheSize).default(10_000))
     .addOption(opt('--workers <n|auto>', 'processes sharing the listeners (node:cluster); auto = one per core', 'WORKERS').default('1'))
     .action(async (o) => {
-      const logger = createOpLogger({ level: o.logLevel, format: o.logFormat as OpLogFormat });
+      const formats = resolveLogFormats(o.logFormat, o.recordFormat);
+      if ('error' in formats) {
+        console.error(`agent-egress serve: ${formats.error}`);
+        process.exit(2);
+      }
+      const logger = createOpLogger({ level: o.logLevel, format: formats.opLog as OpLogFormat });
       if (!!o.tlsCert !== !!o.tlsKey) {
         console.error('agent-egress: --tls-cert and --tls-key go together');
         process.exit(2);
@@ -102,6 +109,7 @@ export function registerServe(program: Command): void {
         flags: { allow: listValue(o.allow), deny: listValue(o.deny), allowAddress: listValue(o.allowAddress) },
         dnsServers: listValue(o.dnsServer),
         logFile: o.decisionLog === false ? null : o.logFile,
+        recordFormat: formats.records,
         logQuery: !!o.logQuery,
         watchMs: o.policyPoll,
         policySettleMs: o.policySettle,
