@@ -188,6 +188,9 @@ function sniffHttp(buf: Buffer, maxHeaderBytes: number): Sniff {
   while (i < buf.length && i <= MAX_METHOD && buf[i] >= 0x41 && buf[i] <= 0x5a) i++;
   if (i === buf.length) return i <= MAX_METHOD ? { kind: 'more' } : { kind: 'other' };
   if (i === 0 || i > MAX_METHOD || buf[i] !== 0x20) return { kind: 'other' };
+  // A complete first line that is not a request line: some other line protocol (SMTP, IRC, …).
+  const nl = buf.indexOf(0x0a);
+  if (nl !== -1 && !/ HTTP\/[0-9]/.test(buf.toString('latin1', 0, nl))) return { kind: 'other' };
   const end = headEnd(buf, maxHeaderBytes);
   if (end === -1) {
     return buf.length >= maxHeaderBytes
