@@ -6,7 +6,7 @@ import type { CompiledPolicy } from '../policy/types.js';
 import { DEFAULT_TUNNEL_PROTOCOLS, type Mode, type TunnelProtocol } from '../policy/vocabulary.js';
 import type { ProxyCore } from '../proxy/core.js';
 import { settle } from '../proxy/record.js';
-import { refuseSocket } from '../proxy/respond.js';
+import { refuseSocket, type Refusal } from '../proxy/respond.js';
 import { decideTunnel } from '../proxy/vet.js';
 import { judge, type Expectation } from './judge.js';
 import { peek } from './peek.js';
@@ -90,15 +90,24 @@ export async function gateTunnel(core: ProxyCore, rec: DecisionRecord, client: S
     if (buf.length > 0) client.unshift(buf);
     return true;
   }
-  if (j.protocol === 'http') {
-    const t = check.exp.target;
-    refuseSocket(client, { status: 403, reason: j.reason, message: j.message, decisionId: rec.id, target: `${t.host.value}:${t.port}` });
-    client.once('finish', finish);
-  } else {
-    if (j.protocol === 'tls') client.end(j.reason === 'sni_mismatch' ? ALERT_UNRECOGNIZED_NAME : ALERT_ACCESS_DENIED, finish);
-    else client.end(finish);
-  }
-  // A client that never reads must not hold the tunnel open.
-  client.setTimeout(5_000, finish);
+  const t = check.exp.target;
+  answerInTunnel(client, j.protocol, { status: 403, reason: j.reason, message: j.message, decisionId: rec.id, target: `${t.host.value}:${t.port}` }, finish);
   return false;
+}
+
+/**
+ * Refuse inside a tunnel the client believes open, in the protocol it speaks: an HTTP answer to an HTTP
+ * client, a TLS alert to a TLS client (unrecognized_name for an SNI mismatch), else just the close.
+ * `after` runs once the answer is flushed, or after 5 s for a client that never reads.
+ */
+export function answerInTunnel(client: Socket, protocol: 'tls' | 'http' | 'other', r: Refusal, after: () => void = () => client.destroy()): void {
+  if (protocol === 'http') {
+    refuseSocket(client, r);
+    client.once('finish', after);
+  } else if (protocol === 'tls') {
+    client.end(r.reason === 'sni_mismatch' ? ALERT_UNRECOGNIZED_NAME : ALERT_ACCESS_DENIED, after);
+  } else {
+    client.end(after);
+  }
+  client.setTimeout(5_000, after);
 }

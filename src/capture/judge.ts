@@ -120,3 +120,61 @@ function nameMismatch(raw: string | NormalizedHost, exp: Expectation): string | 
   if (host.kind === 'ip') return `the tunnel was authorised for ${t.value}`;
   return exp.nameOnAddress(host);
 }
+
+export type Named =
+  | { ok: true; target: Target; protocol: 'tls' | 'http' }
+  | { ok: false; reason: Reason; message: string; detail: Record<string, unknown>; protocol: 'tls' | 'http' | 'other' };
+
+/**
+ * Transparent capture: where a connection means to go, read from its first bytes (the ClientHello's
+ * SNI, or the Host of a plain HTTP request), on the port it was captured from. Anything that names no
+ * destination is `no_name`; a Host with another port than the captured one is `host_mismatch`.
+ */
+export function nameFromContent(seen: Seen, port: number, timeoutMs: number): Named {
+  const noName = (message: string, detail: Record<string, unknown>, protocol: 'tls' | 'http' | 'other' = 'other'): Named => ({
+    ok: false,
+    reason: 'no_name',
+    message,
+    detail,
+    protocol,
+  });
+  switch (seen.kind) {
+    case 'tls': {
+      if (seen.sni === null) return noName('the TLS ClientHello names no server (no SNI)', { protocol: 'tls', sni: null }, 'tls');
+      try {
+        return { ok: true, target: { host: normalizeHost(seen.sni), port }, protocol: 'tls' };
+      } catch (e) {
+        if (!(e instanceof HostError)) throw e;
+        return noName('the SNI is not a valid host name', { protocol: 'tls', sni: shown(seen.sni) }, 'tls');
+      }
+    }
+    case 'http': {
+      const detail = { protocol: 'http', hostHeader: seen.host === null ? null : shown(seen.host) };
+      if (seen.host === null) return noName('the request has no Host header', detail, 'http');
+      let a;
+      try {
+        a = parseHostHeader(seen.host);
+      } catch (e) {
+        if (!(e instanceof TargetError)) throw e;
+        return noName(`the Host is not a valid host (${e.message})`, detail, 'http');
+      }
+      if (a.port !== null && a.port !== port) {
+        return { ok: false, reason: 'host_mismatch', message: `Host ${shown(seen.host)} names port ${a.port}, but the connection was to port ${port}`, detail, protocol: 'http' };
+      }
+      return { ok: true, target: { host: a.host, port }, protocol: 'http' };
+    }
+    case 'malformed':
+      return noName(`malformed ${seen.protocol === 'tls' ? 'TLS ClientHello' : 'HTTP request head'}: ${seen.error}`, { protocol: seen.protocol, error: seen.error }, seen.protocol);
+    case 'ssh':
+      return noName('SSH names no destination', { protocol: 'ssh' });
+    case 'other':
+      return noName('the connection names no destination (neither TLS nor HTTP)', { protocol: 'other' });
+    case 'timeout':
+      return noName(seen.bytes === 0 ? `the client sent nothing within ${timeoutMs} ms` : `no name within ${timeoutMs} ms`, { protocol: 'none', bytes: seen.bytes });
+    case 'closed':
+      return noName('the client closed before naming a destination', { protocol: 'none', bytes: seen.bytes });
+    case 'limit':
+    case 'more':
+      return noName('no name within the first bytes', { protocol: 'other', bytes: seen.kind === 'limit' ? seen.bytes : 0 });
+  }
+}
