@@ -11,7 +11,7 @@ import type { DecisionRecord } from '../../src/decisions/record.js';
 import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { startHttpOrigin, startHttpsOrigin, testCert, type Origin } from '../helpers/origin.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { captureClientHello, reframe } from './hello.js';
+import { captureClientHello, slowHelloDuplex } from './hello.js';
 
 let dns: TestDnsServer;
 let tlsOrigin: Origin;
@@ -219,26 +219,9 @@ describe('tunnel content check: TLS', () => {
   });
 
   it('a ClientHello split over several TLS records and TCP segments, written with delays, still works', async () => {
-    const sock = await tunnel(`allowed.test:${tlsOrigin.port}`);
-    let first = true;
-    const slow = new Duplex({
-      read() {},
-      write(chunk: Buffer, _enc, cb) {
-        if (!first) return sock.write(chunk, () => cb());
-        first = false;
-        const framed = reframe(chunk, [30, 50, 70]);
-        expect(framed.length).toBeGreaterThan(chunk.length);
-        void (async () => {
-          for (let i = 0; i < framed.length; i += 40) {
-            sock.write(framed.subarray(i, i + 40));
-            await new Promise((r) => setTimeout(r, 15));
-          }
-          cb();
-        })();
-      },
-    });
-    sock.on('data', (d) => slow.push(d));
-    sock.on('end', () => slow.push(null));
+    const t = await open(`allowed.test:${tlsOrigin.port}`);
+    t.socket.removeAllListeners('data');
+    const slow = slowHelloDuplex(t.socket, [30, 50, 70], 40);
     const n = proxy.sink.records.length;
     expect(await tlsGet(slow, 'allowed.test')).toMatch(/hello$/);
     expect(await after(n, (x) => x.detail?.sni === 'allowed.test' && x.bytesDown > 0)).toMatchObject({ verdict: 'allow', detail: { sni: 'allowed.test' } });
