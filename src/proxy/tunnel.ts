@@ -10,8 +10,8 @@ import { gateTunnel, recordTarget, tunnelCheck, type TunnelCheck } from '../capt
 
 /**
  * Upstream sockets dialled for an opaque tunnel, with what the tunnel was authorised for: `splice`
- * checks the client's first bytes against it before relaying any (the tunnel content check). Sockets
- * not dialled here (an Upgrade's, after its 101) are spliced unchecked.
+ * checks the client's first bytes against it before relaying any (the tunnel content check). An
+ * Upgrade's socket (dialled with checkContent: false, spliced after its 101) is not checked.
  */
 const CHECKS = new WeakMap<Socket, TunnelCheck>();
 
@@ -26,7 +26,15 @@ export async function dialForTunnel(
   client: Socket,
   v: VetOutcome & { ok: true },
   port: number,
-  refusal: { target?: string; json: boolean; status: number | null; refuse?: (r: Refusal) => void },
+  refusal: {
+    target?: string;
+    json: boolean;
+    status: number | null;
+    /** Answer a failed dial another way than an HTTP refusal (transparent capture, SOCKS). */
+    refuse?: (r: Refusal) => void;
+    /** false only for an Upgrade, whose bytes follow a verified 101; every opaque tunnel is checked. */
+    checkContent?: boolean;
+  },
 ): Promise<Socket | null> {
   const tc = performance.now();
   try {
@@ -34,6 +42,7 @@ export async function dialForTunnel(
     rec.address = d.address;
     rec.timings.connectMs = roundMs(performance.now() - tc);
     settleVet(rec, v, refusal.status);
+    if (refusal.checkContent === false) return d.socket;
     const target = recordTarget(rec);
     // A record whose host does not read back as a target cannot be checked: the judge then refuses.
     const t = target ?? { host: { kind: 'name' as const, value: '' }, port };
