@@ -274,6 +274,27 @@ rules:
     }
   });
 
+  it('shutdown ends an open transparent tunnel after the grace period, and its record is written', async () => {
+    const p = await startTestProxy({
+      policyFile: policyFile(`version: 1\naddress_guard: { exempt: [127.0.0.1/32] }\nrules:\n  - name: allowed\n    action: allow\n    hosts: [allowed.test]\n    ports: [${tlsOrigin.port}]\n`),
+      dnsServers: [`127.0.0.1:${dns.port}`],
+      limits: { shutdownGraceMs: 300 },
+      transparent: parseTransparentListen([`${tlsOrigin.port}=127.0.0.1:0`]),
+    });
+    const t = tlsConnect({ host: '127.0.0.1', port: p.transparent[0].port, servername: 'allowed.test', ca: testCert().cert });
+    t.on('error', () => undefined);
+    const closed = new Promise((r) => t.on('close', r));
+    await new Promise((r) => t.once('secureConnect', r));
+    // Keep-alive: the origin leaves the tunnel open after answering.
+    t.write('GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n');
+    await new Promise((r) => t.once('data', r));
+    expect(p.sink.records.some((r) => r.capture === 'transparent')).toBe(false);
+    await p.close();
+    await closed;
+    expect(p.sink.records.find((r) => r.capture === 'transparent')).toMatchObject({ verdict: 'allow', host: 'allowed.test' });
+    expect(p.sink.records.find((r) => r.capture === 'transparent')!.bytesDown).toBeGreaterThan(0);
+  });
+
   it('the guard refuses the listeners themselves as destinations', () => {
     const ctx = proxy.egress.context();
     for (const b of proxy.egress.transparent!.bindings) expect(ctx.guard.check(b.address, b.port)).toMatchObject({ ok: false, range: 'self' });
