@@ -4,7 +4,7 @@ import { roundMs, startRecord, type DecisionRecord } from '../decisions/record.j
 import type { DecisionSink } from '../decisions/sink.js';
 import { formatHostPort } from '../net/endpoint.js';
 import { clientAddress, clientLabel, emit, type ProxyCore } from '../proxy/core.js';
-import { ConnectionCounter } from '../proxy/admission.js';
+import { ConnectionCount } from '../proxy/admission.js';
 import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits } from '../proxy/options.js';
 import { settle, settleVet } from '../proxy/record.js';
 import type { Refusal } from '../proxy/respond.js';
@@ -40,7 +40,7 @@ export interface TransparentOptions {
 export class TransparentListener {
   private readonly core: ProxyCore;
   private readonly servers: Server[] = [];
-  private readonly connections = new ConnectionCounter();
+  private readonly connections = new ConnectionCount();
   private isDraining = false;
   readonly bindings: TransparentBinding[] = [];
 
@@ -91,7 +91,7 @@ export class TransparentListener {
 
   /** The same connection limits as the proxy listener, counted over this listener's sockets. */
   private admit(socket: Socket, capturedPort: number): void {
-    const over = this.connections.admit(socket, this.core.limits);
+    const over = this.connections.add(socket, this.core.limits);
     socket.on('error', () => socket.destroy());
     const t0 = performance.now();
     const rec = startRecord(clientLabel(socket), 'TRANSPARENT', '', capturedPort, this.core.context().policy.hash);
@@ -162,8 +162,8 @@ export class TransparentListener {
       target: authority,
       json: false,
       status: null,
-      refuse: (r) => {
-        if (r.status !== undefined) rec.status = status(r.status);
+      answer: (r) => {
+        rec.status = status(r.status);
         answerInTunnel(socket, named.protocol, r);
       },
     });

@@ -1,16 +1,17 @@
 import type { Socket } from 'node:net';
 import { clientAddress } from './core.js';
+import type { ProxyLimits } from './options.js';
 
 /**
- * The open connections of a listener, in total and per client address, for the connection limits that
- * are checked when a socket arrives, before a byte of it is read. Every listener keeps one.
+ * The open client connections of one listener, in total and per client address, for the
+ * --max-connections and --max-connections-per-client limits. Every listener counts its own.
  */
-export class ConnectionCounter {
+export class ConnectionCount {
   readonly sockets = new Set<Socket>();
   private readonly perClient = new Map<string, number>();
 
-  /** Count the socket until it closes; say which limit it is over, if any. */
-  admit(socket: Socket, limits: { maxConnections: number; maxConnectionsPerClient: number }): 'per_client' | 'total' | null {
+  /** Count the socket until it closes; says which limit it goes over, if any (the socket is counted either way). */
+  add(socket: Socket, limits: Pick<ProxyLimits, 'maxConnections' | 'maxConnectionsPerClient'>): 'per_client' | 'total' | null {
     const ip = clientAddress(socket);
     const n = (this.perClient.get(ip) ?? 0) + 1;
     this.perClient.set(ip, n);
@@ -22,6 +23,7 @@ export class ConnectionCounter {
       else this.perClient.set(ip, left);
     });
     if (n > limits.maxConnectionsPerClient) return 'per_client';
-    return this.sockets.size > limits.maxConnections ? 'total' : null;
+    if (this.sockets.size > limits.maxConnections) return 'total';
+    return null;
   }
 }

@@ -8,7 +8,7 @@ import type { DecisionSink } from '../decisions/sink.js';
 import { handleConnect } from './connect.js';
 import { createInnerServer, type Inspector } from '../inspect/tunnel.js';
 import { clientLabel, emit, type ProxyCore } from './core.js';
-import { ConnectionCounter } from './admission.js';
+import { ConnectionCount } from './admission.js';
 import { handleRequest, handleUpgrade } from './forward.js';
 import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits, type RecordOptions } from './options.js';
 import { refuseSocket } from './respond.js';
@@ -50,10 +50,7 @@ export class ProxyServer {
   private readonly listener: NetServer;
   private readonly core: ProxyCore;
   private readonly agent: Agent;
-  private readonly connections = new ConnectionCounter();
-  private get sockets(): Set<Socket> {
-    return this.connections.sockets;
-  }
+  private readonly connections = new ConnectionCount();
   private isDraining = false;
   private readonly tls: boolean;
 
@@ -122,7 +119,7 @@ export class ProxyServer {
    * gets its 503 and is closed without ever reaching the HTTP parser, so nothing it sent is acted on.
    */
   private admitConnection(socket: Socket): void {
-    const over = this.connections.admit(socket, this.core.limits);
+    const over = this.connections.add(socket, this.core.limits);
     if (over) {
       const t0 = performance.now();
       const rec = startRecord(clientLabel(socket), 'CONNECTION', '', null, this.core.context().policy.hash);
@@ -257,7 +254,7 @@ export class ProxyServer {
   }
 
   stats(): ProxyStats {
-    return { activeConnections: this.sockets.size, activeTunnels: this.core.counters.activeTunnels, activeRequests: this.core.counters.activeRequests };
+    return { activeConnections: this.connections.sockets.size, activeTunnels: this.core.counters.activeTunnels, activeRequests: this.core.counters.activeRequests };
   }
 
   /**
@@ -276,7 +273,7 @@ export class ProxyServer {
       this.server.closeIdleConnections();
     }
     for (const finish of [...this.core.tunnels]) finish();
-    for (const s of this.sockets) s.destroy();
+    for (const s of this.connections.sockets) s.destroy();
     this.server.closeAllConnections();
     await closed;
     // Anything still in flight upstream has outlived the grace period: cut it rather than wait.
