@@ -3,9 +3,9 @@ import type { Logger } from 'pino';
 import { roundMs, startRecord, type DecisionRecord } from '../decisions/record.js';
 import type { DecisionSink } from '../decisions/sink.js';
 import { formatHostPort } from '../net/endpoint.js';
-import { clientAddress, clientLabel, emit, type ProxyCore } from '../proxy/core.js';
+import { clientAddress, clientLabel, emit, rawCore, type ProxyCore } from '../proxy/core.js';
 import { ConnectionCount } from '../proxy/admission.js';
-import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits } from '../proxy/options.js';
+import { SOCKET_HIGH_WATER_MARK, type ProxyLimits } from '../proxy/options.js';
 import { settle, settleVet } from '../proxy/record.js';
 import type { Refusal } from '../proxy/respond.js';
 import { dialForTunnel, splice } from '../proxy/tunnel.js';
@@ -45,19 +45,8 @@ export class TransparentListener {
   readonly bindings: TransparentBinding[] = [];
 
   constructor(private readonly opts: TransparentOptions) {
-    this.core = {
-      context: opts.context,
-      sink: opts.sink,
-      limits: { ...DEFAULT_LIMITS, ...opts.limits },
-      recordOpts: { logQuery: false },
-      logger: opts.logger,
-      counters: { activeTunnels: 0, activeRequests: 0 },
-      draining: () => this.isDraining,
-      // Nothing here is ever handed back to an HTTP parser, and nothing is inspected.
-      reattach: (socket) => socket.destroy(),
-      inspect: null,
-      tunnels: new Set(),
-    };
+    // Nothing here is ever handed to an HTTP parser, and nothing is inspected.
+    this.core = rawCore(opts, () => this.isDraining);
   }
 
   /** Bind every mapping; on any failure the ones already bound are closed and the error is thrown. */
