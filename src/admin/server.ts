@@ -6,7 +6,7 @@ import type { Server as NetServer, Socket } from 'node:net';
 import { REASONS } from '../policy/vocabulary.js';
 import { buildFilter, MAX_LIMIT, QueryError, type RawFilter } from '../decisions/query.js';
 import type { DecisionStore } from '../decisions/store/types.js';
-import { CursorError } from '../decisions/store/sqlite.js';
+import { CursorError } from '../decisions/store/cursor.js';
 import type { PolicyHolder } from '../policy/holder.js';
 import { isLoopbackHost } from '../net/endpoint.js';
 import { AdminConfigError, assertAdminAuthConfig, bearerMatches } from './auth.js';
@@ -29,6 +29,8 @@ export interface AdminServerOptions {
   logger?: Logger;
   /** Names besides IP literals and localhost that the admin API answers to (DNS rebinding guard). */
   hosts?: string[];
+  /** Transparent capture: which captured port each listener stands for (shown in /healthz). */
+  transparent?: () => { capturedPort: number; address: string; port: number }[];
   /** How often the SSE stream polls the store for other processes' writes. Default 1000 ms. */
   streamPollMs?: number;
   /** Serve the connections of this already-bound listener instead of listening (runtime/lazy-admin.ts). */
@@ -108,7 +110,31 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     return reply.code(code).send({ statusCode: code, error: code === 500 ? 'Internal Server Error' : err.name, message: code === 500 ? 'internal error' : err.message });
   });
 
-  app.get('/healthz', { schema: { response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } } } } } }, async () => ({ ok: true }));
+  const bindingSchema = { type: 'object', properties: { capturedPort: { type: 'integer' }, address: { type: 'string' }, port: { type: 'integer' } } };
+  // Still 200 when the store is degraded: the proxy serves (and queues or spools records); a restart would not help.
+  app.get(
+    '/healthz',
+    {
+      schema: {
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              ok: { type: 'boolean' },
+              store: { type: 'object', properties: { degraded: { type: 'boolean' }, pendingRecords: { type: 'integer' }, spooledRecords: { type: 'integer' }, droppedRecords: { type: 'integer' } } },
+              transparent: { type: 'array', items: bindingSchema },
+            },
+          },
+        },
+      },
+    },
+    async () => {
+      const s = opts.store.stats();
+      const t = opts.transparent?.() ?? [];
+      const store = { degraded: s.degraded ?? s.failing, pendingRecords: s.pending, spooledRecords: s.spooled ?? 0, droppedRecords: s.dropped };
+      return t.length ? { ok: true, store, transparent: t } : { ok: true, store };
+    },
+  );
   app.get('/readyz', async (_req, reply) => {
     const ready = opts.ready();
     return reply.code(ready ? 200 : 503).send({ ready });

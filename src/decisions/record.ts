@@ -49,10 +49,17 @@ export interface DecisionRecord {
   timings: { dnsMs: number | null; connectMs: number | null; totalMs: number | null };
   /** Hash of the policy the decision was made with. */
   policyHash: string | null;
+  /** The proxy replica that made the decision (`--replica-name`), set by a fleet store. */
+  replica?: string;
   /** For a request inside an inspected tunnel: the id of the tunnel's own record. */
   parent?: string;
   /** On a CONNECT record: true when the tunnel was inspected (its requests are records of their own). */
   inspected?: boolean;
+  /**
+   * How the connection reached the proxy when the agent did not address it: `transparent` for a
+   * connection the companion firewall redirected (the name came from its SNI or Host). Absent otherwise.
+   */
+  capture?: 'transparent';
   /** Names (never values) of the secrets brokered into this request. */
   secrets?: string[];
   /** Free-form detail, e.g. the Host header mismatch, the addresses the guard refused, the DNS qtype. */

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { JsonLinesSink } from '../decisions/json-sink.js';
+import { recordEncoder, type RecordFormat } from '../decisions/record-format.js';
 import { FanoutSink, type DecisionSink } from '../decisions/sink.js';
 import { AddressGuard } from '../net/guard.js';
 import { createResolver } from '../net/resolve.js';
@@ -13,7 +14,8 @@ import { isLoopbackHost } from '../net/endpoint.js';
 import { formatListen, parseListen } from './listen.js';
 import { FilePolicyHolder } from './policy-holder.js';
 import { Registry } from 'prom-client';
-import { createSqliteStore, type SqliteDecisionStore } from '../decisions/store/index.js';
+import { createStoreWriter, isFleetStore, type DecisionStore, type StoreLocation } from '../decisions/store/index.js';
+import { FleetSpikeFeed } from '../decisions/fleet-alerts.js';
 import { DecisionMetrics } from '../decisions/metrics.js';
 import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
 import type { AdminServer } from '../admin/server.js';
@@ -24,6 +26,8 @@ import type { DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
 import { startInspector } from './inspect.js';
 import { SocksServer } from '../capture/socks5.js';
+import { TransparentListener } from '../capture/transparent.js';
+import type { TransparentMapping } from '../capture/mapping.js';
 
 export interface EgressConfig {
   listen: string;
@@ -32,6 +36,8 @@ export interface EgressConfig {
   dnsServers: string[];
   /** JSON-lines decision log: a path, or undefined for stdout, or null for none (tests, benchmarks). */
   logFile?: string | null;
+  /** How the JSON-lines log writes a record: native (default) or OCSF events. */
+  recordFormat?: RecordFormat;
   logQuery?: boolean;
   limits?: Partial<ProxyLimits>;
   tls?: { certFile: string; keyFile: string; clientCaFile?: string };
@@ -44,8 +50,8 @@ export interface EgressConfig {
   /** Extra sinks (tests; the store and alerts are added here by serve). */
   sinks?: DecisionSink[];
   logger?: Logger;
-  /** The SQLite decision store; null/undefined = none. */
-  store?: { dataDir: string; retentionMs?: number; maxBytes?: number } | null;
+  /** The decision store (SQLite in dataDir unless `location` says otherwise); null/undefined = none. */
+  store?: { dataDir: string; retentionMs?: number; maxBytes?: number; location?: StoreLocation; replica?: string; maxMemory?: number } | null;
   /** The admin API (queries, metrics, reload); null/undefined = none. */
   admin?: { listen: string; token?: string; hosts?: string[]; noAuth?: boolean; metricsAuth?: boolean } | null;
   /** Spike alerts on denies (needs nothing else); null/undefined = defaults, false = off. */
@@ -63,6 +69,8 @@ export interface EgressConfig {
     rateLimit?: { perSecond: number; burst: number } | null;
     cacheMaxEntries?: number;
   } | null;
+  /** Transparent capture (src/capture): one listener per captured port; empty/undefined = none. */
+  transparent?: TransparentMapping[];
 }
 
 export interface RunningEgress {
@@ -72,10 +80,12 @@ export interface RunningEgress {
   sink: FanoutSink;
   logger: Logger;
   context(): VetContext;
-  store: SqliteDecisionStore | null;
+  store: DecisionStore | null;
   admin: AdminServer | null;
   dns: DnsFilterHandle | null;
   socks: { server: SocksServer; address: { address: string; port: number } } | null;
+  /** The transparent-capture listeners and which captured port each stands for; null = none. */
+  transparent: TransparentListener | null;
   metrics: Registry;
   close(): Promise<void>;
 }
@@ -109,10 +119,18 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   });
 
   const sinks: DecisionSink[] = [...(cfg.sinks ?? [])];
-  const jsonLines = cfg.logFile !== null ? new JsonLinesSink(cfg.logFile, { logger }) : null;
+  const jsonLines = cfg.logFile !== null ? new JsonLinesSink(cfg.logFile, { logger, encode: recordEncoder(cfg.recordFormat) }) : null;
   if (jsonLines) sinks.unshift(jsonLines);
   const store = cfg.store
-    ? createSqliteStore({ dataDir: cfg.store.dataDir, retention: { maxAgeMs: cfg.store.retentionMs, maxBytes: cfg.store.maxBytes }, logger })
+    ? await createStoreWriter({
+        location: cfg.store.location,
+        dataDir: cfg.store.dataDir,
+        replica: cfg.store.replica,
+        retentionMs: cfg.store.retentionMs,
+        maxBytes: cfg.store.maxBytes,
+        maxMemory: cfg.store.maxMemory,
+        logger,
+      })
     : null;
   if (store) sinks.push(store);
   const registry = new Registry();
@@ -121,11 +139,11 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   sinks.push(
     new DecisionMetrics({
       registry,
-      // The gauges count both front doors: HTTP and SOCKS5 connections and tunnels alike.
+      // The gauges count every front door: HTTP, SOCKS5 and transparent connections and tunnels alike.
       proxyStats: () => {
-        const h = proxyRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 };
-        const k = socksRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 };
-        return { activeConnections: h.activeConnections + k.activeConnections, activeTunnels: h.activeTunnels + k.activeTunnels };
+        const none = { activeConnections: 0, activeTunnels: 0 };
+        const all = [proxyRef?.stats() ?? none, socksRef?.stats() ?? none, transparent?.stats() ?? none];
+        return { activeConnections: all.reduce((n, x) => n + x.activeConnections, 0), activeTunnels: all.reduce((n, x) => n + x.activeTunnels, 0) };
       },
       storeStats: store ? () => store.stats() : undefined,
       policy: holder,
@@ -133,15 +151,18 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   );
   jsonLines?.registerMetrics(registry);
   if (cfg.firewallMetrics) registerFirewallMetrics(registry, cfg.firewallMetrics);
+  let fleetAlerts: FleetSpikeFeed | null = null;
   if (cfg.alerts !== false) {
-    sinks.push(
-      new SpikeDetector({
-        ...(cfg.alerts ?? {}),
-        registry,
-        // The detector writes the one warn line itself (escaped, one duration format).
-        logger,
-      }),
-    );
+    const detector = new SpikeDetector({
+      ...(cfg.alerts ?? {}),
+      registry,
+      // The detector writes the one warn line itself (escaped, one duration format).
+      logger,
+    });
+    // A shared store: one replica at a time (the lock holder) feeds every replica's stored denials to
+    // its detector, so a spike split across replicas is seen, and alerted once.
+    if (store && isFleetStore(store)) fleetAlerts = new FleetSpikeFeed(store, detector);
+    else sinks.push(detector);
   }
   const sink = new FanoutSink(sinks);
 
@@ -167,6 +188,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   let admin: AdminServer | null = null;
   let dns: DnsFilterHandle | null = null;
   let socks: RunningEgress['socks'] = null;
+  let transparent: TransparentListener | null = null;
   let address: { address: string; port: number };
   try {
     address = await proxy.listen(listen.host, listen.port);
@@ -191,6 +213,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         policy: holder,
         metricsRegistry: registry,
         ready: () => proxy.listening,
+        transparent: () => transparent?.bindings ?? [],
         logger,
       });
       self.push({ address: admin.address, port: admin.port });
@@ -213,11 +236,19 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       });
       for (const l of dns.listeners) self.push({ address: l.address, port: l.port });
     }
+    if (cfg.transparent?.length) {
+      transparent = new TransparentListener({ context: () => ctx, sink, logger, limits: cfg.limits, mappings: cfg.transparent });
+      for (const b of await transparent.listen()) {
+        self.push({ address: b.address, port: b.port });
+        logger.info({ capturedPort: b.capturedPort, listen: formatListen(b) }, `agent-egress transparent listener for port ${b.capturedPort} on ${formatListen(b)}`);
+      }
+    }
   } catch (err) {
     // Never run half-configured: whatever started is stopped again, and the caller exits non-zero.
     await admin?.close().catch(() => undefined);
     await dns?.close().catch(() => undefined);
     await socks?.server.close(0).catch(() => undefined);
+    await transparent?.close(0).catch(() => undefined);
     await proxy.close(0).catch(() => undefined);
     await sink.close();
     throw err;
@@ -241,6 +272,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   if (cfg.watchMs && cfg.policyFile) holder.watch(cfg.watchMs);
   // Memory back to the idle figure after load (src/runtime/idle-reclaim.ts).
   const stopReclaim = new IdleReclaimer().start();
+  fleetAlerts?.start();
 
   let closing: Promise<void> | null = null;
   return {
@@ -254,12 +286,14 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     admin,
     dns,
     socks,
+    transparent,
     metrics: registry,
     close() {
       closing ??= (async () => {
         stopReclaim();
         holder.close();
-        await Promise.all([proxy.close(), dns?.close(), socks?.server.close()]);
+        await fleetAlerts?.close();
+        await Promise.all([proxy.close(), dns?.close(), socks?.server.close(), transparent?.close()]);
         await admin?.close();
         // Last: every record the proxy and resolver produced while draining is in the store before exit.
         await sink.close();
