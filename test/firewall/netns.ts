@@ -35,6 +35,7 @@ export const ADDR = {
 export const NOBODY = 65534;
 
 let readableDir: string | null = null;
+const copied = new Set<string>();
 
 /**
  * A copy of a test script that any user can read. The checkout may sit in a private directory (a 0700
@@ -49,8 +50,13 @@ export function readableScript(name: string): string {
     readableDir = dir;
   }
   const dest = join(readableDir, basename(name));
-  copyFileSync(join(HERE, name), dest);
-  chmodSync(dest, 0o644);
+  // Copied once: copying again while a process started a moment ago is still reading the file would hand
+  // it a truncated script (tests start several listeners at once).
+  if (!copied.has(dest)) {
+    copyFileSync(join(HERE, name), dest);
+    chmodSync(dest, 0o644);
+    copied.add(dest);
+  }
   return dest;
 }
 
@@ -191,5 +197,28 @@ export function probe(ns: string, proto: 'tcp' | 'udp', host: string, port: numb
     return JSON.parse(line) as ProbeResult;
   } catch {
     return { ok: false, error: `probe failed: ${r.stderr || r.stdout}` };
+  }
+}
+
+/** Every rule tool the namespace tests load into a real kernel. */
+export const RULE_VARIANTS = [
+  { name: 'nftables', tool: ['--tool', 'nftables'], backend: null },
+  { name: 'iptables (nft backend)', tool: ['--tool', 'iptables', '--backend', 'nft'], backend: 'nft' },
+  { name: 'iptables (legacy backend)', tool: ['--tool', 'iptables', '--backend', 'legacy'], backend: 'legacy' },
+] as const;
+
+/** Who the rule confines: everyone but the proxy's uid, or only the agent's uid. */
+export const CONFINE_MODES = [
+  { name: 'everyone but --proxy-uid 0', flags: ['--proxy-uid', '0'] },
+  { name: 'only --agent-uid nobody', flags: ['--agent-uid', String(NOBODY)] },
+] as const;
+
+/** `agent-egress firewall ARGS` on this host (render needs no namespace); exit code and output, never a throw. */
+export function firewallCli(...args: string[]): { code: number; stdout: string; stderr: string } {
+  try {
+    return { code: 0, stdout: execFileSync('node', [CLI, 'firewall', ...args], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] }), stderr: '' };
+  } catch (e) {
+    const err = e as { status: number; stdout: string; stderr: string };
+    return { code: err.status, stdout: err.stdout, stderr: err.stderr };
   }
 }

@@ -3,21 +3,14 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ADDR, CLI, HERE, NOBODY, createTopology, nsRun, probe, readableScript, startInNs, startListener, startReady, type Topology } from './netns.js';
+import { ADDR, CLI, HERE, NOBODY, createTopology, nsRun, probe, readableScript, startInNs, startListener, startReady, type Topology, RULE_VARIANTS, CONFINE_MODES } from './netns.js';
 
 // `firewall apply --transparent/--dns` against real kernel rules: in the agent's namespace, stand-ins for
 // the transparent listener and the filtering resolver (root, like a sidecar proxy) say on which port they
 // were reached; the agent (`nobody`) connects to the origin's addresses as if no proxy existed.
-const VARIANTS = [
-  { name: 'nftables', tool: ['--tool', 'nftables'], backend: null },
-  { name: 'iptables (nft backend)', tool: ['--tool', 'iptables', '--backend', 'nft'], backend: 'nft' },
-  { name: 'iptables (legacy backend)', tool: ['--tool', 'iptables', '--backend', 'legacy'], backend: 'legacy' },
-] as const;
+const VARIANTS = RULE_VARIANTS;
 
-const MODES = [
-  { name: 'everyone but --proxy-uid 0', flags: ['--proxy-uid', '0'] },
-  { name: 'only --agent-uid nobody', flags: ['--agent-uid', String(NOBODY)] },
-] as const;
+const MODES = CONFINE_MODES;
 
 describe.each(VARIANTS)('transparent capture rules in a network namespace: $name', (variant) => {
   let topo: Topology;

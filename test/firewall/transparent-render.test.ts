@@ -1,18 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { CLI } from './netns.js';
+import { firewallCli } from './netns.js';
 
 // What `firewall render --transparent/--dns` prints: NAT redirects of the confined traffic, the filter
 // accepting exactly the redirected flows, for both tools and both families. Loaded into a real kernel
 // by transparent-namespace.test.ts.
-const render = (...args: string[]) => {
-  try {
-    return { code: 0, stdout: execFileSync('node', [CLI, 'firewall', 'render', ...args], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] }), stderr: '' };
-  } catch (e) {
-    const err = e as { status: number; stdout: string; stderr: string };
-    return { code: err.status, stdout: err.stdout, stderr: err.stderr };
-  }
-};
+const render = (...args: string[]) => firewallCli('render', ...args);
 const ok = (...args: string[]) => {
   const r = render(...args);
   expect(r.code, r.stderr).toBe(0);
