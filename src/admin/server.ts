@@ -28,6 +28,8 @@ export interface AdminServerOptions {
   logger?: Logger;
   /** Names besides IP literals and localhost that the admin API answers to (DNS rebinding guard). */
   hosts?: string[];
+  /** Transparent capture: which captured port each listener stands for (shown in /healthz). */
+  transparent?: () => { capturedPort: number; address: string; port: number }[];
   /** How often the SSE stream polls the store for other processes' writes. Default 1000 ms. */
   streamPollMs?: number;
 }
@@ -112,7 +114,15 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     return reply.code(code).send({ statusCode: code, error: code === 500 ? 'Internal Server Error' : err.name, message: code === 500 ? 'internal error' : err.message });
   });
 
-  app.get('/healthz', { schema: { response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } } } } } }, async () => ({ ok: true }));
+  const bindingSchema = { type: 'object', properties: { capturedPort: { type: 'integer' }, address: { type: 'string' }, port: { type: 'integer' } } };
+  app.get(
+    '/healthz',
+    { schema: { response: { 200: { type: 'object', properties: { ok: { type: 'boolean' }, transparent: { type: 'array', items: bindingSchema } } } } } },
+    async () => {
+      const t = opts.transparent?.() ?? [];
+      return t.length ? { ok: true, transparent: t } : { ok: true };
+    },
+  );
   app.get('/readyz', async (_req, reply) => {
     const ready = opts.ready();
     return reply.code(ready ? 200 : 503).send({ ready });

@@ -2,6 +2,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { HostError, normalizeHostPattern } from '../net/host.js';
 import { parseCidr } from '../net/ip.js';
 import type { PortRange } from './types.js';
+import { TUNNEL_PROTOCOLS } from './vocabulary.js';
 
 /**
  * The structural half of policy validation: shapes and types only. Meaning (hosts, CIDRs, ports,
@@ -48,6 +49,7 @@ const rule = {
     match_headers: valueMatchers,
     secrets: { type: 'array', minItems: 1, items: { type: 'string', pattern: SECRET_NAME } },
     headers: { type: 'object', minProperties: 1, additionalProperties: { type: 'string' } },
+    protocols: { type: 'array', minItems: 1, items: { enum: TUNNEL_PROTOCOLS } },
   },
 } as const;
 

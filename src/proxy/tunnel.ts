@@ -4,8 +4,16 @@ import { emit, type ProxyCore } from './core.js';
 import { dialVetted, DialError } from './dial.js';
 import { roundMs } from '../decisions/record.js';
 import { settleVet } from './record.js';
-import { refuseSocket } from './respond.js';
+import { refuseSocket, type Refusal } from './respond.js';
 import type { VetOutcome } from './vet.js';
+import { gateTunnel, recordTarget, tunnelCheck, type TunnelCheck } from '../capture/gate.js';
+
+/**
+ * Upstream sockets dialled for an opaque tunnel, with what the tunnel was authorised for: `splice`
+ * checks the client's first bytes against it before relaying any (the tunnel content check). Sockets
+ * not dialled here (an Upgrade's, after its 101) are spliced unchecked.
+ */
+const CHECKS = new WeakMap<Socket, TunnelCheck>();
 
 /**
  * Connect a tunnel's upstream to the first vetted address that answers. On failure the client gets
@@ -18,7 +26,7 @@ export async function dialForTunnel(
   client: Socket,
   v: VetOutcome & { ok: true },
   port: number,
-  refusal: { target?: string; json: boolean; status: number | null },
+  refusal: { target?: string; json: boolean; status: number | null; refuse?: (r: Refusal) => void },
 ): Promise<Socket | null> {
   const tc = performance.now();
   try {
@@ -26,6 +34,10 @@ export async function dialForTunnel(
     rec.address = d.address;
     rec.timings.connectMs = roundMs(performance.now() - tc);
     settleVet(rec, v, refusal.status);
+    const target = recordTarget(rec);
+    // A record whose host does not read back as a target cannot be checked: the judge then refuses.
+    const t = target ?? { host: { kind: 'name' as const, value: '' }, port };
+    CHECKS.set(d.socket, tunnelCheck(v.policy, rec.agent, t, d.address, v.decision?.effects?.protocols, v.mode, v.rule));
     return d.socket;
   } catch (err) {
     const timeout = err instanceof DialError && err.timeout;
@@ -36,7 +48,9 @@ export async function dialForTunnel(
     settleVet(rec, v, status, reason);
     rec.detail = { ...rec.detail, error: (err as Error).message };
     const cause = err instanceof DialError ? err.code : undefined;
-    refuseSocket(client, { status, reason, decisionId: rec.id, target: refusal.target, cause }, refusal.json);
+    const r: Refusal = { status, reason, decisionId: rec.id, target: refusal.target, cause };
+    if (refusal.refuse) refusal.refuse(r);
+    else refuseSocket(client, r, refusal.json);
     emit(core, rec, t0);
     return null;
   }
@@ -76,6 +90,29 @@ export function splice(core: ProxyCore, rec: DecisionRecord, t0: number, client:
     return { up: upstream.bytesWritten, down: upstream.bytesRead };
   });
   upstream.on('error', finish);
+  const check = CHECKS.get(upstream);
+  if (check) {
+    CHECKS.delete(upstream);
+    client.on('close', finish);
+    client.on('error', finish);
+    upstream.on('close', finish);
+    gateTunnel(core, rec, client, check, finish).then(
+      (pass) => {
+        if (!pass) return;
+        upstream.off('close', finish);
+        if (upstream.destroyed) return finish();
+        relayBoth(core, client, upstream, finish);
+      },
+      () => finish(),
+    );
+    return;
+  }
+  client.on('close', finish);
+  client.on('error', finish);
+  relayBoth(core, client, upstream, finish);
+}
+
+function relayBoth(core: ProxyCore, client: Socket, upstream: Socket, finish: () => void): void {
   // Upstream closing first is the normal end of most tunnels: pipe() has already ended the client side,
   // so let its buffered bytes drain and wait for the client to close (briefly) instead of cutting them.
   upstream.on('close', () => {
@@ -85,8 +122,6 @@ export function splice(core: ProxyCore, rec: DecisionRecord, t0: number, client:
     client.resume();
     client.setTimeout(5_000, finish);
   });
-  client.on('close', finish);
-  client.on('error', finish);
   // Activity either way reads or writes the client socket, so one idle timer covers both directions.
   client.setTimeout(core.limits.tunnelIdleMs, finish);
   client.setNoDelay(true);

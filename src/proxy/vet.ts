@@ -26,6 +26,8 @@ export interface VetContext {
 
 interface Common {
   decision: PolicyDecision | null;
+  /** The policy that decided (the tunnel content check decides names it sees with the same one). */
+  policy: CompiledPolicy;
   /** Verdict and mode as recorded (report mode: verdict deny, forwarded anyway). */
   verdict: Verdict;
   mode: Mode;
@@ -59,7 +61,7 @@ export async function vetDestination(
   const decision = method === undefined ? decideTunnel(ctx.policy, agent, target) : ctx.policy.decide({ agent, host: target.host, port: target.port, method, http });
   const report = decision.verdict === 'deny' && decision.mode === 'report';
   const hint = decision.reason === 'no_rule' ? hintFor(ctx.policy, agent, target, method) : undefined;
-  const base = { decision, verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule, dnsMs: null, hint };
+  const base = { decision, policy: ctx.policy, verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule, dnsMs: null, hint };
   if (decision.verdict === 'deny' && !report) {
     // Refused before any lookup: resolving a name the policy refuses would leak it to DNS.
     return { ...base, ok: false, status: 403 };

@@ -21,6 +21,8 @@ import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
 import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
 import { startInspector } from './inspect.js';
+import { TransparentListener } from '../capture/transparent.js';
+import type { TransparentMapping } from '../capture/mapping.js';
 
 export interface EgressConfig {
   listen: string;
@@ -58,6 +60,8 @@ export interface EgressConfig {
     rateLimit?: { perSecond: number; burst: number } | null;
     cacheMaxEntries?: number;
   } | null;
+  /** Transparent capture (src/capture): one listener per captured port; empty/undefined = none. */
+  transparent?: TransparentMapping[];
 }
 
 export interface RunningEgress {
@@ -70,6 +74,8 @@ export interface RunningEgress {
   store: SqliteDecisionStore | null;
   admin: AdminServer | null;
   dns: DnsFilterHandle | null;
+  /** The transparent-capture listeners and which captured port each stands for; null = none. */
+  transparent: TransparentListener | null;
   metrics: Registry;
   close(): Promise<void>;
 }
@@ -154,6 +160,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   proxyRef = proxy;
   let admin: AdminServer | null = null;
   let dns: DnsFilterHandle | null = null;
+  let transparent: TransparentListener | null = null;
   let address: { address: string; port: number };
   try {
     address = await proxy.listen(listen.host, listen.port);
@@ -171,6 +178,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         policy: holder,
         metricsRegistry: registry,
         ready: () => proxy.listening,
+        transparent: () => transparent?.bindings ?? [],
         logger,
       });
       self.push({ address: admin.address, port: admin.port });
@@ -191,10 +199,18 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       });
       for (const l of dns.listeners) self.push({ address: l.address, port: l.port });
     }
+    if (cfg.transparent?.length) {
+      transparent = new TransparentListener({ context: () => ctx, sink, logger, limits: cfg.limits, mappings: cfg.transparent });
+      for (const b of await transparent.listen()) {
+        self.push({ address: b.address, port: b.port });
+        logger.info({ capturedPort: b.capturedPort, listen: formatListen(b) }, `agent-egress transparent listener for port ${b.capturedPort} on ${formatListen(b)}`);
+      }
+    }
   } catch (err) {
     // Never run half-configured: whatever started is stopped again, and the caller exits non-zero.
     await admin?.close().catch(() => undefined);
     await dns?.close().catch(() => undefined);
+    await transparent?.close(0).catch(() => undefined);
     await proxy.close(0).catch(() => undefined);
     await sink.close();
     throw err;
@@ -221,11 +237,12 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     store,
     admin,
     dns,
+    transparent,
     metrics: registry,
     close() {
       closing ??= (async () => {
         holder.close();
-        await Promise.all([proxy.close(), dns?.close()]);
+        await Promise.all([proxy.close(), dns?.close(), transparent?.close()]);
         await admin?.close();
         // Last: every record the proxy and resolver produced while draining is in the store before exit.
         await sink.close();

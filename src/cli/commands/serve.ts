@@ -7,6 +7,7 @@ import { buildPolicy } from '../../runtime/policy-holder.js';
 import { createOpLogger, OP_LOG_FORMATS, reportModeWarning, type OpLogFormat } from '../../runtime/oplog.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
+import { parseTransparentListen } from '../../capture/mapping.js';
 import { listValue, parseDurationMs, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;
@@ -68,6 +69,9 @@ export function registerServe(program: Command): void {
     .addOption(opt('--dns-refuse-code <code>', 'answer for names the policy refuses: nxdomain or refused', 'DNS_REFUSE_CODE').argParser(parseRefuseCode).default('NXDOMAIN', 'nxdomain'))
     .addOption(opt('--dns-rate-limit <n[/burst]>', 'queries per second per client (0 = off)', 'DNS_RATE_LIMIT').argParser(parseRateLimit).default({ perSecond: 50, burst: 100 }, '50/100'))
     .addOption(opt('--dns-cache-size <n>', 'answers cached (0 = off)', 'DNS_CACHE_SIZE').argParser(parseCacheSize).default(10_000))
+    // Transparent capture (src/capture, docs/capture.md).
+    .addOption(repeatable('--transparent-listen <host:port|port=host:port>', 'accept connections the companion firewall redirects; HOST:PORT serves captured port i at PORT+i, PORT=HOST:PORT maps one', env('TRANSPARENT_LISTEN')))
+    .addOption(opt('--capture-ports <list>', 'the destination ports --transparent-listen HOST:PORT stands for, in order (default 80,443)', 'CAPTURE_PORTS'))
     .addOption(opt('--workers <n|auto>', 'processes sharing the listeners (node:cluster); auto = one per core', 'WORKERS').default('1'))
     .action(async (o) => {
       const logger = createOpLogger({ level: o.logLevel, format: o.logFormat as OpLogFormat });
@@ -83,7 +87,15 @@ export function registerServe(program: Command): void {
         console.error('agent-egress: --inspect-ca and --inspect-ca-key go together');
         process.exit(2);
       }
+      let transparent;
+      try {
+        transparent = parseTransparentListen(listValue(o.transparentListen), o.capturePorts);
+      } catch (err) {
+        console.error(`agent-egress: ${(err as Error).message}`);
+        process.exit(2);
+      }
       const cfg: EgressConfig = {
+        transparent,
         listen: o.listen,
         policyFile: o.policy,
         flags: { allow: listValue(o.allow), deny: listValue(o.deny), allowAddress: listValue(o.allowAddress) },
