@@ -5,6 +5,8 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { parseTransparentListen } from '../../src/capture/mapping.js';
+import { parseFirewallOptions } from '../../src/firewall/options.js';
 
 // deploy/kubernetes/transparent-sidecar.yaml: the init-container pattern of transparent capture.
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -67,6 +69,18 @@ describe('Kubernetes transparent capture: init container + proxy sidecar', () =>
     expect(values(init, '--transparent')).toEqual(values(egress, '--transparent-listen'));
     expect(values(init, '--capture-ports')).toEqual(values(egress, '--capture-ports'));
     expect(values(init, '--dns')).toEqual(values(egress, '--dns-listen'));
+    // Read by the two real parsers, the sidecar's listeners and the firewall's redirects pair up exactly.
+    const listeners = parseTransparentListen(values(egress, '--transparent-listen'), values(egress, '--capture-ports')[0]);
+    const fw = parseFirewallOptions({
+      proxyUid: values(init, '--proxy-uid'),
+      proxy: values(init, '--proxy'),
+      transparent: values(init, '--transparent'),
+      capturePorts: values(init, '--capture-ports'),
+      dns: values(init, '--dns'),
+    });
+    const captures = fw.redirects.filter((r) => r.kind === 'capture').map((r) => ({ capturedPort: r.port, host: r.to.address, port: r.to.port }));
+    expect(captures.sort((x, y) => x.capturedPort - y.capturedPort)).toEqual(listeners.sort((x, y) => x.capturedPort - y.capturedPort));
+    expect(captures).toHaveLength(2);
     // Tools that do use HTTPS_PROXY reach the sidecar's ordinary listener too.
     expect(values(init, '--proxy')).toEqual(values(egress, '--listen'));
     // No admin API in the agent's pod: the agent shares its loopback.
