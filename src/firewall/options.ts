@@ -49,6 +49,8 @@ export interface FirewallOptions {
    * to the proxy's transparent listener or the filtering resolver. Empty = nothing is redirected.
    */
   redirects: Redirect[];
+  /** Configurations that load but probably do not do what was meant; the CLI prints them on stderr. */
+  warnings: string[];
   action: FirewallAction;
   logPrefix: string;
   /** Log at most this many refused packets per minute, so a tight loop cannot flood the kernel log. */
@@ -144,7 +146,7 @@ export function parseFirewallOptions(raw: RawFirewallFlags): FirewallOptions {
   }
   const proxyUids = [...new Set((raw.proxyUid ?? []).map(parseUid))];
   const agentUids = [...new Set((raw.agentUid ?? []).map(parseUid))];
-  checkRedirectTargets(redirects, proxies, proxyUids.length + agentUids.length > 0);
+  checkRedirectTargets(redirects, proxies);
   return {
     proxies,
     proxyUids,
@@ -156,28 +158,34 @@ export function parseFirewallOptions(raw: RawFirewallFlags): FirewallOptions {
       (r) => `${r.from}-${r.to}`,
     ).sort((a, b) => a.from - b.from),
     redirects,
+    warnings: selfRedirectWarnings(redirects, proxyUids.length + agentUids.length > 0),
     action,
     logPrefix,
     logPerMinute,
   };
 }
 
-/**
- * A listener on loopback runs in this namespace, so its own outgoing connections would be redirected back
- * to itself unless its user is exempt (--proxy-uid) or only the agent's user is confined (--agent-uid).
- * A target that is also an explicit proxy listener would hand raw TLS to the HTTP parser.
- */
-function checkRedirectTargets(redirects: Redirect[], proxies: Endpoint[], usersNamed: boolean): void {
+/** A target that is also an explicit proxy listener would hand raw TLS to the HTTP parser. */
+function checkRedirectTargets(redirects: Redirect[], proxies: Endpoint[]): void {
   for (const r of redirects) {
-    if (isLoopbackEndpoint(r.to) && !usersNamed) {
-      throw new FirewallOptionError(
-        `${redirectText(r)}: a listener on loopback runs in this namespace; name its user with --proxy-uid (or confine only the agent with --agent-uid), or its own connections would be redirected to itself`,
-      );
-    }
     if (r.protocol === 'tcp' && proxies.some((p) => epKey(p) === epKey(r.to))) {
       throw new FirewallOptionError(`${redirectText(r)}: the target is also a --proxy listener (use the proxy's --transparent-listen address)`);
     }
   }
+}
+
+/**
+ * A listener on loopback runs in this namespace, so unless its user is exempt (--proxy-uid) or only the
+ * agent's user is confined (--agent-uid), the proxy's own connections to the captured ports would be
+ * redirected back to itself. Still fail-closed (nothing leaves unchecked), so it is said, not refused:
+ * a stand-in listener, or rules rendered for review, are legitimate.
+ */
+function selfRedirectWarnings(redirects: Redirect[], usersNamed: boolean): string[] {
+  const loopback = redirects.filter((r) => isLoopbackEndpoint(r.to));
+  if (usersNamed || loopback.length === 0) return [];
+  return [
+    `${loopback.map(redirectText).join(', ')}: a listener on loopback runs in this namespace; without --proxy-uid (the proxy's user) or --agent-uid, the proxy's own connections are redirected to itself`,
+  ];
 }
 
 function epKey(e: Endpoint): string {

@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -213,12 +213,8 @@ export const CONFINE_MODES = [
   { name: 'only --agent-uid nobody', flags: ['--agent-uid', String(NOBODY)] },
 ] as const;
 
-/** `agent-egress firewall ARGS` on this host (render needs no namespace); exit code and output, never a throw. */
+/** `agent-egress firewall ARGS` on this host (render needs no namespace); exit code and both outputs, never a throw. */
 export function firewallCli(...args: string[]): { code: number; stdout: string; stderr: string } {
-  try {
-    return { code: 0, stdout: execFileSync('node', [CLI, 'firewall', ...args], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] }), stderr: '' };
-  } catch (e) {
-    const err = e as { status: number; stdout: string; stderr: string };
-    return { code: err.status, stdout: err.stdout, stderr: err.stderr };
-  }
+  const r = spawnSync('node', [CLI, 'firewall', ...args], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }

@@ -118,6 +118,9 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
       '--listen', `${setup.listen4 === '127.0.0.1' ? '127.0.0.1' : ADDR.gw4}:0`,
       // One listener per captured port, each on a free port; `[::]` takes IPv4 and IPv6 alike.
       '--transparent-listen', '80=[::]:0', '--transparent-listen', '443=[::]:0',
+      // The resolver on each family's own address: a UDP answer from a wildcard socket would leave from
+      // whatever address the route picks, not the one the query was redirected to, and be dropped.
+      '--dns-listen', `${setup.listen4}:0`, '--dns-listen', `[${setup.listen6}]:0`,
       '--allow', 'allowed.example:443', '--allow', 'allowed.example:80', '--allow-address', '198.51.100.0/24', '--allow-address', '2001:db8::/32',
       '--log-file', logFile, '--data-dir', join(dir, 'data'), '--no-admin'], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(proxy);
@@ -129,7 +132,10 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
     }
     if (!proxyOut.includes('agent-egress proxy listening')) throw new Error(`proxy did not start: ${proxyOut}`);
     const targets = transparentTargets(proxyOut, setup.listen4, setup.listen6);
-    const r = nsRun(topo.agent, ['node', CLI, 'firewall', 'apply', ...variant.tool, ...setup.firewall, ...targets.map((t) => `--transparent=${t}`)]);
+    const info = JSON.parse(proxyOut.split('\n').find((l) => l.includes('agent-egress proxy listening'))!) as { dns: string[] };
+    const dns = info.dns.map((d) => `--dns=${d}`);
+    if (dns.length !== 2) throw new Error(`expected two DNS listeners: ${proxyOut}`);
+    const r = nsRun(topo.agent, ['node', CLI, 'firewall', 'apply', ...variant.tool, ...setup.firewall, ...targets.map((t) => `--transparent=${t}`), ...dns]);
     if (r.code !== 0) throw new Error(`apply failed: ${r.stderr}`);
   }, 300_000);
 
@@ -189,6 +195,17 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
     await recordOf(() => (pinned = curl('--resolve', `denied.example:443:${addr}`, 'https://denied.example/')), { host: 'denied.example', port: 443, verdict: 'deny', reason: 'no_rule' });
     expect(pinned.code).not.toBe(0);
     expect(pinned.stdout).not.toContain('origin-ok');
+  });
+
+  it.each([
+    [ADDR.dns4, '+notcp'],
+    [ADDR.dns6, '+tcp'],
+  ])('DNS to any resolver (%s, %s) is answered by the filtering resolver, which refuses a denied name and records it', async (server, transport) => {
+    let r = { code: 0, stdout: '', stderr: '' };
+    // Nothing answers DNS at that address: only the redirect to the proxy's resolver can produce an answer.
+    const rec = await recordOf(() => (r = agentRun('dig', `@${server}`, transport, '+tries=1', '+time=3', 'denied.example')), { method: 'DNS', host: 'denied.example', verdict: 'deny' });
+    expect(r.stdout).toMatch(/status: NXDOMAIN/);
+    expect(rec.reason).toBe('no_rule');
   });
 
   it('other ports stay refused, IPv4 and IPv6, without reaching the proxy', () => {

@@ -155,8 +155,6 @@ describe('firewall --transparent/--capture-ports/--dns: bad input is one line an
     ['a name, not an address', ['--transparent', 'proxy.example:3130'], /--transparent .*IP address/],
     ['no port on the listener', ['--transparent', '443=10.0.0.1'], /--transparent 443=10\.0\.0\.1/],
     ['--capture-ports without a base address', ['--transparent', '443=10.0.0.1:3131', '--capture-ports', '80'], /--capture-ports needs a --transparent HOST:PORT/],
-    ['loopback listener without --proxy-uid/--agent-uid', ['--transparent', '127.0.0.1:3130'], /--proxy-uid/],
-    ['loopback resolver without --proxy-uid/--agent-uid', ['--proxy', '10.0.0.1:3128', '--dns', '[::1]:5353'], /redirected to itself/],
     ['the target is the HTTP proxy listener', ['--proxy', '10.0.0.1:3128', '--transparent', '443=10.0.0.1:3128'], /also a --proxy listener/],
   ];
   it.each(cases)('%s', (_name, args, message) => {
@@ -166,6 +164,25 @@ describe('firewall --transparent/--capture-ports/--dns: bad input is one line an
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(message);
     }
+  });
+
+  it('a loopback listener without --proxy-uid/--agent-uid is rendered, with one warning line: the proxy would be redirected to itself', () => {
+    for (const [args, named] of [
+      [['--transparent', '127.0.0.1:3130'], /tcp\/80 -> 127\.0\.0\.1:3130, tcp\/443 -> 127\.0\.0\.1:3131/],
+      [['--proxy', '10.0.0.1:3128', '--dns', '[::1]:5353'], /udp\/53 -> \[::1\]:5353/],
+    ] as const) {
+      for (const tool of ['nftables', 'iptables']) {
+        const r = render('--tool', tool, ...args);
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout).toMatch(/dnat/i);
+        expect(r.stderr.trim().split('\n')).toHaveLength(1);
+        expect(r.stderr).toMatch(/^agent-egress firewall: warning: .*--proxy-uid .*redirected to itself/);
+        expect(r.stderr).toMatch(named);
+      }
+    }
+    // Naming the proxy's user, or confining only the agent, silences it; a listener elsewhere never warns.
+    for (const extra of [['--proxy-uid', '0'], ['--agent-uid', '1000']]) expect(render('--transparent', '127.0.0.1:3130', ...extra).stderr).toBe('');
+    expect(render('--transparent', '10.0.0.1:3130').stderr).toBe('');
   });
 
   it('kubernetes and docker cannot redirect: the flags are refused there, pointing at the namespace rules', () => {

@@ -12,7 +12,7 @@ import {
 } from '../../firewall/apply.js';
 import { renderIptables } from '../../firewall/iptables.js';
 import { renderNftables } from '../../firewall/nftables.js';
-import { FirewallOptionError, parseAllowedDest, parseEndpoint, parseFirewallOptions, type RawFirewallFlags } from '../../firewall/options.js';
+import { FirewallOptionError, parseAllowedDest, parseEndpoint, parseFirewallOptions, type FirewallOptions, type RawFirewallFlags } from '../../firewall/options.js';
 import { checkName, DEFAULT_AGENT_LABELS, DEFAULT_PROXY_LABELS, parseLabels, renderKubernetes } from '../../firewall/kubernetes.js';
 import { checkDockerName, checkHostPath, renderDocker } from '../../firewall/docker.js';
 
@@ -103,6 +103,13 @@ function deploymentDnsPort(flags: CliFlags): number {
   return ports.size === 0 ? 53 : [...ports][0];
 }
 
+/** Parse the rule options, saying on stderr what they would probably get wrong. */
+function ruleSet(flags: CliFlags): FirewallOptions {
+  const o = parseFirewallOptions(flags);
+  for (const w of o.warnings) process.stderr.write(`agent-egress firewall: warning: ${w}\n`);
+  return o;
+}
+
 export function renderFor(flags: CliFlags): string {
   const tool = renderTool(flags);
   if ((tool === 'kubernetes' || tool === 'docker') && (flags.transparent || flags.capturePorts || flags.dns)) {
@@ -110,9 +117,9 @@ export function renderFor(flags: CliFlags): string {
   }
   switch (tool) {
     case 'nftables':
-      return renderNftables(parseFirewallOptions(flags));
+      return renderNftables(ruleSet(flags));
     case 'iptables': {
-      const o = parseFirewallOptions(flags);
+      const o = ruleSet(flags);
       const fams = flags.family === '4' ? [4 as const] : flags.family === '6' ? [6 as const] : [4 as const, 6 as const];
       return fams.map((f) => renderIptables(o, f)).join('\n');
     }
@@ -200,7 +207,7 @@ export function registerFirewall(program: Command): void {
 
   toolOptions(ruleOptions(fw.command('apply').description('apply the rules in this network namespace, atomically'))).action((flags: CliFlags) =>
     guarded(async () => {
-      const o = parseFirewallOptions(flags);
+      const o = ruleSet(flags);
       if (flags.tool === 'iptables') await applyIptables(o, flags.backend);
       else await applyNftables(o);
       process.stdout.write(`agent-egress firewall: ${flags.tool} rules applied (IPv4 and IPv6)\n`);
