@@ -1,3 +1,4 @@
+import { DEFAULT_CAPTURE_PORTS, parseCapturePorts, TransparentConfigError } from '../capture/mapping.js';
 import type { IpFamily } from '../net/ip.js';
 import { FirewallOptionError, parseEndpoint, type Endpoint } from './options.js';
 
@@ -19,9 +20,6 @@ export interface RawRedirectFlags {
   capturePorts?: string[];
   dns?: string[];
 }
-
-/** The captured ports when `--transparent HOST:PORT` comes without `--capture-ports`, as `serve` has it. */
-export const DEFAULT_CAPTURE_PORTS = [80, 443];
 
 const MAX_PORT = 65535;
 
@@ -49,9 +47,8 @@ export function isLoopbackEndpoint(e: Endpoint): boolean {
  */
 export function parseRedirects(raw: RawRedirectFlags): Redirect[] {
   const out: Redirect[] = [];
-  const capturePorts = (raw.capturePorts ?? []).flatMap((t) => t.split(',').map((p) => capturePort(p, '--capture-ports')));
-  const dupPort = capturePorts.find((p, i) => capturePorts.indexOf(p) !== i);
-  if (dupPort !== undefined) throw new FirewallOptionError(`--capture-ports: port ${dupPort} is listed twice`);
+  // The list is read by serve's own parser, so both sides accept and number exactly the same ports.
+  const capturePorts = raw.capturePorts && raw.capturePorts.length > 0 ? captureList(raw.capturePorts.join(',')) : [];
   const ports = capturePorts.length > 0 ? capturePorts : DEFAULT_CAPTURE_PORTS;
   const baseFamilies = new Set<IpFamily>();
   for (const text of raw.transparent ?? []) {
@@ -80,6 +77,15 @@ export function parseRedirects(raw: RawRedirectFlags): Redirect[] {
   }
   checkUnique(out);
   return out.sort((a, b) => a.to.family - b.to.family || a.protocol.localeCompare(b.protocol) || a.port - b.port);
+}
+
+function captureList(text: string): number[] {
+  try {
+    return parseCapturePorts(text);
+  } catch (err) {
+    if (err instanceof TransparentConfigError) throw new FirewallOptionError(err.message);
+    throw err;
+  }
 }
 
 function dnsTarget(text: string): Endpoint {
