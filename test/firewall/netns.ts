@@ -218,3 +218,30 @@ export function firewallCli(...args: string[]): { code: number; stdout: string; 
   const r = spawnSync('node', [CLI, 'firewall', ...args], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
+
+export interface ServeInNs {
+  child: ChildProcess;
+  /** Everything it printed so far (stdout and stderr). */
+  output(): string;
+  /** The parsed `agent-egress proxy listening` line. */
+  listening: Record<string, unknown>;
+}
+
+/** Start the real proxy (`serve ARGS`) inside a namespace and wait, bounded, for it to say it listens. */
+export async function startServe(ns: string, args: string[]): Promise<ServeInNs> {
+  const child = spawn('ip', ['netns', 'exec', ns, 'node', join(ROOT, 'bin', 'agent-egress.js'), 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  // A loaded CI machine can take a while to start node.
+  for (let i = 0; i < 120 && !out.includes('agent-egress proxy listening'); i++) {
+    if (child.exitCode !== null) throw new Error(`proxy exited: ${out}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const line = out.split('\n').find((l) => l.includes('agent-egress proxy listening'));
+  if (!line) {
+    child.kill('SIGKILL');
+    throw new Error(`proxy did not start: ${out}`);
+  }
+  return { child, output: () => out, listening: JSON.parse(line) as Record<string, unknown> };
+}

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ADDR, CLI, HERE, NOBODY, ROOT, asUser, createTopology, nsRun, startInNs, type Topology } from './netns.js';
+import { ADDR, CLI, HERE, NOBODY, asUser, createTopology, nsRun, startInNs, startServe, type Topology } from './netns.js';
 
 // The issue's proof of transparent capture: in an agent namespace confined by `firewall apply
 // --transparent`, curl and a Go program with NO proxy variables reach an allowed HTTPS and an allowed
@@ -76,7 +76,7 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
   const children: ChildProcess[] = [];
   const dir = mkdtempSync(join(tmpdir(), 'ae-tpe2e-run-'));
   const logFile = join(dir, 'decisions.jsonl');
-  let proxyOut = '';
+  let proxyOutput = () => '';
   let go = '';
   let cert = '';
   const netnsDirs: string[] = [];
@@ -98,7 +98,7 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
       if (found) return found;
       await new Promise((r) => setTimeout(r, 50));
     }
-    throw new Error(`no record matching ${JSON.stringify(want)} after the action; new records: ${JSON.stringify(records().slice(before))}\n${proxyOut.slice(-1500)}`);
+    throw new Error(`no record matching ${JSON.stringify(want)} after the action; new records: ${JSON.stringify(records().slice(before))}\n${proxyOutput().slice(-1500)}`);
   }
 
   beforeAll(async () => {
@@ -114,7 +114,7 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
     go = await buildGo();
     children.push(await startInNs(topo.origin, join(HERE, 'web-origin.mjs'), [makeCert().key, cert]));
 
-    const proxy = spawn('ip', ['netns', 'exec', proxyNs(), 'node', join(ROOT, 'bin', 'agent-egress.js'), 'serve',
+    const proxy = await startServe(proxyNs(), [
       '--listen', `${setup.listen4 === '127.0.0.1' ? '127.0.0.1' : ADDR.gw4}:0`,
       // One listener per captured port, each on a free port; `[::]` takes IPv4 and IPv6 alike.
       '--transparent-listen', '80=[::]:0', '--transparent-listen', '443=[::]:0',
@@ -122,19 +122,13 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
       // whatever address the route picks, not the one the query was redirected to, and be dropped.
       '--dns-listen', `${setup.listen4}:0`, '--dns-listen', `[${setup.listen6}]:0`,
       '--allow', 'allowed.example:443', '--allow', 'allowed.example:80', '--allow-address', '198.51.100.0/24', '--allow-address', '2001:db8::/32',
-      '--log-file', logFile, '--data-dir', join(dir, 'data'), '--no-admin'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(proxy);
-    proxy.stdout!.setEncoding('utf8').on('data', (d: string) => (proxyOut += d));
-    proxy.stderr!.setEncoding('utf8').on('data', (d: string) => (proxyOut += d));
-    for (let i = 0; i < 120 && !proxyOut.includes('agent-egress proxy listening'); i++) {
-      if (proxy.exitCode !== null) throw new Error(`proxy exited: ${proxyOut}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    if (!proxyOut.includes('agent-egress proxy listening')) throw new Error(`proxy did not start: ${proxyOut}`);
-    const targets = transparentTargets(proxyOut, setup.listen4, setup.listen6);
-    const info = JSON.parse(proxyOut.split('\n').find((l) => l.includes('agent-egress proxy listening'))!) as { dns: string[] };
+      '--log-file', logFile, '--data-dir', join(dir, 'data'), '--no-admin']);
+    children.push(proxy.child);
+    proxyOutput = proxy.output;
+    const targets = transparentTargets(proxy.output(), setup.listen4, setup.listen6);
+    const info = proxy.listening as { dns: string[] };
     const dns = info.dns.map((d) => `--dns=${d}`);
-    if (dns.length !== 2) throw new Error(`expected two DNS listeners: ${proxyOut}`);
+    if (dns.length !== 2) throw new Error(`expected two DNS listeners: ${proxy.output()}`);
     const r = nsRun(topo.agent, ['node', CLI, 'firewall', 'apply', ...variant.tool, ...setup.firewall, ...targets.map((t) => `--transparent=${t}`), ...dns]);
     if (r.code !== 0) throw new Error(`apply failed: ${r.stderr}`);
   }, 300_000);
