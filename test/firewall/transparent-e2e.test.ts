@@ -37,6 +37,8 @@ const HOSTS = [
 ].join('\n');
 
 type Rec = Record<string, unknown>;
+/** Each case runs several clients in the namespaces: generous on a loaded machine. */
+const SLOW = 120_000;
 
 const shared = mkdtempSync(join(tmpdir(), 'ae-tpe2e-'));
 chmodSync(shared, 0o755);
@@ -148,7 +150,7 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
     const plain = await recordOf(() => (out = curl(fam, 'http://allowed.example/plain').stdout), { host: 'allowed.example', port: 80, verdict: 'allow' });
     expect(out).toBe('origin-ok http allowed.example /plain\n');
     expect(plain.capture).toBe('transparent');
-  });
+  }, SLOW);
 
   it.each(['tcp4', 'tcp6'] as const)('a Go program (%s), no proxy at all: the same', async (network) => {
     let out = '';
@@ -157,7 +159,7 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
     expect(tls.capture).toBe('transparent');
     await recordOf(() => (out = goGet(network, 'http://allowed.example/go-plain').stdout), { host: 'allowed.example', port: 80, verdict: 'allow' });
     expect(out).toBe('200 origin-ok http allowed.example /go-plain\n');
-  });
+  }, SLOW);
 
   it.each(['-4', '-6'] as const)('curl %s: a denied name fails and is recorded, over HTTPS and plain HTTP', async (fam) => {
     let r = { code: 0, stdout: '', stderr: '' };
@@ -167,7 +169,7 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
     expect(tls.capture).toBe('transparent');
     await recordOf(() => (r = curl(fam, 'http://denied.example/')), { host: 'denied.example', port: 80, verdict: 'deny' });
     expect(r.stdout).not.toContain('origin-ok');
-  });
+  }, SLOW);
 
   it.each([ADDR.web4, `[${ADDR.web6}]`])('a TLS connection to the allowed origin\'s address %s with a denied SNI is refused', async (addr) => {
     let r = { code: 0, stdout: '', stderr: '' };
@@ -189,7 +191,7 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
     await recordOf(() => (pinned = curl('--resolve', `denied.example:443:${addr}`, 'https://denied.example/')), { host: 'denied.example', port: 443, verdict: 'deny', reason: 'no_rule' });
     expect(pinned.code).not.toBe(0);
     expect(pinned.stdout).not.toContain('origin-ok');
-  });
+  }, SLOW);
 
   it.each([
     [ADDR.dns4, '+notcp'],
@@ -200,7 +202,7 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
     const rec = await recordOf(() => (r = agentRun('dig', `@${server}`, transport, '+tries=1', '+time=3', 'denied.example')), { method: 'DNS', host: 'denied.example', verdict: 'deny' });
     expect(r.stdout).toMatch(/status: NXDOMAIN/);
     expect(rec.reason).toBe('no_rule');
-  });
+  }, SLOW);
 
   it('other ports stay refused, IPv4 and IPv6, without reaching the proxy', () => {
     const before = records().length;
@@ -210,7 +212,7 @@ describe.each(TOOLS.flatMap((t) => SETUPS.map((s) => ({ ...t, setup: s, label: `
     }
     expect(goGet('tcp4', 'http://allowed.example:8080/').stdout).toMatch(/^error .*connection refused/);
     expect(records().slice(before)).toEqual([]);
-  });
+  }, SLOW);
 });
 
 /**

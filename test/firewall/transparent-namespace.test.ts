@@ -11,6 +11,8 @@ import { ADDR, CLI, HERE, NOBODY, createTopology, nsRun, probe, readableScript, 
 const VARIANTS = RULE_VARIANTS;
 
 const MODES = CONFINE_MODES;
+/** Each case runs a few dozen short processes in the namespaces: generous on a loaded machine. */
+const SLOW = 120_000;
 
 describe.each(VARIANTS)('transparent capture rules in a network namespace: $name', (variant) => {
   let topo: Topology;
@@ -71,7 +73,7 @@ describe.each(VARIANTS)('transparent capture rules in a network namespace: $name
     expect(reached('udp', ADDR.dns4, 53, NOBODY)).toBe('echo:ping');
     expect(reached('tcp', '127.0.0.1', cap4, NOBODY)).toMatch(/^captured /);
     expect(status().families.map((f) => f.redirects)).toEqual([[], []]);
-  });
+  }, SLOW);
 
   it.each(MODES)('redirects the captured ports and DNS to the listeners, per family, confining $name', (mode) => {
     const r = cli('apply', ...variant.tool, ...ruleFlags(), ...mode.flags);
@@ -123,7 +125,7 @@ describe.each(VARIANTS)('transparent capture rules in a network namespace: $name
       ],
     ]);
     expect(cli('check', ...variant.tool).stdout).toContain(`IPv6: confined, loopback confined, redirects tcp/53 -> [::1]:${dns6}, tcp/80 -> [::1]:${cap6}`);
-  });
+  }, SLOW);
 
   it('re-applying is idempotent: the same rules, once', () => {
     const before = ruleDump();
@@ -131,7 +133,7 @@ describe.each(VARIANTS)('transparent capture rules in a network namespace: $name
     expect(cli('apply', ...variant.tool, ...ruleFlags(), '--agent-uid', String(NOBODY)).code).toBe(0);
     expect(ruleDump()).toBe(before);
     if (variant.backend) expect(ruleDump().match(/-A OUTPUT -m owner --uid-owner 65534 -j AGENT_EGRESS_NAT/g)).toHaveLength(2);
-  });
+  }, SLOW);
 
   it('a rule set that fails to load changes nothing, nat table included', () => {
     const before = ruleDump();
@@ -154,7 +156,7 @@ describe.each(VARIANTS)('transparent capture rules in a network namespace: $name
     expect(r.stderr).toMatch(/failed/);
     expect(ruleDump()).toBe(before);
     expect(reached('tcp', ADDR.web4, 443, NOBODY)).toBe(`captured 127.0.0.1:${cap4 + 1} from ${ADDR.agent4}`);
-  });
+  }, SLOW);
 
   it('re-applying without --transparent takes the redirects out and closes the captured ports', () => {
     expect(cli('apply', ...variant.tool, '--proxy', `127.0.0.1:${cap4}`, '--proxy-uid', '0').code).toBe(0);
@@ -165,7 +167,7 @@ describe.each(VARIANTS)('transparent capture rules in a network namespace: $name
     const st = status();
     expect(st.inPlace).toBe(true);
     expect(st.families.map((f) => f.redirects)).toEqual([[], []]);
-  });
+  }, SLOW);
 
   it('remove takes out the nat rules with the rest and restores direct access', () => {
     expect(cli('apply', ...variant.tool, ...ruleFlags(), '--proxy-uid', '0').code).toBe(0);
@@ -178,5 +180,5 @@ describe.each(VARIANTS)('transparent capture rules in a network namespace: $name
     const c = cli('check', ...variant.tool, '--json');
     expect(c.code).toBe(1);
     expect((JSON.parse(c.stdout) as { families: Array<{ redirects: unknown[] }> }).families.map((f) => f.redirects)).toEqual([[], []]);
-  });
+  }, SLOW);
 });
