@@ -65,10 +65,13 @@ const ALERT_ACCESS_DENIED = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x3
  */
 export async function gateTunnel(core: ProxyCore, rec: DecisionRecord, client: Socket, check: TunnelCheck, finish: () => void): Promise<boolean> {
   if (check.exp.protocols.includes('any')) return true;
-  const timeoutMs = core.limits.headersTimeoutMs;
+  // A tunnel idle for --tunnel-idle-timeout is closed as idle, the check or not: the shorter deadline wins.
+  const idleFirst = core.limits.tunnelIdleMs < core.limits.headersTimeoutMs;
+  const timeoutMs = idleFirst ? core.limits.tunnelIdleMs : core.limits.headersTimeoutMs;
   const { buf, seen } = await peek(client, { timeoutMs, maxHeaderBytes: core.limits.maxHeaderBytes });
-  if (client.destroyed || seen.kind === 'closed') {
-    // The client left before saying anything decisive: nothing was relayed, and the tunnel stays as decided.
+  if (client.destroyed || seen.kind === 'closed' || (idleFirst && seen.kind === 'timeout')) {
+    // The client left, or went idle, before saying anything decisive: nothing was relayed, and the
+    // tunnel's record stays as decided.
     finish();
     return false;
   }

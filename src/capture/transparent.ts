@@ -3,8 +3,9 @@ import type { Logger } from 'pino';
 import { roundMs, startRecord, type DecisionRecord } from '../decisions/record.js';
 import type { DecisionSink } from '../decisions/sink.js';
 import { formatHostPort } from '../net/endpoint.js';
-import { clientAddress, clientLabel, emit, type ProxyCore } from '../proxy/core.js';
-import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits } from '../proxy/options.js';
+import { clientAddress, clientLabel, emit, rawCore, type ProxyCore } from '../proxy/core.js';
+import { ConnectionCount } from '../proxy/admission.js';
+import { SOCKET_HIGH_WATER_MARK, type ProxyLimits } from '../proxy/options.js';
 import { settle, settleVet } from '../proxy/record.js';
 import type { Refusal } from '../proxy/respond.js';
 import { dialForTunnel, splice } from '../proxy/tunnel.js';
@@ -39,25 +40,13 @@ export interface TransparentOptions {
 export class TransparentListener {
   private readonly core: ProxyCore;
   private readonly servers: Server[] = [];
-  private readonly sockets = new Set<Socket>();
-  private readonly perClient = new Map<string, number>();
+  private readonly connections = new ConnectionCount();
   private isDraining = false;
   readonly bindings: TransparentBinding[] = [];
 
   constructor(private readonly opts: TransparentOptions) {
-    this.core = {
-      context: opts.context,
-      sink: opts.sink,
-      limits: { ...DEFAULT_LIMITS, ...opts.limits },
-      recordOpts: { logQuery: false },
-      logger: opts.logger,
-      counters: { activeTunnels: 0, activeRequests: 0 },
-      draining: () => this.isDraining,
-      // Nothing here is ever handed back to an HTTP parser, and nothing is inspected.
-      reattach: (socket) => socket.destroy(),
-      inspect: null,
-      tunnels: new Set(),
-    };
+    // Nothing here is ever handed to an HTTP parser, and nothing is inspected.
+    this.core = rawCore(opts, () => this.isDraining);
   }
 
   /** Bind every mapping; on any failure the ones already bound are closed and the error is thrown. */
@@ -86,30 +75,19 @@ export class TransparentListener {
   }
 
   stats(): { activeConnections: number; activeTunnels: number } {
-    return { activeConnections: this.sockets.size, activeTunnels: this.core.counters.activeTunnels };
+    return { activeConnections: this.connections.sockets.size, activeTunnels: this.core.counters.activeTunnels };
   }
 
   /** The same connection limits as the proxy listener, counted over this listener's sockets. */
   private admit(socket: Socket, capturedPort: number): void {
-    const ip = clientAddress(socket);
-    const n = (this.perClient.get(ip) ?? 0) + 1;
-    this.perClient.set(ip, n);
-    this.sockets.add(socket);
-    socket.once('close', () => {
-      this.sockets.delete(socket);
-      const left = (this.perClient.get(ip) ?? 1) - 1;
-      if (left <= 0) this.perClient.delete(ip);
-      else this.perClient.set(ip, left);
-    });
+    const over = this.connections.add(socket, this.core.limits);
     socket.on('error', () => socket.destroy());
     const t0 = performance.now();
     const rec = startRecord(clientLabel(socket), 'TRANSPARENT', '', capturedPort, this.core.context().policy.hash);
     rec.capture = 'transparent';
-    const { maxConnections, maxConnectionsPerClient } = this.core.limits;
-    if (this.sockets.size > maxConnections || n > maxConnectionsPerClient || this.isDraining) {
-      const reason = this.isDraining ? 'shutting_down' : 'limit_exceeded';
-      settle(rec, { verdict: 'deny', mode: 'enforce', reason, rule: null, status: null });
-      if (reason === 'limit_exceeded') rec.detail = { limit: n > maxConnectionsPerClient ? 'per_client' : 'total' };
+    if (over || this.isDraining) {
+      settle(rec, { verdict: 'deny', mode: 'enforce', reason: over ? 'limit_exceeded' : 'shutting_down', rule: null, status: null });
+      if (over) rec.detail = { limit: over };
       socket.destroy();
       return emit(this.core, rec, t0);
     }
@@ -173,8 +151,8 @@ export class TransparentListener {
       target: authority,
       json: false,
       status: null,
-      refuse: (r) => {
-        if (r.status !== undefined) rec.status = status(r.status);
+      answer: (r) => {
+        rec.status = status(r.status);
         answerInTunnel(socket, named.protocol, r);
       },
     });
@@ -193,9 +171,9 @@ export class TransparentListener {
     this.isDraining = true;
     const closed = Promise.all(this.servers.filter((s) => s.listening).map((s) => new Promise<void>((r) => s.close(() => r()))));
     const deadline = Date.now() + graceMs;
-    while (Date.now() < deadline && this.sockets.size > 0) await new Promise((r) => setTimeout(r, 50));
+    while (Date.now() < deadline && this.connections.sockets.size > 0) await new Promise((r) => setTimeout(r, 50));
     for (const finish of [...this.core.tunnels]) finish();
-    for (const s of this.sockets) s.destroy();
+    for (const s of this.connections.sockets) s.destroy();
     await closed;
   }
 }

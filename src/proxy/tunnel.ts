@@ -5,13 +5,36 @@ import { dialVetted, DialError } from './dial.js';
 import { roundMs } from '../decisions/record.js';
 import { settleVet } from './record.js';
 import { refuseSocket, type Refusal } from './respond.js';
-import type { VetOutcome } from './vet.js';
 import { gateTunnel, recordTarget, tunnelCheck, type TunnelCheck } from '../capture/gate.js';
+import { vetDestination, type VetContext, type VetOutcome } from './vet.js';
+import type { Target } from '../net/target.js';
+
+/**
+ * vetDestination for a tunnel (CONNECT, SOCKS5), with what it found written into the tunnel's record;
+ * a refusal is settled here, and the caller answers it in its own protocol and emits.
+ */
+export async function vetTunnel(ctx: VetContext, rec: DecisionRecord, agent: string | null, target: Target): Promise<VetOutcome> {
+  const v = await vetDestination(ctx, agent, target);
+  rec.timings.dnsMs = roundMs(v.dnsMs);
+  if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
+  if (!v.ok) settleVet(rec, v, v.status);
+  return v;
+}
+
+/**
+ * How a tunnel entry point that does not speak HTTP (SOCKS5) answers its client: a refusal or failure,
+ * and "connected" with the upstream socket (whose local end is the bound address). Without it, the
+ * client gets HTTP (a refusal, or 200 Connection established).
+ */
+export interface TunnelReplies {
+  refuse(r: Refusal): void;
+  established(upstream: Socket): void;
+}
 
 /**
  * Upstream sockets dialled for an opaque tunnel, with what the tunnel was authorised for: `splice`
- * checks the client's first bytes against it before relaying any (the tunnel content check). Sockets
- * not dialled here (an Upgrade's, after its 101) are spliced unchecked.
+ * checks the client's first bytes against it before relaying any (the tunnel content check). An
+ * Upgrade's socket (dialled with checkContent: false, spliced after its 101) is not checked.
  */
 const CHECKS = new WeakMap<Socket, TunnelCheck>();
 
@@ -26,7 +49,15 @@ export async function dialForTunnel(
   client: Socket,
   v: VetOutcome & { ok: true },
   port: number,
-  refusal: { target?: string; json: boolean; status: number | null; refuse?: (r: Refusal) => void },
+  refusal: {
+    target?: string;
+    json: boolean;
+    status: number | null;
+    /** Tell the client in its own protocol (a SOCKS5 reply, a transparent client's); default: an HTTP refusal on the socket. */
+    answer?: (r: Refusal) => void;
+    /** false only for an Upgrade, whose bytes follow a verified 101; every opaque tunnel is checked. */
+    checkContent?: boolean;
+  },
 ): Promise<Socket | null> {
   const tc = performance.now();
   try {
@@ -34,6 +65,7 @@ export async function dialForTunnel(
     rec.address = d.address;
     rec.timings.connectMs = roundMs(performance.now() - tc);
     settleVet(rec, v, refusal.status);
+    if (refusal.checkContent === false) return d.socket;
     const target = recordTarget(rec);
     // A record whose host does not read back as a target cannot be checked: the judge then refuses.
     const t = target ?? { host: { kind: 'name' as const, value: '' }, port };
@@ -49,7 +81,7 @@ export async function dialForTunnel(
     rec.detail = { ...rec.detail, error: (err as Error).message };
     const cause = err instanceof DialError ? err.code : undefined;
     const r: Refusal = { status, reason, decisionId: rec.id, target: refusal.target, cause };
-    if (refusal.refuse) refusal.refuse(r);
+    if (refusal.answer) refusal.answer(r);
     else refuseSocket(client, r, refusal.json);
     emit(core, rec, t0);
     return null;

@@ -21,6 +21,7 @@ import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
 import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
 import { startInspector } from './inspect.js';
+import { SocksServer } from '../capture/socks5.js';
 import { TransparentListener } from '../capture/transparent.js';
 import type { TransparentMapping } from '../capture/mapping.js';
 
@@ -53,6 +54,8 @@ export interface EgressConfig {
   guardSelf?: { address: string; port: number }[];
   /** Export the companion firewall's kernel counters (same host and namespace) with /metrics. */
   firewallMetrics?: 'nftables' | 'iptables' | null;
+  /** The SOCKS5 listener (src/capture/socks5.ts); null/undefined = none. */
+  socks?: { listen: string } | null;
   /** The filtering DNS resolver; null/undefined = none. */
   dns?: {
     listen: string[];
@@ -74,6 +77,7 @@ export interface RunningEgress {
   store: SqliteDecisionStore | null;
   admin: AdminServer | null;
   dns: DnsFilterHandle | null;
+  socks: { server: SocksServer; address: { address: string; port: number } } | null;
   /** The transparent-capture listeners and which captured port each stands for; null = none. */
   transparent: TransparentListener | null;
   metrics: Registry;
@@ -117,10 +121,16 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   if (store) sinks.push(store);
   const registry = new Registry();
   let proxyRef: ProxyServer | null = null;
+  let socksRef: SocksServer | null = null;
   sinks.push(
     new DecisionMetrics({
       registry,
-      proxyStats: () => proxyRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 },
+      // The gauges count every front door: HTTP, SOCKS5 and transparent connections and tunnels alike.
+      proxyStats: () => {
+        const none = { activeConnections: 0, activeTunnels: 0 };
+        const all = [proxyRef?.stats() ?? none, socksRef?.stats() ?? none, transparent?.stats() ?? none];
+        return { activeConnections: all.reduce((n, x) => n + x.activeConnections, 0), activeTunnels: all.reduce((n, x) => n + x.activeTunnels, 0) };
+      },
       storeStats: store ? () => store.stats() : undefined,
       policy: holder,
     }),
@@ -160,12 +170,20 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   proxyRef = proxy;
   let admin: AdminServer | null = null;
   let dns: DnsFilterHandle | null = null;
+  let socks: RunningEgress['socks'] = null;
   let transparent: TransparentListener | null = null;
   let address: { address: string; port: number };
   try {
     address = await proxy.listen(listen.host, listen.port);
     // The guard refuses the proxy's own listeners even where a range exemption would let their address through.
     self.push({ address: address.address, port: address.port });
+    if (cfg.socks) {
+      const l = parseListen(cfg.socks.listen);
+      const server = new SocksServer({ context: () => ctx, sink, logger, limits: cfg.limits, inspector });
+      socks = { server, address: await server.listen(l.host, l.port) };
+      socksRef = server;
+      self.push({ address: socks.address.address, port: socks.address.port });
+    }
     if (cfg.admin) {
       if (!store) throw new Error('the admin API serves the decision store: it cannot run with the store off');
       admin = await startAdminServer({
@@ -210,6 +228,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     // Never run half-configured: whatever started is stopped again, and the caller exits non-zero.
     await admin?.close().catch(() => undefined);
     await dns?.close().catch(() => undefined);
+    await socks?.server.close(0).catch(() => undefined);
     await transparent?.close(0).catch(() => undefined);
     await proxy.close(0).catch(() => undefined);
     await sink.close();
@@ -222,6 +241,13 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     logger.warn(
       { listen: formatListen(address) },
       'LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT REQUIRED CREDENTIALS: anyone who can reach this port can use the proxy; set require_auth: true in the policy or use --client-ca',
+    );
+  }
+  if (socks && !isLoopbackHost(socks.address.address) && !policy.requireAuth) {
+    // Client certificates do not exist on SOCKS5: only require_auth protects a reachable SOCKS port.
+    logger.warn(
+      { socks: formatListen(socks.address) },
+      'SOCKS5 LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT REQUIRED CREDENTIALS: anyone who can reach this port can use the proxy; set require_auth: true in the policy',
     );
   }
   if (cfg.watchMs && cfg.policyFile) holder.watch(cfg.watchMs);
@@ -237,12 +263,13 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     store,
     admin,
     dns,
+    socks,
     transparent,
     metrics: registry,
     close() {
       closing ??= (async () => {
         holder.close();
-        await Promise.all([proxy.close(), dns?.close(), transparent?.close()]);
+        await Promise.all([proxy.close(), dns?.close(), socks?.server.close(), transparent?.close()]);
         await admin?.close();
         // Last: every record the proxy and resolver produced while draining is in the store before exit.
         await sink.close();

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { sniff } from '../../src/capture/sniff.js';
 
@@ -97,4 +98,32 @@ export function syntheticHello(extensions: Buffer[] | null, opts: { sessionId?: 
   const head = Buffer.from([0x01, 0, 0, 0]);
   head.writeUIntBE(body.length, 1, 3);
   return record(Buffer.concat([head, body]));
+}
+
+/**
+ * A transport for tls.connect over `sock` that sends the first write (the ClientHello) re-framed into TLS
+ * records of `recordSizes` and cut into TCP segments of `segment` bytes, 15 ms apart; later writes go as is.
+ */
+export function slowHelloDuplex(sock: Socket, recordSizes: number[], segment: number): Duplex {
+  let first = true;
+  const d = new Duplex({
+    read() {},
+    write(chunk: Buffer, _enc, cb) {
+      if (!first) return sock.write(chunk, () => cb());
+      first = false;
+      const framed = reframe(chunk, recordSizes);
+      if (framed.length <= chunk.length) return cb(new Error('the hello was not re-framed'));
+      void (async () => {
+        for (let i = 0; i < framed.length; i += segment) {
+          sock.write(framed.subarray(i, i + segment));
+          await new Promise((r) => setTimeout(r, 15));
+        }
+        cb();
+      })();
+    },
+  });
+  sock.on('data', (c) => d.push(c));
+  sock.on('end', () => d.push(null));
+  sock.on('error', () => undefined);
+  return d;
 }

@@ -11,7 +11,7 @@ import type { DecisionRecord } from '../../src/decisions/record.js';
 import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { startHttpOrigin, startHttpsOrigin, testCert, type Origin } from '../helpers/origin.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { reframe } from './hello.js';
+import { slowHelloDuplex } from './hello.js';
 
 let dns: TestDnsServer;
 let tlsOrigin: Origin;
@@ -52,7 +52,7 @@ rules:
     transparent: parseTransparentListen(['127.0.0.1:0'], `${tlsOrigin.port},${httpOrigin.port}`),
   });
   listenerFor = (p) => {
-    const b = proxy.egress.transparent!.bindings.find((x) => x.capturedPort === p);
+    const b = proxy.transparent.find((x) => x.capturedPort === p);
     if (!b) throw new Error(`no listener for ${p}`);
     return b.port;
   };
@@ -132,25 +132,7 @@ describe('transparent listener: TLS', () => {
   it('a ClientHello in several records and segments, with delays, still works', async () => {
     const s = netConnect(listenerFor(tlsOrigin.port), '127.0.0.1');
     await new Promise((r) => s.once('connect', r));
-    let first = true;
-    const slow = new Duplex({
-      read() {},
-      write(chunk: Buffer, _e, cb) {
-        if (!first) return s.write(chunk, () => cb());
-        first = false;
-        const framed = reframe(chunk, [20, 40, 60]);
-        void (async () => {
-          for (let i = 0; i < framed.length; i += 30) {
-            s.write(framed.subarray(i, i + 30));
-            await new Promise((r) => setTimeout(r, 15));
-          }
-          cb();
-        })();
-      },
-    });
-    s.on('data', (d) => slow.push(d));
-    s.on('end', () => slow.push(null));
-    s.on('error', () => undefined);
+    const slow = slowHelloDuplex(s, [20, 40, 60], 30);
     expect(await tlsGet('allowed.test', slow)).toMatch(/hello$/);
   });
 });
@@ -267,7 +249,7 @@ rules:
       admin: { listen: '127.0.0.1:0', noAuth: true },
     });
     try {
-      const b = p.egress.transparent!.bindings;
+      const b = p.transparent;
       expect(b.map((x) => x.capturedPort)).toEqual([tlsOrigin.port, 8080]);
       expect(new Set(b.map((x) => x.port)).size).toBe(2);
       const health = (await (await fetch(`${p.admin!.url}/healthz`)).json()) as { transparent: unknown };
@@ -290,6 +272,27 @@ rules:
     } finally {
       await p.close();
     }
+  });
+
+  it('shutdown ends an open transparent tunnel after the grace period, and its record is written', async () => {
+    const p = await startTestProxy({
+      policyFile: policyFile(`version: 1\naddress_guard: { exempt: [127.0.0.1/32] }\nrules:\n  - name: allowed\n    action: allow\n    hosts: [allowed.test]\n    ports: [${tlsOrigin.port}]\n`),
+      dnsServers: [`127.0.0.1:${dns.port}`],
+      limits: { shutdownGraceMs: 300 },
+      transparent: parseTransparentListen([`${tlsOrigin.port}=127.0.0.1:0`]),
+    });
+    const t = tlsConnect({ host: '127.0.0.1', port: p.transparent[0].port, servername: 'allowed.test', ca: testCert().cert });
+    t.on('error', () => undefined);
+    const closed = new Promise((r) => t.on('close', r));
+    await new Promise((r) => t.once('secureConnect', r));
+    // Keep-alive: the origin leaves the tunnel open after answering.
+    t.write('GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n');
+    await new Promise((r) => t.once('data', r));
+    expect(p.sink.records.some((r) => r.capture === 'transparent')).toBe(false);
+    await p.close();
+    await closed;
+    expect(p.sink.records.find((r) => r.capture === 'transparent')).toMatchObject({ verdict: 'allow', host: 'allowed.test' });
+    expect(p.sink.records.find((r) => r.capture === 'transparent')!.bytesDown).toBeGreaterThan(0);
   });
 
   it('the guard refuses the listeners themselves as destinations', () => {

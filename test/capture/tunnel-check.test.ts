@@ -11,7 +11,8 @@ import type { DecisionRecord } from '../../src/decisions/record.js';
 import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { startHttpOrigin, startHttpsOrigin, testCert, type Origin } from '../helpers/origin.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { captureClientHello, reframe } from './hello.js';
+import { captureClientHello, slowHelloDuplex } from './hello.js';
+import { connectVia, requestDomain } from './socks-helpers.js';
 
 let dns: TestDnsServer;
 let tlsOrigin: Origin;
@@ -74,7 +75,7 @@ rules:
     ports: [${tlsOrigin.port}]
 `,
   );
-  proxy = await startTestProxy({ policyFile: policy, dnsServers: [`127.0.0.1:${dns.port}`], limits: { headersTimeoutMs: 1500 } });
+  proxy = await startTestProxy({ policyFile: policy, dnsServers: [`127.0.0.1:${dns.port}`], limits: { headersTimeoutMs: 1500 }, socks: { listen: '127.0.0.1:0' } });
 });
 
 afterAll(async () => {
@@ -219,26 +220,9 @@ describe('tunnel content check: TLS', () => {
   });
 
   it('a ClientHello split over several TLS records and TCP segments, written with delays, still works', async () => {
-    const sock = await tunnel(`allowed.test:${tlsOrigin.port}`);
-    let first = true;
-    const slow = new Duplex({
-      read() {},
-      write(chunk: Buffer, _enc, cb) {
-        if (!first) return sock.write(chunk, () => cb());
-        first = false;
-        const framed = reframe(chunk, [30, 50, 70]);
-        expect(framed.length).toBeGreaterThan(chunk.length);
-        void (async () => {
-          for (let i = 0; i < framed.length; i += 40) {
-            sock.write(framed.subarray(i, i + 40));
-            await new Promise((r) => setTimeout(r, 15));
-          }
-          cb();
-        })();
-      },
-    });
-    sock.on('data', (d) => slow.push(d));
-    sock.on('end', () => slow.push(null));
+    const t = await open(`allowed.test:${tlsOrigin.port}`);
+    t.socket.removeAllListeners('data');
+    const slow = slowHelloDuplex(t.socket, [30, 50, 70], 40);
     const n = proxy.sink.records.length;
     expect(await tlsGet(slow, 'allowed.test')).toMatch(/hello$/);
     expect(await after(n, (x) => x.detail?.sni === 'allowed.test' && x.bytesDown > 0)).toMatchObject({ verdict: 'allow', detail: { sni: 'allowed.test' } });
@@ -377,3 +361,34 @@ describe('tunnel content check: other protocols', () => {
     expect(await after(n, (x) => x.reason === 'protocol_not_allowed' && x.detail?.protocol === 'other')).toMatchObject({ reason: 'protocol_not_allowed', detail: { protocol: 'other' } });
   });
 });
+
+describe('tunnel content check: SOCKS5 tunnels go through it too', () => {
+  it('a ClientHello naming another server through SOCKS5 is refused sni_mismatch; pipelined bytes are checked too', async () => {
+    const socksPort = proxy.egress.socks!.address.port;
+    const other = await captureClientHello('node', 'other.test');
+    let n = proxy.sink.records.length;
+    const { c, code } = await connectVia(socksPort, requestDomain('allowed.test', tlsOrigin.port));
+    expect(code).toBe(0);
+    c.write(other);
+    await c.untilClosed();
+    expect(await after(n, (r) => r.method === 'SOCKS5' && r.reason === 'sni_mismatch')).toMatchObject({ host: 'allowed.test', bytesUp: 0, detail: { sni: 'other.test' } });
+
+    // Greeting, request and the hello in one segment: the hello never goes upstream unchecked.
+    n = proxy.sink.records.length;
+    const raw = netConnect(socksPort, '127.0.0.1');
+    raw.on('error', () => undefined);
+    const closed = new Promise((r) => raw.on('close', r));
+    raw.resume();
+    raw.write(Buffer.concat([Buffer.from([5, 1, 0]), requestDomain('allowed.test', tlsOrigin.port), other]));
+    await closed;
+    expect(await after(n, (r) => r.method === 'SOCKS5' && r.reason === 'sni_mismatch')).toMatchObject({ bytesUp: 0 });
+  });
+
+  it('the matching name through SOCKS5 completes TLS', async () => {
+    const { c, code } = await connectVia(proxy.egress.socks!.address.port, requestDomain('allowed.test', tlsOrigin.port));
+    expect(code).toBe(0);
+    c.socket.removeAllListeners('data');
+    expect(await tlsGet(c.socket, 'allowed.test')).toMatch(/hello$/);
+  });
+});
+
