@@ -5,7 +5,7 @@ import type { ServerResponse } from 'node:http';
 import { REASONS } from '../policy/vocabulary.js';
 import { buildFilter, MAX_LIMIT, QueryError, type RawFilter } from '../decisions/query.js';
 import type { DecisionStore } from '../decisions/store/types.js';
-import { CursorError } from '../decisions/store/sqlite.js';
+import { CursorError } from '../decisions/store/cursor.js';
 import type { PolicyHolder } from '../policy/holder.js';
 import { isLoopbackHost } from '../net/endpoint.js';
 import { AdminConfigError, bearerMatches, parseListen } from './auth.js';
@@ -115,12 +115,28 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
   });
 
   const bindingSchema = { type: 'object', properties: { capturedPort: { type: 'integer' }, address: { type: 'string' }, port: { type: 'integer' } } };
+  // Still 200 when the store is degraded: the proxy serves (and queues or spools records); a restart would not help.
   app.get(
     '/healthz',
-    { schema: { response: { 200: { type: 'object', properties: { ok: { type: 'boolean' }, transparent: { type: 'array', items: bindingSchema } } } } } },
+    {
+      schema: {
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              ok: { type: 'boolean' },
+              store: { type: 'object', properties: { degraded: { type: 'boolean' }, pendingRecords: { type: 'integer' }, spooledRecords: { type: 'integer' }, droppedRecords: { type: 'integer' } } },
+              transparent: { type: 'array', items: bindingSchema },
+            },
+          },
+        },
+      },
+    },
     async () => {
+      const s = opts.store.stats();
       const t = opts.transparent?.() ?? [];
-      return t.length ? { ok: true, transparent: t } : { ok: true };
+      const store = { degraded: s.degraded ?? s.failing, pendingRecords: s.pending, spooledRecords: s.spooled ?? 0, droppedRecords: s.dropped };
+      return t.length ? { ok: true, store, transparent: t } : { ok: true, store };
     },
   );
   app.get('/readyz', async (_req, reply) => {
