@@ -8,8 +8,8 @@ import { buildPolicy } from '../../runtime/policy-holder.js';
 import { createOpLogger, OP_LOG_FORMATS, reportModeWarning, type OpLogFormat } from '../../runtime/oplog.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
-import { parseTransparentListen } from '../../capture/mapping.js';
 import { replicaNameOption, serveStoreConfig, storeOption, storePasswordFileOption, storeQueueOption } from '../store-flags.js';
+import { parseTransparentListen } from '../../capture/mapping.js';
 import { listValue, parseDurationMs, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;
