@@ -20,9 +20,10 @@ RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts && npm rebuild bette
 
 # --- runtime ---
 FROM node:20-slim
-# dumb-init as PID 1: forwards SIGTERM so the proxy drains, and reaps zombies.
+# dumb-init as PID 1: forwards SIGTERM so the proxy drains, and reaps zombies. nftables: the same image
+# applies the companion rules from a Kubernetes init container (deploy/kubernetes/transparent-sidecar.yaml).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends dumb-init \
+ && apt-get install -y --no-install-recommends dumb-init nftables \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

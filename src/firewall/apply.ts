@@ -1,7 +1,18 @@
 import type { IpFamily } from '../net/ip.js';
 import { runTool, ToolExecError } from '../process/run-tool.js';
-import { CHAIN, LOG_CHAIN, parseIptablesSave, renderIptables, renderIptablesRemoval, type IptablesState } from './iptables.js';
-import { NFT_COUNTERS, NFT_FAMILY, NFT_TABLE, renderNftables, renderNftablesRemoval } from './nftables.js';
+import {
+  CHAIN,
+  LOG_CHAIN,
+  parseIptablesNatSave,
+  parseIptablesSave,
+  renderIptables,
+  renderIptablesRemoval,
+  restoreNatSection,
+  type IptablesNatState,
+  type IptablesState,
+  type SavedRedirect,
+} from './iptables.js';
+import { NFT_COUNTERS, NFT_FAMILY, NFT_NAT_CHAIN, NFT_NAT_HOOK, NFT_TABLE, renderNftables, renderNftablesRemoval } from './nftables.js';
 import type { FirewallOptions } from './options.js';
 
 /** `auto` uses whatever `iptables` points at; `nft`/`legacy` pick the variant explicitly. */
@@ -22,6 +33,8 @@ export interface FamilyStatus {
    */
   loopbackConfined: boolean;
   refused: RefusedCounters;
+  /** The transparent-capture and DNS redirects in force for this family (hooked, not just present). */
+  redirects: SavedRedirect[];
 }
 
 export interface FirewallStatus {
@@ -44,10 +57,26 @@ async function readIptables(family: IpFamily, backend: IptablesBackend): Promise
   return parseIptablesSave(stdout);
 }
 
-/** Put back what a previous state had of ours (or nothing, when it had nothing). */
-function restoreText(prev: IptablesState, current: IptablesState): string {
+const NO_NAT: IptablesNatState = { chain: false, jumps: [], savedRules: [], redirects: [] };
+
+/**
+ * Our part of the nat table. A kernel without the nat table holds no rules of ours there: that reads as
+ * none, and a rule set that needs nat then fails to load with the tool's own message.
+ */
+async function readIptablesNat(family: IpFamily, backend: IptablesBackend): Promise<IptablesNatState> {
+  try {
+    return parseIptablesNatSave((await runTool(iptBin(family, backend, 'save'), ['-t', 'nat'])).stdout);
+  } catch (err) {
+    if (err instanceof ToolExecError) return NO_NAT;
+    throw err;
+  }
+}
+
+/** Put back what a previous state had of ours (or nothing, when it had nothing), nat table included. */
+function restoreText(prev: IptablesState, current: IptablesState, prevNat: IptablesNatState, currentNat: IptablesNatState): string {
+  const nat = restoreNatSection(prevNat, currentNat);
   if (!prev.mainChain && !prev.logChain) {
-    return renderIptablesRemoval(current.jumps, { main: current.mainChain, log: current.logChain });
+    return renderIptablesRemoval(current.jumps, { main: current.mainChain, log: current.logChain }) + (nat.length > 0 ? nat.join('\n') + '\n' : '');
   }
   return [
     '*filter',
@@ -57,6 +86,7 @@ function restoreText(prev: IptablesState, current: IptablesState): string {
     ...prev.savedRules,
     ...prev.jumps.map((j) => `-I OUTPUT 1 ${j}`),
     'COMMIT',
+    ...nat,
     '',
   ].join('\n');
 }
@@ -68,6 +98,7 @@ function restoreText(prev: IptablesState, current: IptablesState): string {
  */
 export async function applyIptablesTexts(texts: Record<IpFamily, string>, backend: IptablesBackend = 'auto'): Promise<void> {
   const prev = { 4: await readIptables(4, backend), 6: await readIptables(6, backend) } as Record<IpFamily, IptablesState>;
+  const prevNat = await readIptablesNat(4, backend);
   for (const f of FAMILIES) await runTool(iptBin(f, backend, 'restore'), ['--noflush', '--test'], texts[f]);
   await runTool(iptBin(4, backend, 'restore'), ['--noflush'], texts[4]);
   try {
@@ -75,7 +106,7 @@ export async function applyIptablesTexts(texts: Record<IpFamily, string>, backen
   } catch (err) {
     try {
       const now = await readIptables(4, backend);
-      await runTool(iptBin(4, backend, 'restore'), ['--noflush'], restoreText(prev[4], now));
+      await runTool(iptBin(4, backend, 'restore'), ['--noflush'], restoreText(prev[4], now, prevNat, await readIptablesNat(4, backend)));
     } catch (rollbackErr) {
       throw new ToolExecError(
         `${(err as Error).message}; and putting the IPv4 rules back failed too: ${(rollbackErr as Error).message}`,
@@ -91,15 +122,16 @@ export async function applyIptablesTexts(texts: Record<IpFamily, string>, backen
 /** Render for the current state (so existing jumps are replaced, not duplicated) and apply. */
 export async function applyIptables(o: FirewallOptions, backend: IptablesBackend = 'auto'): Promise<void> {
   const texts = {} as Record<IpFamily, string>;
-  for (const f of FAMILIES) texts[f] = renderIptables(o, f, (await readIptables(f, backend)).jumps);
+  for (const f of FAMILIES) texts[f] = renderIptables(o, f, (await readIptables(f, backend)).jumps, await readIptablesNat(f, backend));
   await applyIptablesTexts(texts, backend);
 }
 
 export async function removeIptables(backend: IptablesBackend = 'auto'): Promise<void> {
   for (const f of FAMILIES) {
     const st = await readIptables(f, backend);
-    if (!st.mainChain && !st.logChain && st.jumps.length === 0) continue;
-    await runTool(iptBin(f, backend, 'restore'), ['--noflush'], renderIptablesRemoval(st.jumps, { main: st.mainChain, log: st.logChain }));
+    const nat = await readIptablesNat(f, backend);
+    if (!st.mainChain && !st.logChain && st.jumps.length === 0 && !nat.chain && nat.jumps.length === 0) continue;
+    await runTool(iptBin(f, backend, 'restore'), ['--noflush'], renderIptablesRemoval(st.jumps, { main: st.mainChain, log: st.logChain }, nat));
   }
 }
 
@@ -108,7 +140,14 @@ export async function checkIptables(backend: IptablesBackend = 'auto'): Promise<
   for (const f of FAMILIES) {
     const st = await readIptables(f, backend);
     const loopbackConfined = st.mainChain && !st.loopbackOpen;
-    families.push({ family: f, inPlace: st.mainChain && st.logChain && st.jumps.length > 0 && st.closes && loopbackConfined, loopbackConfined, refused: st.refused });
+    const nat = await readIptablesNat(f, backend);
+    families.push({
+      family: f,
+      inPlace: st.mainChain && st.logChain && st.jumps.length > 0 && st.closes && loopbackConfined,
+      loopbackConfined,
+      refused: st.refused,
+      redirects: nat.jumps.length > 0 ? nat.redirects : [],
+    });
   }
   return summarize('iptables', families);
 }
@@ -157,7 +196,7 @@ export async function checkNftables(): Promise<FirewallStatus> {
   } catch (err) {
     // A missing table is "not in place"; any other failure is an error the caller must see.
     if (err instanceof ToolExecError && /No such file or directory/.test(err.stderr)) {
-      return summarize('nftables', FAMILIES.map((family) => ({ family, inPlace: false, loopbackConfined: false, refused: { packets: 0, bytes: 0 } })));
+      return summarize('nftables', FAMILIES.map((family) => ({ family, inPlace: false, loopbackConfined: false, refused: { packets: 0, bytes: 0 }, redirects: [] })));
     }
     throw err;
   }
@@ -170,11 +209,29 @@ export async function checkNftables(): Promise<FirewallStatus> {
   const loopbackConfined = chains.has('confine') && !confineRules.some(acceptsAllLoopback);
   // One inet table confines both families at once, so both are in place or neither is.
   const inPlace = hooked && chains.has('confine') && chains.has('refuse') && closes && loopbackConfined;
+  const redirects = nftRedirects(items);
   return summarize(
     'nftables',
     FAMILIES.map((family) => {
       const c = items.find((i) => i.counter?.name === NFT_COUNTERS[family])?.counter;
-      return { family, inPlace, loopbackConfined, refused: { packets: Number(c?.packets ?? 0), bytes: Number(c?.bytes ?? 0) } };
+      return { family, inPlace, loopbackConfined, refused: { packets: Number(c?.packets ?? 0), bytes: Number(c?.bytes ?? 0) }, redirects: redirects[family] };
     }),
   );
+}
+
+/** The dnat rules of our redirect chain, per family, when the nat hook that jumps to it is in place. */
+function nftRedirects(items: Array<Record<string, any>>): Record<IpFamily, SavedRedirect[]> {
+  const out: Record<IpFamily, SavedRedirect[]> = { 4: [], 6: [] };
+  const natHooked = items.some((i) => i.chain?.name === NFT_NAT_HOOK && i.chain.type === 'nat' && i.chain.hook === 'output');
+  const jumps = items.some((i) => i.rule?.chain === NFT_NAT_HOOK && JSON.stringify(i.rule.expr).includes(`"jump":{"target":"${NFT_NAT_CHAIN}"}`));
+  if (!natHooked || !jumps) return out;
+  for (const rule of items.filter((i) => i.rule?.chain === NFT_NAT_CHAIN).map((i) => i.rule)) {
+    const e: Array<Record<string, any>> = rule.expr ?? [];
+    const dnat = e.find((x) => 'dnat' in x)?.dnat;
+    const dport = e.find((x) => x.match?.left?.payload?.field === 'dport' && ['tcp', 'udp'].includes(x.match.left.payload.protocol))?.match;
+    if (!dnat || !dport || typeof dport.right !== 'number') continue;
+    const family: IpFamily = dnat.family === 'ip6' ? 6 : 4;
+    out[family].push({ protocol: dport.left.payload.protocol, port: dport.right, to: family === 6 ? `[${dnat.addr}]:${dnat.port}` : `${dnat.addr}:${dnat.port}` });
+  }
+  return out;
 }

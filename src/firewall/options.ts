@@ -1,5 +1,6 @@
 import { parseIpEndpoint, parsePort, splitHostPort } from '../net/endpoint.js';
 import { parseCidr, type Cidr, type IpFamily } from '../net/ip.js';
+import { isLoopbackEndpoint, parseRedirects, redirectText, type RawRedirectFlags, type Redirect } from './transparent.js';
 
 /** Input a user gave that cannot become a rule set; the CLI exits 2 on it. */
 export class FirewallOptionError extends Error {
@@ -43,13 +44,20 @@ export interface FirewallOptions {
    * `lo`) the agent may use for servers it runs itself. Nothing else on loopback is reachable.
    */
   agentLocalPorts: PortRange[];
+  /**
+   * NAT redirects of the confined traffic (transparent capture, DNS): new connections to these ports go
+   * to the proxy's transparent listener or the filtering resolver. Empty = nothing is redirected.
+   */
+  redirects: Redirect[];
+  /** Configurations that load but probably do not do what was meant; the CLI prints them on stderr. */
+  warnings: string[];
   action: FirewallAction;
   logPrefix: string;
   /** Log at most this many refused packets per minute, so a tight loop cannot flood the kernel log. */
   logPerMinute: number;
 }
 
-export interface RawFirewallFlags {
+export interface RawFirewallFlags extends RawRedirectFlags {
   proxy?: string[];
   proxyUid?: string[];
   agentUid?: string[];
@@ -122,7 +130,10 @@ const PREFIX_RE = /^[A-Za-z0-9 _.:=-]{1,28}$/;
 
 export function parseFirewallOptions(raw: RawFirewallFlags): FirewallOptions {
   const proxies = dedupe((raw.proxy ?? []).map((p) => parseEndpoint(p)), epKey);
-  if (proxies.length === 0) throw new FirewallOptionError('at least one --proxy ADDR:PORT is required (the agent could reach nothing)');
+  const redirects = parseRedirects(raw);
+  if (proxies.length === 0 && redirects.length === 0) {
+    throw new FirewallOptionError('at least one --proxy ADDR:PORT or --transparent HOST:PORT is required (the agent could reach nothing)');
+  }
   const action = raw.action ?? 'reject';
   if (action !== 'reject' && action !== 'drop') throw new FirewallOptionError(`--action must be reject or drop, not ${JSON.stringify(action)}`);
   const logPrefix = raw.logPrefix ?? DEFAULT_LOG_PREFIX;
@@ -133,20 +144,48 @@ export function parseFirewallOptions(raw: RawFirewallFlags): FirewallOptions {
     if (!/^\d{1,4}$/.test(raw.logRate) || Number(raw.logRate) < 1) throw new FirewallOptionError('--log-rate: log lines per minute, 1-9999');
     logPerMinute = Number(raw.logRate);
   }
+  const proxyUids = [...new Set((raw.proxyUid ?? []).map(parseUid))];
+  const agentUids = [...new Set((raw.agentUid ?? []).map(parseUid))];
+  checkRedirectTargets(redirects, proxies);
   return {
     proxies,
-    proxyUids: [...new Set((raw.proxyUid ?? []).map(parseUid))],
-    agentUids: [...new Set((raw.agentUid ?? []).map(parseUid))],
+    proxyUids,
+    agentUids,
     dnsServers: dedupe((raw.dnsServer ?? []).map((d) => parseEndpoint(d, 53)), epKey),
     allowDests: dedupe((raw.allowDest ?? []).map(parseAllowedDest), (d) => `${d.cidr.text}|${d.ports.join(',')}`),
     agentLocalPorts: dedupe(
       (raw.agentLocalPort ?? []).flatMap((t) => parsePortRanges(t, '--agent-local-port')),
       (r) => `${r.from}-${r.to}`,
     ).sort((a, b) => a.from - b.from),
+    redirects,
+    warnings: selfRedirectWarnings(redirects, proxyUids.length + agentUids.length > 0),
     action,
     logPrefix,
     logPerMinute,
   };
+}
+
+/** A target that is also an explicit proxy listener would hand raw TLS to the HTTP parser. */
+function checkRedirectTargets(redirects: Redirect[], proxies: Endpoint[]): void {
+  for (const r of redirects) {
+    if (r.protocol === 'tcp' && proxies.some((p) => epKey(p) === epKey(r.to))) {
+      throw new FirewallOptionError(`${redirectText(r)}: the target is also a --proxy listener (use the proxy's --transparent-listen address)`);
+    }
+  }
+}
+
+/**
+ * A listener on loopback runs in this namespace, so unless its user is exempt (--proxy-uid) or only the
+ * agent's user is confined (--agent-uid), the proxy's own connections to the captured ports would be
+ * redirected back to itself. Still fail-closed (nothing leaves unchecked), so it is said, not refused:
+ * a stand-in listener, or rules rendered for review, are legitimate.
+ */
+function selfRedirectWarnings(redirects: Redirect[], usersNamed: boolean): string[] {
+  const loopback = redirects.filter((r) => isLoopbackEndpoint(r.to));
+  if (usersNamed || loopback.length === 0) return [];
+  return [
+    `${loopback.map(redirectText).join(', ')}: a listener on loopback runs in this namespace; without --proxy-uid (the proxy's user) or --agent-uid, the proxy's own connections are redirected to itself`,
+  ];
 }
 
 function epKey(e: Endpoint): string {

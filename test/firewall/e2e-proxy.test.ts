@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { ADDR, CLI, HERE, ROOT, createTopology, nsRun, probe, startInNs, type Topology } from './netns.js';
+import { ADDR, CLI, HERE, createTopology, nsRun, probe, startInNs, startServe, type Topology } from './netns.js';
 
 // The issue's end-to-end proof: agent namespace confined by the companion rules, the real proxy in the
 // gateway namespace, an origin namespace standing in for the internet.
@@ -15,7 +15,7 @@ describe.each([
 ])('end to end through the real proxy with $name rules', (variant) => {
   let topo: Topology;
   const children: ChildProcess[] = [];
-  let proxyOut = '';
+  let proxyOutput = () => '';
   const logDir = mkdtempSync(join(tmpdir(), 'ae-e2e-'));
   const logFile = join(logDir, 'decisions.jsonl');
 
@@ -25,18 +25,10 @@ describe.each([
   beforeAll(async () => {
     topo = createTopology();
     children.push(await startInNs(topo.origin, join(HERE, 'origin.mjs')));
-    const proxy = spawn('ip', ['netns', 'exec', topo.gateway, 'node', join(ROOT, 'bin', 'agent-egress.js'), 'serve',
-      '--listen', `${ADDR.gw4}:3128`, '--allow', `${ADDR.web4}:80`, '--allow-address', '198.51.100.0/24', '--log-file', logFile,
-      '--data-dir', join(logDir, 'data'), '--admin-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(proxy);
-    proxy.stdout!.setEncoding('utf8').on('data', (d: string) => (proxyOut += d));
-    proxy.stderr!.setEncoding('utf8').on('data', (d: string) => (proxyOut += d));
-    // Bounded wait for the proxy to say it listens (a loaded CI machine can take a while to start node).
-    for (let i = 0; i < 120 && !proxyOut.includes('agent-egress proxy listening'); i++) {
-      if (proxy.exitCode !== null) throw new Error(`proxy exited: ${proxyOut}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    if (!proxyOut.includes('agent-egress proxy listening')) throw new Error(`proxy did not start: ${proxyOut}`);
+    const proxy = await startServe(topo.gateway, ['--listen', `${ADDR.gw4}:3128`, '--allow', `${ADDR.web4}:80`, '--allow-address', '198.51.100.0/24',
+      '--log-file', logFile, '--data-dir', join(logDir, 'data'), '--admin-listen', '127.0.0.1:0']);
+    children.push(proxy.child);
+    proxyOutput = proxy.output;
     const r = nsRun(topo.agent, ['node', CLI, 'firewall', 'apply', ...variant.tool, '--proxy', `${ADDR.gw4}:3128`]);
     if (r.code !== 0) throw new Error(`apply failed: ${r.stderr}`);
   });
@@ -78,7 +70,7 @@ describe.each([
       rec = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((x) => x.id === id);
       if (!rec) await new Promise((r) => setTimeout(r, 50));
     }
-    expect(rec, proxyOut.slice(-2000)).toMatchObject({ verdict: 'deny', host: ADDR.denied4, status: 403, reason: 'no_rule' });
+    expect(rec, proxyOutput().slice(-2000)).toMatchObject({ verdict: 'deny', host: ADDR.denied4, status: 403, reason: 'no_rule' });
   });
 
   it('4. the counters show the dropped direct attempts', () => {
@@ -90,16 +82,10 @@ describe.each([
   });
 
   it('4b. a proxy on the same host exports those counters in /metrics (--firewall-metrics)', async () => {
-    const local = spawn('ip', ['netns', 'exec', topo.agent, 'node', join(ROOT, 'bin', 'agent-egress.js'), 'serve',
-      '--listen', '127.0.0.1:0', '--no-decision-log', '--data-dir', join(logDir, 'data-local'), '--admin-listen', '127.0.0.1:0',
-      '--firewall-metrics', variant.name], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(local);
-    let out = '';
-    local.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
-    for (let i = 0; i < 120 && !out.includes('agent-egress proxy listening'); i++) await new Promise((r) => setTimeout(r, 250));
-    const line = out.split('\n').find((l) => l.includes('agent-egress proxy listening'));
-    expect(line, out).toBeDefined();
-    const admin = (JSON.parse(line!) as { admin: string }).admin;
+    const local = await startServe(topo.agent, ['--listen', '127.0.0.1:0', '--no-decision-log', '--data-dir', join(logDir, 'data-local'),
+      '--admin-listen', '127.0.0.1:0', '--firewall-metrics', variant.name]);
+    children.push(local.child);
+    const admin = local.listening.admin as string;
     // Loopback is confined too: the namespace's own users reach the admin port only once a rule names it.
     // Re-applying resets the counters, so refuse one more packet before reading them.
     expect(probe(topo.agent, 'tcp', '127.0.0.1', Number(admin.split(':')[1])).error).toBe('ECONNREFUSED');
@@ -111,7 +97,7 @@ describe.each([
     expect(m.stdout).toMatch(new RegExp(`agent_egress_firewall_in_place\\{tool="${variant.name}",family="ipv4"\\} 1`));
     const packets = Number(new RegExp(`agent_egress_firewall_refused_packets\\{tool="${variant.name}",family="ipv4"\\} (\\d+)`).exec(m.stdout)?.[1]);
     expect(packets).toBeGreaterThan(0);
-    local.kill('SIGTERM');
+    local.child.kill('SIGTERM');
   });
 
   it('5. a broken rule set changes nothing; removing the rules restores direct access', () => {

@@ -3,23 +3,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ADDR, CLI, HERE, NOBODY, ROOT, asUser, createTopology, nsRun, probe, startInNs, startListener, type Topology } from './netns.js';
+import { ADDR, CLI, HERE, NOBODY, ROOT, asUser, createTopology, nsRun, probe, startInNs, startListener, type Topology, RULE_VARIANTS, CONFINE_MODES } from './netns.js';
 
 // Loopback is confined like everything else (issue 16): in the agent's namespace the real proxy, its
 // admin API and its DNS filter run as root, the agent as `nobody`. The agent reaches the proxy's
 // listeners, what --allow-dest names and its own --agent-local-port servers; nothing else on 127.0.0.0/8,
 // ::1 or the namespace's own addresses.
-const VARIANTS = [
-  { name: 'nftables', tool: ['--tool', 'nftables'], backend: null },
-  { name: 'iptables (nft backend)', tool: ['--tool', 'iptables', '--backend', 'nft'], backend: 'nft' },
-  { name: 'iptables (legacy backend)', tool: ['--tool', 'iptables', '--backend', 'legacy'], backend: 'legacy' },
-] as const;
+const VARIANTS = RULE_VARIANTS;
 
-/** Who the rule confines: everyone but the proxy's uid, or only the agent's uid. */
-const MODES = [
-  { name: 'everyone but --proxy-uid 0', flags: ['--proxy-uid', '0'] },
-  { name: 'only --agent-uid nobody', flags: ['--agent-uid', String(NOBODY)] },
-] as const;
+const MODES = CONFINE_MODES;
 
 interface Svc {
   child: ChildProcess;

@@ -3,14 +3,10 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ADDR, CLI, HERE, NOBODY, createTopology, nsRun, probe, startInNs, type Topology } from './netns.js';
+import { ADDR, CLI, HERE, NOBODY, createTopology, nsRun, probe, startInNs, type Topology, RULE_VARIANTS } from './netns.js';
 
 // Each rendering is proven against real kernel rules in its own fresh namespaces.
-const VARIANTS = [
-  { name: 'nftables', tool: ['--tool', 'nftables'] },
-  { name: 'iptables (nft backend)', tool: ['--tool', 'iptables', '--backend', 'nft'], backend: 'nft' },
-  { name: 'iptables (legacy backend)', tool: ['--tool', 'iptables', '--backend', 'legacy'], backend: 'legacy' },
-] as const;
+const VARIANTS = RULE_VARIANTS;
 
 const PROXY_FLAGS = ['--proxy', `${ADDR.gw4}:3128`, '--proxy', `[${ADDR.gw6}]:3128`];
 
@@ -18,7 +14,7 @@ describe.each(VARIANTS)('companion firewall in a network namespace: $name', (var
   let topo: Topology;
   const children: ChildProcess[] = [];
   let tmp: string;
-  const backend = 'backend' in variant ? variant.backend : null;
+  const backend = variant.backend;
 
   const cli = (...args: string[]) => nsRun(topo.agent, ['node', CLI, 'firewall', ...args]);
   /** Everything the agent namespace's rule tool shows, without counters: "changed nothing" means equal. */

@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -35,6 +35,7 @@ export const ADDR = {
 export const NOBODY = 65534;
 
 let readableDir: string | null = null;
+const copied = new Set<string>();
 
 /**
  * A copy of a test script that any user can read. The checkout may sit in a private directory (a 0700
@@ -49,8 +50,13 @@ export function readableScript(name: string): string {
     readableDir = dir;
   }
   const dest = join(readableDir, basename(name));
-  copyFileSync(join(HERE, name), dest);
-  chmodSync(dest, 0o644);
+  // Copied once: copying again while a process started a moment ago is still reading the file would hand
+  // it a truncated script (tests start several listeners at once).
+  if (!copied.has(dest)) {
+    copyFileSync(join(HERE, name), dest);
+    chmodSync(dest, 0o644);
+    copied.add(dest);
+  }
   return dest;
 }
 
@@ -192,4 +198,50 @@ export function probe(ns: string, proto: 'tcp' | 'udp', host: string, port: numb
   } catch {
     return { ok: false, error: `probe failed: ${r.stderr || r.stdout}` };
   }
+}
+
+/** Every rule tool the namespace tests load into a real kernel. */
+export const RULE_VARIANTS = [
+  { name: 'nftables', tool: ['--tool', 'nftables'], backend: null },
+  { name: 'iptables (nft backend)', tool: ['--tool', 'iptables', '--backend', 'nft'], backend: 'nft' },
+  { name: 'iptables (legacy backend)', tool: ['--tool', 'iptables', '--backend', 'legacy'], backend: 'legacy' },
+] as const;
+
+/** Who the rule confines: everyone but the proxy's uid, or only the agent's uid. */
+export const CONFINE_MODES = [
+  { name: 'everyone but --proxy-uid 0', flags: ['--proxy-uid', '0'] },
+  { name: 'only --agent-uid nobody', flags: ['--agent-uid', String(NOBODY)] },
+] as const;
+
+/** `agent-egress firewall ARGS` on this host (render needs no namespace); exit code and both outputs, never a throw. */
+export function firewallCli(...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync('node', [CLI, 'firewall', ...args], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+export interface ServeInNs {
+  child: ChildProcess;
+  /** Everything it printed so far (stdout and stderr). */
+  output(): string;
+  /** The parsed `agent-egress proxy listening` line. */
+  listening: Record<string, unknown>;
+}
+
+/** Start the real proxy (`serve ARGS`) inside a namespace and wait, bounded, for it to say it listens. */
+export async function startServe(ns: string, args: string[]): Promise<ServeInNs> {
+  const child = spawn('ip', ['netns', 'exec', ns, 'node', join(ROOT, 'bin', 'agent-egress.js'), 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  // A loaded CI machine can take a while to start node.
+  for (let i = 0; i < 120 && !out.includes('agent-egress proxy listening'); i++) {
+    if (child.exitCode !== null) throw new Error(`proxy exited: ${out}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const line = out.split('\n').find((l) => l.includes('agent-egress proxy listening'));
+  if (!line) {
+    child.kill('SIGKILL');
+    throw new Error(`proxy did not start: ${out}`);
+  }
+  return { child, output: () => out, listening: JSON.parse(line) as Record<string, unknown> };
 }

@@ -1,19 +1,12 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { CLI, ROOT } from './netns.js';
+import { ROOT, firewallCli } from './netns.js';
 
-const render = (...args: string[]) => {
-  try {
-    return { code: 0, stdout: execFileSync('node', [CLI, 'firewall', 'render', ...args], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] }), stderr: '' };
-  } catch (e) {
-    const err = e as { status: number; stdout: string; stderr: string };
-    return { code: err.status, stdout: err.stdout, stderr: err.stderr };
-  }
-};
+const render = (...args: string[]) => firewallCli('render', ...args);
 
 describe('firewall render: one name for the tool, the port that was given', () => {
   it('--tool is the name for every command; --format is the same option on render', () => {

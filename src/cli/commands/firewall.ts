@@ -12,7 +12,7 @@ import {
 } from '../../firewall/apply.js';
 import { renderIptables } from '../../firewall/iptables.js';
 import { renderNftables } from '../../firewall/nftables.js';
-import { FirewallOptionError, parseAllowedDest, parseEndpoint, parseFirewallOptions, type RawFirewallFlags } from '../../firewall/options.js';
+import { FirewallOptionError, parseAllowedDest, parseEndpoint, parseFirewallOptions, type FirewallOptions, type RawFirewallFlags } from '../../firewall/options.js';
 import { checkName, DEFAULT_AGENT_LABELS, DEFAULT_PROXY_LABELS, parseLabels, renderKubernetes } from '../../firewall/kubernetes.js';
 import { checkDockerName, checkHostPath, renderDocker } from '../../firewall/docker.js';
 
@@ -26,6 +26,13 @@ function ruleOptions(cmd: Command): Command {
     .option('--dns-server <addr[:port]>', 'resolver the agent may query over UDP/TCP (repeatable; default none)', collect)
     .option('--allow-dest <cidr[:ports]>', 'extra destination the agent may reach, e.g. 10.0.5.7:11434 or 127.0.0.1/32:5432 (repeatable)', collect)
     .option('--agent-local-port <ports>', 'ports on this host\'s own addresses (lo) for servers the agent runs itself, e.g. 3000,5173-5180 (repeatable; default none)', collect)
+    .option(
+      '--transparent <[port=]addr:port>',
+      'transparent capture: redirect the agent\'s TCP to the captured ports to the proxy\'s --transparent-listen; HOST:PORT serves captured port i at PORT+i, PORT=HOST:PORT maps one port (repeatable, one HOST:PORT per IP family)',
+      collect,
+    )
+    .option('--capture-ports <ports>', 'the ports --transparent HOST:PORT captures, in the order serve numbers them (default 80,443)', collect)
+    .option('--dns <addr[:port]>', 'redirect the agent\'s UDP and TCP port 53 to this filtering resolver (serve --dns-listen; repeatable, one per IP family)', collect)
     .addOption(new Option('--action <action>', 'what happens to everything else').choices(['reject', 'drop']).default('reject'))
     .option('--log-prefix <text>', 'kernel log prefix of refused packets')
     .option('--log-rate <perMinute>', 'log at most this many refused packets a minute');
@@ -96,13 +103,23 @@ function deploymentDnsPort(flags: CliFlags): number {
   return ports.size === 0 ? 53 : [...ports][0];
 }
 
+/** Parse the rule options, saying on stderr what they would probably get wrong. */
+function ruleSet(flags: CliFlags): FirewallOptions {
+  const o = parseFirewallOptions(flags);
+  for (const w of o.warnings) process.stderr.write(`agent-egress firewall: warning: ${w}\n`);
+  return o;
+}
+
 export function renderFor(flags: CliFlags): string {
   const tool = renderTool(flags);
+  if ((tool === 'kubernetes' || tool === 'docker') && (flags.transparent || flags.capturePorts || flags.dns)) {
+    throw new FirewallOptionError(`--transparent, --capture-ports and --dns are nftables/iptables rules: in ${tool}, apply them in the agent's network namespace (see docs/deploy.md)`);
+  }
   switch (tool) {
     case 'nftables':
-      return renderNftables(parseFirewallOptions(flags));
+      return renderNftables(ruleSet(flags));
     case 'iptables': {
-      const o = parseFirewallOptions(flags);
+      const o = ruleSet(flags);
       const fams = flags.family === '4' ? [4 as const] : flags.family === '6' ? [6 as const] : [4 as const, 6 as const];
       return fams.map((f) => renderIptables(o, f)).join('\n');
     }
@@ -157,6 +174,7 @@ function describe(st: FirewallStatus, counters: boolean): string {
     let l = `  IPv${f.family}: ${f.inPlace ? 'confined' : 'open'}`;
     l += f.loopbackConfined ? ', loopback confined' : ', loopback OPEN (apply the rules to confine it)';
     if (counters) l += `, refused ${f.refused.packets} packets (${f.refused.bytes} bytes)`;
+    if (f.redirects.length > 0) l += `, redirects ${f.redirects.map((r) => `${r.protocol}/${r.port} -> ${r.to}`).join(', ')}`;
     lines.push(l);
   }
   return lines.join('\n') + '\n';
@@ -165,7 +183,9 @@ function describe(st: FirewallStatus, counters: boolean): string {
 export function registerFirewall(program: Command): void {
   const fw = program
     .command('firewall')
-    .description('Companion firewall rules: the agent may reach the proxy and nothing else (IPv4 and IPv6).');
+    .description(
+      'Companion firewall rules: the agent may reach the proxy and nothing else (IPv4 and IPv6); with --transparent, its connections to the captured ports are redirected to the proxy (see docs/capture.md).',
+    );
 
   ruleOptions(fw.command('render').description('print the rules for a deployment'))
     .addOption(new Option('--tool <tool>', 'what to render for (default nftables)').choices([...RENDER_TOOLS]))
@@ -187,7 +207,7 @@ export function registerFirewall(program: Command): void {
 
   toolOptions(ruleOptions(fw.command('apply').description('apply the rules in this network namespace, atomically'))).action((flags: CliFlags) =>
     guarded(async () => {
-      const o = parseFirewallOptions(flags);
+      const o = ruleSet(flags);
       if (flags.tool === 'iptables') await applyIptables(o, flags.backend);
       else await applyNftables(o);
       process.stdout.write(`agent-egress firewall: ${flags.tool} rules applied (IPv4 and IPv6)\n`);
