@@ -180,6 +180,8 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
         // Bounded: at most 20 pages per wake-up; the next wake-up continues.
         for (let i = 0; i < 20 && !res.destroyed; i++) {
           const page = await opts.store.tailAfter(cursor, filter, 500);
+          // Ended while reading (the admin API closing ends every stream before their 'close' events).
+          if (res.writableEnded || res.destroyed) break;
           cursor = page.cursor;
           for (const r of page.records) res.write(`id: ${r.id}\nevent: decision\ndata: ${JSON.stringify(r)}\n\n`);
           if (page.records.length < 500) break;
@@ -196,7 +198,9 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     };
     const off = opts.store.onStored(() => void pump());
     // Approval queue changes ride the same stream, as `event: approval`.
-    const offApprovals = opts.approvals?.subscribe((e) => res.write(`event: approval\ndata: ${safeJson(e)}\n\n`));
+    const offApprovals = opts.approvals?.subscribe((e) => {
+      if (!res.writableEnded && !res.destroyed) res.write(`event: approval\ndata: ${safeJson(e)}\n\n`);
+    });
     const poll = setInterval(() => void pump(), opts.streamPollMs ?? 1000);
     const beat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
     poll.unref();
