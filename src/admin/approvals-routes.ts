@@ -26,13 +26,17 @@ const approveBody = {
 const denyBody = { type: 'object', additionalProperties: false, properties: { by } } as const;
 const emptyBody = { type: 'object', additionalProperties: false, properties: {} } as const;
 
+/** Who and where: what a pending approval and a grant both name. */
+const WHERE = {
+  id: { type: 'string' },
+  agent: { type: ['string', 'null'] },
+  host: { type: 'string' },
+  port: { type: ['integer', 'null'] },
+} as const;
 const pending = {
   type: 'object',
   properties: {
-    id: { type: 'string' },
-    agent: { type: ['string', 'null'] },
-    host: { type: 'string' },
-    port: { type: ['integer', 'null'] },
+    ...WHERE,
     method: { type: 'string' },
     createdAt: { type: 'string' },
     waiting: { type: 'integer' },
@@ -43,10 +47,7 @@ const pending = {
 const grant = {
   type: 'object',
   properties: {
-    id: { type: 'string' },
-    agent: { type: ['string', 'null'] },
-    host: { type: 'string' },
-    port: { type: ['integer', 'null'] },
+    ...WHERE,
     expiresAt: { type: ['string', 'null'] },
     always: { type: 'boolean' },
     by: { type: 'string' },

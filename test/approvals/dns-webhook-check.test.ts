@@ -153,7 +153,7 @@ describe('check answers ask as the proxy would', () => {
     const bad = await cli(['check', 'new.test', '--policy', policyFile, '--data-dir', d]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain(`${join(d, 'grants.yaml')}:3`);
-  });
+  }, 120_000);
 
   it('with --resolve, a name that resolves to a private address is denied, never ASK', async () => {
     const meta = join(dir, 'meta.yaml');
@@ -164,5 +164,27 @@ describe('check answers ask as the proxy would', () => {
     const ok = await cli(['check', '1.1.1.1:80', '--policy', meta, '--resolve', '--data-dir', dir]);
     expect(ok.code).toBe(3);
     expect(ok.stdout).toMatch(/^ASK/);
-  });
+  }, 120_000);
+});
+
+describe('serve flags', () => {
+  it('a bad approvals flag is one line and exit 2; a bad grants file stops serve with file and line', async () => {
+    for (const args of [
+      ['--approval-timeout', 'soon'],
+      ['--max-pending-approvals', '0'],
+      ['--approval-webhook', 'ftp://x'],
+    ]) {
+      const r = await cli(['serve', '--policy', policyFile, '--listen', '127.0.0.1:0', '--no-admin', ...args]);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+    }
+    const d = mkdtempSync(join(tmpdir(), 'ae-serve-grants-'));
+    const grants = join(d, 'g.yaml');
+    writeFileSync(grants, 'version: 1\nrules:\n  - name: grant:x\n    action: allow\n    hosts: ["bad host"]\n');
+    const r = await cli(['serve', '--policy', policyFile, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--data-dir', d, '--grants-file', grants]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${grants}:5`);
+    const help = await cli(['serve', '--help']);
+    for (const f of ['--approval-timeout', '--approval-dns-timeout', '--max-pending-approvals', '--max-pending-approvals-per-agent', '--grants-file', '--approval-webhook']) expect(help.stdout).toContain(f);
+  }, 120_000);
 });

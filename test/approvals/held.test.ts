@@ -234,7 +234,7 @@ describe('held requests, decided through the CLI and the API', () => {
       expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
       expect(r.stderr).not.toContain('\x1b');
     }
-  });
+  }, 120_000);
 
   it('the SSE stream carries approval events: pending, then resolved', async () => {
     const ac = new AbortController();
@@ -317,7 +317,7 @@ describe('grants', () => {
     } finally {
       await p.close();
     }
-  });
+  }, 120_000);
 
   it('a temporary grant for everyone lets others through, then expires and asks again; it is not kept across a restart', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ae-temp-'));
