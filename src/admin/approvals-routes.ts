@@ -62,6 +62,11 @@ const errors = { 400: error, 404: error, 409: error, 500: error } as const;
 
 const NAMES: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 409: 'Conflict', 500: 'Internal Server Error' };
 
+/** deny and revoke need nothing in their body: a POST without one means `{}`. */
+const EMPTY_IS_OBJECT = async (req: { body: unknown }): Promise<void> => {
+  if (req.body === undefined || req.body === null) req.body = {};
+};
+
 function refuse(reply: FastifyReply, err: unknown): FastifyReply {
   if (!(err instanceof ApprovalError)) throw err;
   return reply.code(err.status).send({ statusCode: err.status, error: NAMES[err.status], message: err.message });
@@ -98,7 +103,7 @@ export function registerApprovalRoutes(app: FastifyInstance, api: ApprovalsApi):
 
   app.post<{ Params: { id: string }; Body: { by?: string } }>(
     '/api/approvals/:id/deny',
-    { schema: { params: id, body: denyBody, response: { 200: ok, ...errors } } },
+    { schema: { params: id, body: denyBody, response: { 200: ok, ...errors } }, preValidation: EMPTY_IS_OBJECT },
     async (req, reply) => {
       try {
         api.broker.deny(req.params.id, req.body?.by);
@@ -130,7 +135,7 @@ export function registerApprovalRoutes(app: FastifyInstance, api: ApprovalsApi):
 
   app.post<{ Params: { id: string } }>(
     '/api/grants/:id/revoke',
-    { schema: { params: id, body: emptyBody, response: { 200: ok, ...errors } } },
+    { schema: { params: id, body: emptyBody, response: { 200: ok, ...errors } }, preValidation: EMPTY_IS_OBJECT },
     async (req, reply) => {
       try {
         await api.grants.revoke(req.params.id);

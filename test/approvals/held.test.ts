@@ -216,7 +216,11 @@ describe('held requests, decided through the CLI and the API', () => {
     }
     // Still pending after the refusals: nothing was decided by a bad request.
     expect((await pendingFor(p, 'one.test', origin.port)).id).toBe(a.id);
-    await api(p, `/api/approvals/${a.id}/deny`, {});
+    // deny needs nothing in its body: a POST without one (bearer token, no content type) is {}.
+    const { request } = await import('undici');
+    const bare = await request(`${p.admin!.url}/api/approvals/${a.id}/deny`, { method: 'POST', headers: { authorization: `Bearer ${p.admin!.token}` } });
+    expect(bare.statusCode).toBe(200);
+    expect(await bare.body.json()).toEqual({ ok: true });
     expect((await c.done).status).toBe(403);
   });
 
