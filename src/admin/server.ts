@@ -5,7 +5,7 @@ import type { ServerResponse } from 'node:http';
 import { REASONS } from '../policy/vocabulary.js';
 import { buildFilter, MAX_LIMIT, QueryError, type RawFilter } from '../decisions/query.js';
 import type { DecisionStore } from '../decisions/store/types.js';
-import { CursorError } from '../decisions/store/sqlite.js';
+import { CursorError } from '../decisions/store/cursor.js';
 import type { PolicyHolder } from '../policy/holder.js';
 import { isLoopbackHost } from '../net/endpoint.js';
 import { AdminConfigError, bearerMatches, parseListen } from './auth.js';
@@ -116,7 +116,27 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     return reply.code(code).send({ statusCode: code, error: code === 500 ? 'Internal Server Error' : err.name, message: code === 500 ? 'internal error' : err.message });
   });
 
-  app.get('/healthz', { schema: { response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } } } } } }, async () => ({ ok: true }));
+  // Still 200 when the store is degraded: the proxy serves (and queues or spools records); a restart would not help.
+  app.get(
+    '/healthz',
+    {
+      schema: {
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              ok: { type: 'boolean' },
+              store: { type: 'object', properties: { degraded: { type: 'boolean' }, pendingRecords: { type: 'integer' }, spooledRecords: { type: 'integer' }, droppedRecords: { type: 'integer' } } },
+            },
+          },
+        },
+      },
+    },
+    async () => {
+      const s = opts.store.stats();
+      return { ok: true, store: { degraded: s.degraded ?? s.failing, pendingRecords: s.pending, spooledRecords: s.spooled ?? 0, droppedRecords: s.dropped } };
+    },
+  );
   app.get('/readyz', async (_req, reply) => {
     const ready = opts.ready();
     return reply.code(ready ? 200 : 503).send({ ready });

@@ -1,5 +1,5 @@
 import { Counter, type Registry } from 'prom-client';
-import type { DecisionRecord } from './record.js';
+import { weightOf, type DecisionRecord } from './record.js';
 import type { DecisionSink } from './sink.js';
 import { displaySafe } from './display.js';
 import { WebhookSender, type WebhookTarget } from './webhook.js';
@@ -41,7 +41,9 @@ export interface SpikeOptions {
 
 interface AgentState {
   /** Deny times (ms) and destinations inside the window, oldest first. */
-  events: { t: number; host: string; port: number | null }[];
+  events: { t: number; host: string; port: number | null; w: number }[];
+  /** Denies the events stand for (a folded record counts its repeats). */
+  total: number;
   baseline: number;
   /** End of the window period the baseline last absorbed. */
   periodEnd: number;
@@ -109,7 +111,7 @@ export class SpikeDetector implements DecisionSink {
     if (st) this.agents.delete(key); // re-insert: Map order doubles as LRU
     else {
       if (this.agents.size >= this.o.maxAgents) this.agents.delete(this.agents.keys().next().value as string);
-      st = { events: [], baseline: 0, periodEnd: now + this.o.windowMs, periodCount: 0, firing: false };
+      st = { events: [], total: 0, baseline: 0, periodEnd: now + this.o.windowMs, periodCount: 0, firing: false };
     }
     this.agents.set(key, st);
     // Fold finished periods into the baseline (idle periods count as zero).
@@ -119,13 +121,15 @@ export class SpikeDetector implements DecisionSink {
       st.periodEnd += this.o.windowMs;
       if (st.periodEnd + this.o.windowMs * 50 < now) st.periodEnd = now + this.o.windowMs; // long idle: stop looping
     }
-    st.periodCount++;
-    st.events.push({ t: now, host: r.host, port: r.port });
+    const w = weightOf(r);
+    st.periodCount += w;
+    st.events.push({ t: now, host: r.host, port: r.port, w });
+    st.total += w;
     const from = now - this.o.windowMs;
     let drop = 0;
-    while (drop < st.events.length && st.events[drop].t <= from) drop++;
+    while (drop < st.events.length && st.events[drop].t <= from) st.total -= st.events[drop++].w;
     if (drop) st.events.splice(0, drop);
-    const n = st.events.length;
+    const n = st.total;
     if (st.firing) {
       if (n <= this.o.threshold * this.o.rearmRatio) st.firing = false;
       return;
@@ -140,7 +144,7 @@ export class SpikeDetector implements DecisionSink {
   tick(now = Date.now()): void {
     for (const st of this.agents.values()) {
       if (!st.firing) continue;
-      const n = st.events.filter((e) => e.t > now - this.o.windowMs).length;
+      const n = st.events.reduce((sum, e) => (e.t > now - this.o.windowMs ? sum + e.w : sum), 0);
       if (n <= this.o.threshold * this.o.rearmRatio) st.firing = false;
     }
   }
@@ -150,15 +154,15 @@ export class SpikeDetector implements DecisionSink {
     for (const e of st.events) {
       const k = `${e.host}:${e.port}`;
       const c = counts.get(k);
-      if (c) c.count++;
-      else counts.set(k, { host: e.host, port: e.port, count: 1 });
+      if (c) c.count += e.w;
+      else counts.set(k, { host: e.host, port: e.port, count: e.w });
     }
     const alert: SpikeAlert = {
       type: 'deny_spike',
       level: 'warn',
       time: new Date(now).toISOString(),
       agent,
-      denies: st.events.length,
+      denies: st.total,
       windowMs: this.o.windowMs,
       threshold: this.o.threshold,
       baseline: Math.round(st.baseline * 100) / 100,

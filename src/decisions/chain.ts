@@ -26,7 +26,7 @@ export function canonicalJson(value: unknown): string {
 // DecisionRecord's keys in sorted order: the fast path writes them in this order directly.
 const RECORD_KEYS = [
   'address', 'agent', 'bytesDown', 'bytesUp', 'client', 'detail', 'host', 'id', 'method', 'mode', 'path',
-  'policyHash', 'port', 'reason', 'rule', 'status', 'time', 'timings', 'verdict',
+  'policyHash', 'port', 'reason', 'replica', 'rule', 'status', 'time', 'timings', 'verdict',
 ] as const;
 const KNOWN = new Set<string>(RECORD_KEYS);
 
@@ -66,7 +66,7 @@ export interface ChainRow {
   json: string;
   hash: string;
   /** The indexed copies of record fields, checked against the JSON so a query cannot be fooled. */
-  columns: { id: string; timeMs: number; verdict: string; agent: string | null; host: string; reason: string; rule: string | null; weight?: number };
+  columns: { id: string; timeMs: number; verdict: string; agent: string | null; host: string; reason: string; rule: string | null; weight?: number; replica?: string };
 }
 
 export type ChainProblem = 'altered' | 'removed' | 'inserted';
@@ -134,5 +134,7 @@ function columnMismatch(row: ChainRow): string | null {
   if ((rec.rule ?? null) !== c.rule) return 'rule';
   // The count a summary adds up must be the one the hashed record carries.
   if (c.weight !== undefined && weightOf(rec) !== c.weight) return 'weight';
+  // A fleet store: the row's replica column (what a query filters by, whose chain it sits in) is the hashed one.
+  if (c.replica !== undefined && rec.replica !== c.replica) return 'replica';
   return null;
 }

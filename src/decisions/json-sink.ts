@@ -11,6 +11,8 @@ export interface JsonLinesOptions {
   maxBufferBytes?: number;
   /** On close, how long to wait for the reader to take what is buffered before giving up on it. Default 2 s. */
   closeTimeoutMs?: number;
+  /** What a record becomes on its line (record-format.ts); default the record itself. */
+  encode?: (record: DecisionRecord) => unknown;
   logger?: { error(obj: object, msg?: string): void; warn(obj: object, msg?: string): void };
 }
 
@@ -37,13 +39,15 @@ export class JsonLinesSink implements DecisionSink {
   private readonly timer: NodeJS.Timeout;
   private droppedCount = 0;
   private lossLogged = false;
-  private readonly o: Required<Omit<JsonLinesOptions, 'logger'>>;
+  private readonly o: Required<Omit<JsonLinesOptions, 'logger' | 'encode'>>;
+  private readonly encode: (record: DecisionRecord) => unknown;
 
   constructor(
     private readonly path?: string,
     private readonly opts: JsonLinesOptions = {},
   ) {
     this.o = { maxBufferBytes: opts.maxBufferBytes ?? 16 * 1024 * 1024, closeTimeoutMs: opts.closeTimeoutMs ?? 2000 };
+    this.encode = opts.encode ?? ((r) => r);
     this.out = openLineOut(path, this.o.maxBufferBytes, {
       onDrop: () => this.lose(1, 'the reader is not keeping up'),
       onError: (err) => {
@@ -86,7 +90,7 @@ export class JsonLinesSink implements DecisionSink {
       return;
     }
     // safeJson: the same JSON, but a recorded control or bidi character cannot act on a terminal tailing it.
-    this.out.write(safeJson(record) + '\n');
+    this.out.write(safeJson(this.encode(record)) + '\n');
     this.pending = true;
   }
 

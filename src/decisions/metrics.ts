@@ -82,6 +82,8 @@ export class DecisionMetrics implements DecisionSink {
     gauge('agent_egress_store_dropped_records', 'Decision records the store lost (failure or overflow) since start', () => s?.().dropped);
     gauge('agent_egress_store_written_records', 'Decision records committed since start', () => s?.().written);
     gauge('agent_egress_store_failing', '1 while the store cannot write', () => (s ? Number(s().failing) : undefined));
+    gauge('agent_egress_store_degraded', '1 while the store cannot take records now (failing, or a spool waits); the proxy still serves', () => (s ? Number(s().degraded ?? s().failing) : undefined));
+    gauge('agent_egress_store_spooled_records', 'Of the pending records, those in the local spool file (a PostgreSQL store during an outage)', () => (s ? (s().spooled ?? 0) : undefined));
     gauge('agent_egress_policy_reloads', 'Successful policy reloads since start', () => h?.state().reloads);
     gauge('agent_egress_policy_reload_failures', 'Failed policy reloads since start', () => h?.state().reloadFailures);
     gauge('agent_egress_policy_loaded_timestamp_seconds', 'When the active policy was loaded', () => {

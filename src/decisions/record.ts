@@ -49,6 +49,8 @@ export interface DecisionRecord {
   timings: { dnsMs: number | null; connectMs: number | null; totalMs: number | null };
   /** Hash of the policy the decision was made with. */
   policyHash: string | null;
+  /** The proxy replica that made the decision (`--replica-name`), set by a fleet store. */
+  replica?: string;
   /** For a request inside an inspected tunnel: the id of the tunnel's own record. */
   parent?: string;
   /** On a CONNECT record: true when the tunnel was inspected (its requests are records of their own). */

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
 import { logAdminAuth, resolveAdminAuth } from '../admin/token-file.js';
-import { createSqliteStore } from '../decisions/store/index.js';
+import { openStoreForAdmin } from '../decisions/store/index.js';
 import type { PolicyHolder, PolicyState } from '../policy/holder.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { formatListen, parseListen } from './listen.js';
@@ -43,8 +43,14 @@ export function isClusterWorker(): boolean {
 export function workerConfig(cfg: EgressConfig): EgressConfig {
   const admin = process.env[ADMIN_ENV];
   const self = admin ? [parseAdmin(admin)] : [];
-  return { ...cfg, admin: null, guardSelf: [...(cfg.guardSelf ?? []), ...self] };
+  const slot = process.env[SLOT_ENV];
+  // Each worker is its own writer: in a shared store, its own replica (and chain) under the process's name.
+  const store = cfg.store && cfg.store.location?.kind === 'postgres' && slot ? { ...cfg.store, replica: `${cfg.store.replica}-w${slot}` } : cfg.store;
+  return { ...cfg, store, admin: null, guardSelf: [...(cfg.guardSelf ?? []), ...self] };
 }
+
+const SLOT_ENV = 'AGENT_EGRESS_WORKER_SLOT';
+
 
 function parseAdmin(text: string): { address: string; port: number } {
   const l = parseListen(text);
@@ -128,7 +134,9 @@ export async function runPrimary(cfg: EgressConfig, workers: number, logger: Log
   const policy = new ClusterPolicyHolder(holder, broadcast);
 
   let admin: AdminServer | null = null;
-  const store = cfg.store ? createSqliteStore({ dataDir: cfg.store.dataDir, logger }) : null;
+  const store = cfg.store
+    ? await openStoreForAdmin({ location: cfg.store.location, dataDir: cfg.store.dataDir, logger })
+    : null;
   if (cfg.admin && store) {
     const aggregate = new AggregatorRegistry<PrometheusContentType>();
     aggregate.metrics = () => aggregate.clusterMetrics();
@@ -168,8 +176,9 @@ export async function runPrimary(cfg: EgressConfig, workers: number, logger: Log
   };
 
   const env = admin ? { [ADMIN_ENV]: formatListen(admin) } : {};
-  const fork = () => {
-    const w = cluster.fork(env);
+  // A slot outlives its worker: a re-forked worker writes as the same replica (and finds its spool).
+  const fork = (slot: number) => {
+    const w = cluster.fork({ ...env, [SLOT_ENV]: String(slot) });
     let cause: string | null = null;
     live.add(w);
     w.on('message', (m: unknown) => {
@@ -203,11 +212,11 @@ export async function runPrimary(cfg: EgressConfig, workers: number, logger: Log
       const delay = Math.min(RESTART_DELAY_MAX_MS, RESTART_DELAY_MS * 2 ** (crashes.length - 1));
       logger.error({ worker: w.id, code, signal, cause, restartInMs: delay }, 'worker exited; starting another');
       setTimeout(() => {
-        if (!stopping && !failure) fork();
+        if (!stopping && !failure) fork(slot);
       }, delay).unref();
     });
   };
-  for (let i = 0; i < workers; i++) fork();
+  for (let i = 0; i < workers; i++) fork(i + 1);
   if (cfg.watchMs && cfg.policyFile) holder.watch(cfg.watchMs);
   logger.info({ workers, admin: admin ? formatListen(admin) : null }, 'agent-egress primary started workers');
 

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { JsonLinesSink } from '../decisions/json-sink.js';
+import { recordEncoder, type RecordFormat } from '../decisions/record-format.js';
 import { FanoutSink, type DecisionSink } from '../decisions/sink.js';
 import { AddressGuard } from '../net/guard.js';
 import { createResolver } from '../net/resolve.js';
@@ -13,7 +14,8 @@ import { isLoopbackHost } from '../net/endpoint.js';
 import { formatListen, parseListen } from './listen.js';
 import { FilePolicyHolder } from './policy-holder.js';
 import { Registry } from 'prom-client';
-import { createSqliteStore, type SqliteDecisionStore } from '../decisions/store/index.js';
+import { createStoreWriter, isFleetStore, type DecisionStore, type StoreLocation } from '../decisions/store/index.js';
+import { FleetSpikeFeed } from '../decisions/fleet-alerts.js';
 import { DecisionMetrics } from '../decisions/metrics.js';
 import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
@@ -31,6 +33,8 @@ export interface EgressConfig {
   dnsServers: string[];
   /** JSON-lines decision log: a path, or undefined for stdout, or null for none (tests, benchmarks). */
   logFile?: string | null;
+  /** How the JSON-lines log writes a record: native (default) or OCSF events. */
+  recordFormat?: RecordFormat;
   logQuery?: boolean;
   limits?: Partial<ProxyLimits>;
   tls?: { certFile: string; keyFile: string; clientCaFile?: string };
@@ -43,8 +47,8 @@ export interface EgressConfig {
   /** Extra sinks (tests; the store and alerts are added here by serve). */
   sinks?: DecisionSink[];
   logger?: Logger;
-  /** The SQLite decision store; null/undefined = none. */
-  store?: { dataDir: string; retentionMs?: number; maxBytes?: number } | null;
+  /** The decision store (SQLite in dataDir unless `location` says otherwise); null/undefined = none. */
+  store?: { dataDir: string; retentionMs?: number; maxBytes?: number; location?: StoreLocation; replica?: string; maxMemory?: number } | null;
   /** The admin API (queries, metrics, reload); null/undefined = none. */
   admin?: { listen: string; token?: string; hosts?: string[]; noAuth?: boolean; metricsAuth?: boolean } | null;
   /** Spike alerts on denies (needs nothing else); null/undefined = defaults, false = off. */
@@ -73,7 +77,7 @@ export interface RunningEgress {
   sink: FanoutSink;
   logger: Logger;
   context(): VetContext;
-  store: SqliteDecisionStore | null;
+  store: DecisionStore | null;
   admin: AdminServer | null;
   dns: DnsFilterHandle | null;
   socks: { server: SocksServer; address: { address: string; port: number } } | null;
@@ -116,10 +120,18 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   });
 
   const sinks: DecisionSink[] = [...(cfg.sinks ?? [])];
-  const jsonLines = cfg.logFile !== null ? new JsonLinesSink(cfg.logFile, { logger }) : null;
+  const jsonLines = cfg.logFile !== null ? new JsonLinesSink(cfg.logFile, { logger, encode: recordEncoder(cfg.recordFormat) }) : null;
   if (jsonLines) sinks.unshift(jsonLines);
   const store = cfg.store
-    ? createSqliteStore({ dataDir: cfg.store.dataDir, retention: { maxAgeMs: cfg.store.retentionMs, maxBytes: cfg.store.maxBytes }, logger })
+    ? await createStoreWriter({
+        location: cfg.store.location,
+        dataDir: cfg.store.dataDir,
+        replica: cfg.store.replica,
+        retentionMs: cfg.store.retentionMs,
+        maxBytes: cfg.store.maxBytes,
+        maxMemory: cfg.store.maxMemory,
+        logger,
+      })
     : null;
   if (store) sinks.push(store);
   const registry = new Registry();
@@ -140,15 +152,18 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   );
   jsonLines?.registerMetrics(registry);
   if (cfg.firewallMetrics) registerFirewallMetrics(registry, cfg.firewallMetrics);
+  let fleetAlerts: FleetSpikeFeed | null = null;
   if (cfg.alerts !== false) {
-    sinks.push(
-      new SpikeDetector({
-        ...(cfg.alerts ?? {}),
-        registry,
-        // The detector writes the one warn line itself (escaped, one duration format).
-        logger,
-      }),
-    );
+    const detector = new SpikeDetector({
+      ...(cfg.alerts ?? {}),
+      registry,
+      // The detector writes the one warn line itself (escaped, one duration format).
+      logger,
+    });
+    // A shared store: one replica at a time (the lock holder) feeds every replica's stored denials to
+    // its detector, so a spike split across replicas is seen, and alerted once.
+    if (store && isFleetStore(store)) fleetAlerts = new FleetSpikeFeed(store, detector);
+    else sinks.push(detector);
   }
   const sink = new FanoutSink(sinks);
 
@@ -249,6 +264,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   }
   if (cfg.watchMs && cfg.policyFile) holder.watch(cfg.watchMs);
   if (cfg.watchMs) approvals.grants.watch(cfg.watchMs);
+  fleetAlerts?.start();
 
   let closing: Promise<void> | null = null;
   return {
@@ -269,6 +285,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         holder.close();
         // Held requests are denied at once, so draining does not wait out their approval timeout.
         await approvals.close();
+        await fleetAlerts?.close();
         await Promise.all([proxy.close(), dns?.close(), socks?.server.close()]);
         await admin?.close();
         // Last: every record the proxy and resolver produced while draining is in the store before exit.

@@ -10,6 +10,8 @@ import { Service } from 'kubernetes-models/v1/Service';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Namespace } from 'kubernetes-models/v1/Namespace';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
+import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler';
 import { parsePolicyText } from '../../src/policy/index.js';
 import { networkPolicy, DEFAULT_AGENT_LABELS, DEFAULT_PROXY_LABELS } from '../../src/firewall/kubernetes.js';
 import { parseAllowedDest } from '../../src/firewall/options.js';
@@ -74,6 +76,64 @@ describe('docker-compose.yml (gateway pattern)', () => {
   });
 });
 
+describe('docker-compose.fleet.yml (two proxies sharing one PostgreSQL store)', () => {
+  const base = parse(read('docker-compose.yml'));
+  const fleet = parse(read('docker-compose.fleet.yml'));
+  const validate = composeValidator();
+  // Compose's merge of an override, as far as these files use it: mappings merged key by key,
+  // lists (networks, command) appended.
+  const merge = (a: unknown, b: unknown): unknown => {
+    if (Array.isArray(a) && Array.isArray(b)) return [...new Set([...a, ...b])];
+    if (a && b && typeof a === 'object' && typeof b === 'object') {
+      const out: Record<string, unknown> = { ...(a as Record<string, unknown>) };
+      for (const [k, v] of Object.entries(b as Record<string, unknown>)) out[k] = k in out ? merge(out[k], v) : v;
+      return out;
+    }
+    return b;
+  };
+  const merged = merge(base, fleet) as typeof base;
+
+  it('is valid against the compose-spec schema, alone and merged over docker-compose.yml', () => {
+    expect(validate(fleet), JSON.stringify(validate.errors)).toBe(true);
+    expect(validate(merged), JSON.stringify(validate.errors)).toBe(true);
+    expect(Object.keys(merged.services).sort()).toEqual(['agent', 'egress', 'egress-2', 'postgres']);
+  });
+
+  it('PostgreSQL sits on an internal network only the proxies join; the agent cannot reach it', () => {
+    expect(merged.networks.store.internal).toBe(true);
+    expect(merged.services.postgres.networks).toEqual(['store']);
+    expect(merged.services.postgres.ports).toBeUndefined();
+    expect([...merged.services.egress.networks].sort()).toEqual(['agents', 'outside', 'store']);
+    expect(Object.keys(merged.services['egress-2'].networks).sort()).toEqual(['agents', 'outside', 'store']);
+    expect(merged.services.agent.networks).toEqual(['agents']);
+  });
+
+  it('both proxies use the store with the password from the environment, never in the file, each with its own replica name and spool', () => {
+    const proxies = ['egress', 'egress-2'].map((n) => merged.services[n]);
+    for (const p of proxies) {
+      const env = p.environment as Record<string, string>;
+      expect(env.AGENT_EGRESS_STORE).toMatch(/^postgres:\/\/agent_egress@postgres:5432\/agent_egress$/);
+      // No password in the URL's userinfo: the password is only ever interpolated from the environment.
+      expect(new URL(env.AGENT_EGRESS_STORE).password).toBe('');
+      expect(env.PGPASSWORD).toBe('${AGENT_EGRESS_PG_PASSWORD:?set AGENT_EGRESS_PG_PASSWORD}');
+      expect(p.depends_on.postgres.condition).toBe('service_healthy');
+    }
+    expect(merged.services.postgres.environment.POSTGRES_PASSWORD).toBe('${AGENT_EGRESS_PG_PASSWORD:?set AGENT_EGRESS_PG_PASSWORD}');
+    expect(new Set(proxies.map((p) => p.environment.AGENT_EGRESS_REPLICA_NAME)).size).toBe(2);
+    const spool = (p: { volumes: { target: string; source: string }[] }) => p.volumes.find((v) => v.target === '/var/lib/agent-egress')!.source;
+    expect(spool(proxies[0])).not.toBe(spool(proxies[1]));
+  });
+
+  it('the second proxy answers to the agent as "egress" too, hardened like the first', () => {
+    const e2 = merged.services['egress-2'];
+    expect(e2.networks.agents.aliases).toEqual(['egress']);
+    const e1 = merged.services.egress;
+    for (const k of ['read_only', 'user', 'cap_drop', 'security_opt', 'tmpfs', 'healthcheck']) expect(e2[k], k).toEqual(e1[k]);
+    expect(e2.command).toEqual(e1.command);
+    expect(e2.ports).toEqual(['127.0.0.1:3130:3129']);
+  });
+});
+
 describe('Dockerfile', () => {
   const df = read('Dockerfile');
   const final = df.slice(df.lastIndexOf('\nFROM '));
@@ -100,6 +160,8 @@ describe('Kubernetes manifests', () => {
   const [configMap] = docs('configmap.yaml');
   const [namespace] = docs('namespace.yaml');
   const [netpol] = docs('networkpolicy.yaml');
+  const [pdb] = docs('pdb.yaml');
+  const [hpa] = docs('hpa.yaml');
 
   it('are valid against the Kubernetes OpenAPI schemas', () => {
     expect(() => new Deployment(deployment).validate()).not.toThrow();
@@ -107,12 +169,70 @@ describe('Kubernetes manifests', () => {
     expect(() => new ConfigMap(configMap).validate()).not.toThrow();
     expect(() => new Namespace(namespace).validate()).not.toThrow();
     expect(() => new NetworkPolicy(netpol).validate()).not.toThrow();
+    expect(() => new PodDisruptionBudget(pdb).validate()).not.toThrow();
+    expect(() => new HorizontalPodAutoscaler(hpa).validate()).not.toThrow();
   });
 
   it('the schema check can fail', () => {
     const broken = structuredClone(deployment);
     broken.spec.replicas = 'two';
     expect(() => new Deployment(broken).validate()).toThrow();
+    expect(() => new HorizontalPodAutoscaler({ ...hpa, spec: { ...hpa.spec, minReplicas: 'two' } }).validate()).toThrow();
+    expect(() => new PodDisruptionBudget({ ...pdb, spec: { ...pdb.spec, minAvailable: { pods: 1 } } }).validate()).toThrow();
+  });
+
+  const container = () => deployment.spec.template.spec.containers[0];
+  const envOf = (name: string) => container().env.find((e: { name: string }) => e.name === name);
+
+  it('Deployment: the store URL and its password come from a Secret, never a literal; the replica name from the pod name', () => {
+    expect(envOf('AGENT_EGRESS_STORE').valueFrom.secretKeyRef).toEqual({ name: 'agent-egress-store', key: 'url' });
+    expect(envOf('PGPASSWORD').valueFrom.secretKeyRef).toEqual({ name: 'agent-egress-store', key: 'password' });
+    expect(envOf('AGENT_EGRESS_REPLICA_NAME').valueFrom.fieldRef).toEqual({ fieldPath: 'metadata.name' });
+    // No literal value anywhere names a database or carries a password, and no argument does either.
+    const c = container();
+    for (const e of c.env) expect(e.value, e.name).toBeUndefined();
+    expect(c.args.join(' ')).not.toMatch(/postgres|password|--store/i);
+    // The spool directory is a writable volume of its own.
+    const spool = c.volumeMounts.find((m: { mountPath: string }) => m.mountPath === '/var/lib/agent-egress');
+    expect(c.args).toContain('--data-dir=/var/lib/agent-egress');
+    expect(deployment.spec.template.spec.volumes.find((v: { name: string }) => v.name === spool.name).emptyDir).toBeDefined();
+  });
+
+  it('Deployment: the policy is the ConfigMap, mounted whole (a subPath mount would never see an update), so edits reload', () => {
+    const c = container();
+    const mount = c.volumeMounts.find((m: { name: string }) => m.name === 'policy');
+    expect(mount.subPath).toBeUndefined();
+    const vol = deployment.spec.template.spec.volumes.find((v: { name: string }) => v.name === 'policy');
+    expect(vol.configMap.name).toBe(configMap.metadata.name);
+    expect(c.args).toContain(`--policy=${mount.mountPath}/${Object.keys(configMap.data)[0]}`);
+    expect(c.args.some((a: string) => a.startsWith('--policy-poll=0'))).toBe(false);
+  });
+
+  it('Deployment: requests a CPU share the HPA can measure, and gives SIGTERM time to drain and flush', () => {
+    const c = container();
+    expect(c.resources.requests.cpu).toBe('500m');
+    expect(c.resources.requests.memory).toBeDefined();
+    expect(c.resources.limits.cpu).toBeDefined();
+    expect(deployment.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(20);
+    expect(c.lifecycle.preStop.exec.command).toEqual(['sleep', '5']);
+    expect(c.startupProbe.httpGet).toEqual({ path: '/healthz', port: 'admin' });
+  });
+
+  it('PodDisruptionBudget keeps a replica through drains, and a drain can still proceed', () => {
+    expect(pdb.spec.selector.matchLabels).toEqual(deployment.spec.template.metadata.labels);
+    expect(pdb.metadata.namespace).toBe(deployment.metadata.namespace);
+    expect(pdb.spec.minAvailable).toBeGreaterThanOrEqual(1);
+    expect(pdb.spec.minAvailable).toBeLessThan(hpa.spec.minReplicas);
+  });
+
+  it('HorizontalPodAutoscaler (autoscaling/v2) scales the Deployment on CPU, from 2 replicas up', () => {
+    expect(hpa.apiVersion).toBe('autoscaling/v2');
+    expect(hpa.spec.scaleTargetRef).toEqual({ apiVersion: 'apps/v1', kind: 'Deployment', name: deployment.metadata.name });
+    expect(hpa.metadata.namespace).toBe(deployment.metadata.namespace);
+    expect(hpa.spec.minReplicas).toBeGreaterThanOrEqual(2);
+    expect(hpa.spec.minReplicas).toBeLessThanOrEqual(deployment.spec.replicas);
+    expect(hpa.spec.maxReplicas).toBeGreaterThan(hpa.spec.minReplicas);
+    expect(hpa.spec.metrics).toEqual([{ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', averageUtilization: 70 } } }]);
   });
 
   it('Deployment: 2+ replicas, probes on the admin port, resources, non-root, read-only root, no host namespaces', () => {

@@ -40,11 +40,45 @@ describe('deployment commands use real serve flags', () => {
     expectKnownFlags(egress!.command!, ['--listen', '--policy']);
   });
 
+  it('docker-compose.fleet.yml second proxy command', () => {
+    const doc = parseAllDocuments(readFileSync(join(ROOT, 'docker-compose.fleet.yml'), 'utf8'))[0].toJS();
+    expectKnownFlags(doc.services['egress-2'].command, ['--listen', '--policy', '--data-dir']);
+  });
+
   it('Kubernetes Deployment args', () => {
     const docs = parseAllDocuments(readFileSync(join(ROOT, 'deploy/kubernetes/deployment.yaml'), 'utf8')).map((d) => d.toJS());
     const dep = docs.find((d) => d?.kind === 'Deployment');
     const args = dep.spec.template.spec.containers[0].args as string[];
     expect(args).toContain('serve');
     expectKnownFlags(args, ['--listen', '--policy']);
+  });
+});
+
+describe('deployment environment variables are ones serve reads', () => {
+  // A renamed variable would be ignored silently: the proxy would start on its defaults (a local SQLite
+  // store, the host name as replica name) instead of failing.
+  const served = async () => {
+    const { buildProgram } = (await import(join(ROOT, 'dist/cli/main.js'))) as { buildProgram: () => import('commander').Command };
+    const serve = buildProgram().commands.find((c) => c.name() === 'serve')!;
+    return new Set(serve.options.map((o) => (o as unknown as { envVar?: string }).envVar).filter(Boolean));
+  };
+  const composeEnv = (file: string) =>
+    Object.values(parseAllDocuments(readFileSync(join(ROOT, file), 'utf8'))[0].toJS().services as Record<string, { environment?: Record<string, string> }>).flatMap((s) =>
+      Object.keys(s.environment ?? {}),
+    );
+  const k8sEnv = () => {
+    const dep = parseAllDocuments(readFileSync(join(ROOT, 'deploy/kubernetes/deployment.yaml'), 'utf8')).map((d) => d.toJS()).find((d) => d?.kind === 'Deployment');
+    return (dep.spec.template.spec.containers[0].env as { name: string }[]).map((e) => e.name);
+  };
+
+  it.each([
+    ['deploy/kubernetes/deployment.yaml', k8sEnv, ['AGENT_EGRESS_ADMIN_TOKEN', 'AGENT_EGRESS_STORE', 'AGENT_EGRESS_REPLICA_NAME']],
+    ['docker-compose.fleet.yml', () => composeEnv('docker-compose.fleet.yml'), ['AGENT_EGRESS_ADMIN_TOKEN', 'AGENT_EGRESS_STORE', 'AGENT_EGRESS_REPLICA_NAME']],
+  ] as const)('%s', async (_file, names, atLeast) => {
+    const known = await served();
+    expect(known.size).toBeGreaterThan(20);
+    const used = names().filter((n) => n.startsWith('AGENT_EGRESS_'));
+    expect(used).toEqual(expect.arrayContaining([...atLeast]));
+    expect(used.filter((n) => !known.has(n))).toEqual([]);
   });
 });

@@ -2,13 +2,15 @@ import { Command, Option } from 'commander';
 import { adminClientFor, type AdminClient } from '../../admin/client.js';
 import { outcomeOf, weightOf, type DecisionRecord } from '../../decisions/record.js';
 import { buildFilter, MAX_LIMIT, QueryError, type RawFilter } from '../../decisions/query.js';
-import { openSqliteStoreReadOnly, type SqliteDecisionStore } from '../../decisions/store/sqlite.js';
-import { StoreUnavailableError, type QueryPage } from '../../decisions/store/types.js';
+import { openStoreReader, type StoreFlags } from '../../decisions/store/open.js';
+import { StoreUrlError } from '../../decisions/store/location.js';
+import { StoreUnavailableError, type DecisionStore, type QueryPage } from '../../decisions/store/types.js';
 import { renderSummary, type Summary } from '../../decisions/summary.js';
 import { displaySafe, safeJson, safeJsonText } from '../../decisions/display.js';
 import { parseHttpUrl } from '../parse.js';
+import { storeOption, storePasswordFileOption } from '../store-flags.js';
 
-export interface SourceOptions {
+export interface SourceOptions extends StoreFlags {
   dataDir?: string;
   url?: string;
   token?: string;
@@ -46,12 +48,12 @@ interface Source {
   close(): Promise<void>;
 }
 
-function openSource(o: SourceOptions): Source & { store?: SqliteDecisionStore; client?: AdminClient } {
+async function openSource(o: SourceOptions): Promise<Source & { store?: DecisionStore; client?: AdminClient }> {
   if (o.url) {
     const client = adminClientFor({ url: o.url, token: o.token, dataDir: o.dataDir });
     return { client, query: (r) => client.query(r), summary: (r) => client.summary(r), close: async () => {} };
   }
-  const store = openSqliteStoreReadOnly({ dataDir: o.dataDir ?? './data' });
+  const store = await openStoreReader(o);
   return { store, query: (r) => store.query(buildFilter(r)), summary: (r) => store.summary(buildFilter(r)), close: () => store.close() };
 }
 
@@ -192,9 +194,9 @@ export async function runQuery(o: LogOptions, out: Out = stdout): Promise<void> 
       cursor = page.nextCursor ?? undefined;
     } while (cursor && (limit === 0 || n < limit));
   } else {
-    const store = openSqliteStoreReadOnly({ dataDir: o.dataDir ?? './data' });
+    const store = await openStoreReader(o);
     try {
-      for (const json of store.iterateJson(buildFilter(raw), limit)) {
+      for await (const json of store.iterateJson(buildFilter(raw), limit)) {
         if (table) await emit(JSON.parse(json) as DecisionRecord);
         else await emit(json);
       }
@@ -215,7 +217,7 @@ function parseCliLimit(text: string): number {
 
 export async function runSummary(o: LogOptions, out: Out = stdout): Promise<void> {
   const raw = rawFilter({ ...o, since: o.since ?? '24h', limit: undefined });
-  const src = openSource(o);
+  const src = await openSource(o);
   try {
     const s = await src.summary(raw);
     out(o.json ? `${safeJson(s)}\n` : renderSummary(s));
@@ -234,7 +236,7 @@ export async function runTail(o: LogOptions, signal: AbortSignal, out: Out = std
     await adminClientFor({ url: o.url, token: o.token, dataDir: o.dataDir }).stream(raw, print, signal);
     return;
   }
-  const store = openSqliteStoreReadOnly({ dataDir: o.dataDir ?? './data' });
+  const store = await openStoreReader(o);
   const filter = buildFilter(raw);
   try {
     let cursor = (await store.tailAfter(null)).cursor;
@@ -249,13 +251,21 @@ export async function runTail(o: LogOptions, signal: AbortSignal, out: Out = std
   }
 }
 
-export async function runVerify(o: { dataDir?: string; since?: string; json?: boolean }, out: Out = stdout): Promise<boolean> {
+export async function runVerify(o: StoreFlags & { since?: string; json?: boolean }, out: Out = stdout): Promise<boolean> {
   const f = buildFilter({ since: o.since });
-  const store = openSqliteStoreReadOnly({ dataDir: o.dataDir ?? './data' });
+  const store = await openStoreReader(o);
   try {
     const v = await store.verify({ sinceMs: f.sinceMs });
     if (o.json) out(`${JSON.stringify(v)}\n`);
-    else if (v.ok) out(`ok: ${v.checked} records verified (seq ${v.firstSeq ?? '-'}..${v.lastSeq ?? '-'}), head hash ${v.headHash}\n`);
+    else if (v.replicas) {
+      // A fleet store: one chain per replica, each reported.
+      const lines = v.replicas.map((r) =>
+        r.ok
+          ? `  ${displaySafe(r.replica)}: ok, ${r.checked} records (seq ${r.firstSeq ?? '-'}..${r.lastSeq ?? '-'}), head hash ${r.headHash}`
+          : `  ${displaySafe(r.replica)}: FAILED: ${displaySafe(r.message)} (${r.checked} records verified before it)`,
+      );
+      out(`${v.ok ? 'ok' : 'FAILED'}: ${v.checked} records verified in ${v.replicas.length} replica chain(s)\n${lines.join('\n')}${lines.length ? '\n' : ''}`);
+    } else if (v.ok) out(`ok: ${v.checked} records verified (seq ${v.firstSeq ?? '-'}..${v.lastSeq ?? '-'}), head hash ${v.headHash}\n`);
     else out(`FAILED: ${v.message}\n  ${v.checked} records verified before it\n`);
     return v.ok;
   } finally {
@@ -278,6 +288,8 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 function sourceOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--data-dir <dir>', 'directory of the decision store (read directly, read-only); with --url, where serve keeps the admin token').env('AGENT_EGRESS_DATA_DIR').default('./data'))
+    .addOption(storeOption())
+    .addOption(storePasswordFileOption())
     .option('--url <url>', 'read through the admin API instead, e.g. http://127.0.0.1:3129', parseHttpUrl)
     .option('--token <token>', 'admin API bearer token (default: $AGENT_EGRESS_ADMIN_TOKEN, else <data-dir>/admin-token when this user can read it)');
 }
@@ -303,6 +315,9 @@ async function guarded(fn: () => Promise<unknown>): Promise<void> {
   } catch (err) {
     if (err instanceof QueryError) {
       process.stderr.write(`agent-egress: --${err.message}\n`);
+      process.exitCode = 2;
+    } else if (err instanceof StoreUrlError) {
+      process.stderr.write(`agent-egress: ${err.message}\n`);
       process.exitCode = 2;
     } else if (err instanceof StoreUnavailableError || (err as Error).name === 'AdminClientError' || (err as Error).name === 'CursorError') {
       process.stderr.write(`agent-egress: ${(err as Error).message}\n`);
@@ -334,9 +349,11 @@ export function registerLog(program: Command): void {
     .command('verify')
     .description('check the hash chain; exit 1 at the first altered, removed or inserted record')
     .option('--data-dir <dir>', 'directory of the decision store', './data')
+    .addOption(storeOption())
+    .addOption(storePasswordFileOption())
     .option('--since <when>', 'start at the first record from this time (trusts the record before it)')
     .option('--json', 'print the result as JSON')
-    .action((o: { dataDir?: string; since?: string; json?: boolean }) =>
+    .action((o: StoreFlags & { since?: string; json?: boolean }) =>
       guarded(async () => {
         if (!(await runVerify(o))) process.exitCode = 1;
       }),

@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { RECORD_FORMATS, resolveLogFormats } from '../../decisions/record-format.js';
 import { PolicyError } from '../../policy/types.js';
 import { DEFAULT_LIMITS } from '../../proxy/options.js';
 import { formatListen } from '../../runtime/listen.js';
@@ -7,6 +8,7 @@ import { buildPolicy } from '../../runtime/policy-holder.js';
 import { createOpLogger, OP_LOG_FORMATS, reportModeWarning, type OpLogFormat } from '../../runtime/oplog.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
+import { replicaNameOption, serveStoreConfig, storeOption, storePasswordFileOption, storeQueueOption } from '../store-flags.js';
 import { listValue, parseDurationMs, parseHttpUrl, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;
@@ -29,7 +31,8 @@ export function registerServe(program: Command): void {
     .addOption(opt('--no-decision-log', 'do not write JSON-lines decision records', 'NO_DECISION_LOG'))
     .addOption(opt('--log-query', 'keep query strings in recorded paths (off: queries often carry tokens)', 'LOG_QUERY'))
     .addOption(opt('--log-level <level>', 'operational log level (stderr)', 'LOG_LEVEL').choices(['debug', 'info', 'warn', 'error']).default('info'))
-    .addOption(opt('--log-format <format>', 'operational log format: auto = pretty on a terminal, JSON lines otherwise', 'LOG_FORMAT').choices(OP_LOG_FORMATS).default('auto'))
+    .addOption(opt('--log-format <format>', 'operational log format: auto = pretty on a terminal, JSON lines otherwise; ocsf = shorthand for --record-format ocsf', 'LOG_FORMAT').choices([...OP_LOG_FORMATS, 'ocsf']).default('auto'))
+    .addOption(opt('--record-format <format>', 'decision records (JSON lines): native, or ocsf = OCSF 1.5 events (HTTP/Network/DNS Activity, docs/siem.md) (default: native)', 'RECORD_FORMAT').choices(RECORD_FORMATS))
     .addOption(opt('--tls-cert <file>', 'serve the proxy over TLS with this certificate (clients use HTTPS_PROXY=https://…)', 'TLS_CERT'))
     .addOption(opt('--tls-key <file>', 'private key for --tls-cert', 'TLS_KEY'))
     .addOption(opt('--client-ca <file>', 'require client certificates signed by this CA; their CN/SAN identify agents (cert_names)', 'CLIENT_CA'))
@@ -48,8 +51,12 @@ export function registerServe(program: Command): void {
     .addOption(opt('--shutdown-grace <dur>', 'on SIGTERM/SIGINT, time for in-flight work to finish', 'SHUTDOWN_GRACE').argParser(parseDurationMs).default(DEFAULT_LIMITS.shutdownGraceMs, '10s'))
     .addOption(opt('--policy-poll <dur>', 'how often to check the policy file for changes (0 = only SIGHUP/API)', 'POLICY_POLL').argParser((v) => (v === '0' ? 0 : parseDurationMs(v))).default(1_000, '1s'))
     .addOption(opt('--policy-settle <dur>', 'load a changed policy file only once it stayed unchanged this long (0 = at once)', 'POLICY_SETTLE').argParser((v) => (v === '0' ? 0 : parseDurationMs(v))).default(2_000, '2s'))
-    .addOption(opt('--data-dir <dir>', 'where the SQLite decision store lives', 'DATA_DIR').default('./data'))
-    .addOption(opt('--no-store', 'do not keep decisions in the SQLite store (also disables the admin API)', 'NO_STORE'))
+    .addOption(opt('--data-dir <dir>', 'where the SQLite decision store, the admin token and (PostgreSQL store) the outage spool live', 'DATA_DIR').default('./data'))
+    .addOption(storeOption())
+    .addOption(storePasswordFileOption())
+    .addOption(replicaNameOption())
+    .addOption(storeQueueOption())
+    .addOption(opt('--no-store', 'do not keep decisions in a store (also disables the admin API)', 'NO_STORE'))
     .addOption(opt('--retention <dur>', 'delete stored decisions older than this, e.g. 30d', 'RETENTION').argParser(parseDurationMs))
     .addOption(opt('--retention-size <size>', 'keep the store under this size, e.g. 2GB (oldest deleted first)', 'RETENTION_SIZE').argParser(parseSize))
     .addOption(opt('--admin-listen <host:port>', 'admin API (queries, /metrics, reload, page); bearer token required on every address (see --admin-token)', 'ADMIN_LISTEN').default('127.0.0.1:3129'))
@@ -78,7 +85,12 @@ export function registerServe(program: Command): void {
     .addOption(opt('--approval-webhook <url>', 'approvals: POST each new pending approval here (JSON with a Slack-compatible text field)', 'APPROVAL_WEBHOOK').argParser(parseHttpUrl))
     .addOption(opt('--workers <n|auto>', 'processes sharing the listeners (node:cluster); auto = one per core', 'WORKERS').default('1'))
     .action(async (o) => {
-      const logger = createOpLogger({ level: o.logLevel, format: o.logFormat as OpLogFormat });
+      const formats = resolveLogFormats(o.logFormat, o.recordFormat);
+      if ('error' in formats) {
+        console.error(`agent-egress serve: ${formats.error}`);
+        process.exit(2);
+      }
+      const logger = createOpLogger({ level: o.logLevel, format: formats.opLog as OpLogFormat });
       if (!!o.tlsCert !== !!o.tlsKey) {
         console.error('agent-egress: --tls-cert and --tls-key go together');
         process.exit(2);
@@ -91,12 +103,20 @@ export function registerServe(program: Command): void {
         console.error('agent-egress: --inspect-ca and --inspect-ca-key go together');
         process.exit(2);
       }
+      let storeCfg;
+      try {
+        storeCfg = o.store === false ? null : serveStoreConfig(o);
+      } catch (err) {
+        console.error(`agent-egress: ${(err as Error).message}`);
+        process.exit(2);
+      }
       const cfg: EgressConfig = {
         listen: o.listen,
         policyFile: o.policy,
         flags: { allow: listValue(o.allow), deny: listValue(o.deny), allowAddress: listValue(o.allowAddress) },
         dnsServers: listValue(o.dnsServer),
         logFile: o.decisionLog === false ? null : o.logFile,
+        recordFormat: formats.records,
         logQuery: !!o.logQuery,
         watchMs: o.policyPoll,
         policySettleMs: o.policySettle,
@@ -115,7 +135,7 @@ export function registerServe(program: Command): void {
           shutdownGraceMs: o.shutdownGrace,
         },
         logger,
-        store: o.store === false ? null : { dataDir: o.dataDir, retentionMs: o.retention, maxBytes: o.retentionSize },
+        store: storeCfg ? { dataDir: o.dataDir, retentionMs: o.retention, maxBytes: o.retentionSize, ...storeCfg } : null,
         admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken, hosts: listValue(o.adminHost), noAuth: o.adminAuth === false, metricsAuth: !!o.metricsAuth },
         alerts:
           o.alerts === false
@@ -175,7 +195,8 @@ export function registerServe(program: Command): void {
           admin: r.admin ? formatListen(r.admin) : null,
           dns: r.dns ? r.dns.listeners.map(formatListen) : null,
           socks: r.socks ? formatListen(r.socks.address) : null,
-          store: r.store ? o.dataDir : null,
+          store: storeCfg ? storeCfg.location.display : null,
+          replica: storeCfg?.location.kind === 'postgres' ? storeCfg.replica : undefined,
           policy: o.policy ?? '<flags>',
           policyHash: r.holder.current().hash,
         },

@@ -2,10 +2,12 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { buildFilter, QueryError } from '../../decisions/query.js';
 import type { DecisionRecord } from '../../decisions/record.js';
-import { openSqliteStoreReadOnly } from '../../decisions/store/sqlite.js';
+import { openStoreReader, type StoreFlags } from '../../decisions/store/open.js';
 import { PolicyError } from '../../policy/types.js';
+import { StoreUrlError } from '../../decisions/store/location.js';
+import { storeOption, storePasswordFileOption } from '../store-flags.js';
 
-export interface SuggestCliOptions {
+export interface SuggestCliOptions extends StoreFlags {
   dataDir?: string;
   since?: string;
   agent?: string;
@@ -23,7 +25,7 @@ export async function runSuggest(
   // Read first: a missing policy file is reported before the store is opened.
   const current = o.policy ? { text: readFileSync(o.policy, 'utf8'), file: o.policy } : undefined;
   const f = buildFilter({ since: o.since ?? '24h', agent: o.agent });
-  const store = openSqliteStoreReadOnly({ dataDir: o.dataDir ?? './data' });
+  const store = await openStoreReader(o);
   const records: DecisionRecord[] = [];
   try {
     let cursor: string | undefined;
@@ -59,6 +61,8 @@ export function registerSuggest(policyCommand: Command): void {
     )
     .addOption(new Option('--policy <file>', 'the policy to start from: kept whole, additions appended and marked').env('AGENT_EGRESS_POLICY'))
     .option('--data-dir <dir>', 'directory of the decision store', './data')
+    .addOption(storeOption())
+    .addOption(storePasswordFileOption())
     .option('--since <when>', 'decisions from this time: a duration back (24h, 7d) or ISO-8601', '24h')
     .option('--agent <name>', 'only this agent')
     .option('-o, --output <file>', 'write the policy here instead of stdout, and say what was added')
@@ -69,6 +73,11 @@ export function registerSuggest(policyCommand: Command): void {
         // A bad --since is bad input (exit 2); an unreadable store or file is a failure (exit 1).
         if (err instanceof PolicyError) {
           process.stderr.write(`agent-egress policy suggest: invalid policy: ${err.message}\n`);
+          process.exitCode = 2;
+          return;
+        }
+        if (err instanceof StoreUrlError) {
+          process.stderr.write(`agent-egress policy suggest: ${err.message}\n`);
           process.exitCode = 2;
           return;
         }

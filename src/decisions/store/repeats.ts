@@ -90,3 +90,47 @@ function keyOf(r: DecisionRecord): string {
   const client = r.client.replace(/:\d+$/, '');
   return JSON.stringify([r.agent, client, r.method, r.host, r.port, r.path, r.reason, r.rule, r.mode, r.status]);
 }
+
+/**
+ * The front of every store writer: repeated identical denials folded, everything else handed to `enqueue`
+ * in order; counted folds settled every second (so a fold whose window ended is written even when nothing
+ * else arrives) and all of them on close, so a clean shutdown loses no count.
+ */
+export class RepeatIntake {
+  private readonly folder: RepeatFolder | null;
+  private readonly timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    opts: RepeatOptions | false | undefined,
+    private readonly enqueue: (r: DecisionRecord) => void,
+    now: () => number = Date.now,
+  ) {
+    this.folder = opts === false ? null : new RepeatFolder(opts || {});
+    if (this.folder) {
+      this.timer = setInterval(() => this.settle(now()), 1000);
+      this.timer.unref();
+    }
+  }
+
+  offer(rec: DecisionRecord): void {
+    if (!this.folder) return this.enqueue(rec);
+    const out: DecisionRecord[] = [];
+    this.folder.offer(rec, out);
+    for (const r of out) this.enqueue(r);
+  }
+
+  private settle(now: number): void {
+    if (!this.folder || this.folder.size === 0) return;
+    const out: DecisionRecord[] = [];
+    this.folder.drain(now, out);
+    for (const r of out) this.enqueue(r);
+  }
+
+  /** Stop the timer and return every fold still counting. */
+  close(): DecisionRecord[] {
+    if (this.timer) clearInterval(this.timer);
+    const out: DecisionRecord[] = [];
+    this.folder?.drain(Infinity, out);
+    return out;
+  }
+}

@@ -6,9 +6,13 @@ import { FAILURE_REASONS, weightOf, type DecisionRecord } from '../record.js';
 import { DEFAULT_LIMIT, MAX_LIMIT, hostGlobToSqlite, type QueryFilter } from '../query.js';
 import { GENESIS_HASH, canonicalRecordJson, chainHash, verifyChain, type ChainRow, type VerifyResult } from '../chain.js';
 import type { Summary } from '../summary.js';
-import { RepeatFolder, type RepeatOptions } from './repeats.js';
+import { FlushTimer } from './flush-timer.js';
+import { RepeatIntake, type RepeatOptions } from './repeats.js';
+import { encodeCursor, decodeCursor, decodeTailCursor, CursorError } from './cursor.js';
+import { SqlParams, whereSql, type SqlDialect } from './sql-filter.js';
 import { StoreUnavailableError, type DecisionStore, type QueryPage, type StoreStats, type TailPage } from './types.js';
 
+export { CursorError };
 export const DEFAULT_DB_FILE = 'decisions.sqlite';
 
 /** Anything with pino's error(obj, msg) shape. */
@@ -106,37 +110,18 @@ export function timeMsOf(time: string): number {
   return Number.isFinite(ms) ? ms : 0;
 }
 
-function encodeCursor(timeMs: number, seq: number): string {
-  return Buffer.from(`${timeMs}:${seq}`).toString('base64url');
-}
-
-function decodeCursor(c: string): { timeMs: number; seq: number } {
-  const m = /^(-?\d{1,16}):(\d{1,16})$/.exec(Buffer.from(c, 'base64url').toString());
-  if (!m) throw new CursorError('cursor: not a cursor from a previous page');
-  return { timeMs: Number(m[1]), seq: Number(m[2]) };
-}
-
-export class CursorError extends Error {
-  override name = 'CursorError';
-}
+/** SQLite's placeholders and GLOB (a literal `[` escaped as `[[]`: GLOB reads it as a class). */
+const SQLITE: SqlDialect = {
+  placeholder: () => '?',
+  glob: (column, glob, bind) =>
+    // Paths live in the record's JSON only: a filter on them scans within the other conditions.
+    column === 'path' ? `json_extract(json, '$.path') GLOB ${bind(glob.replace(/\[/g, '[[]'))}` : `host GLOB ${bind(hostGlobToSqlite(glob))}`,
+};
 
 function where(f: QueryFilter, extra: string[] = [], params: unknown[] = []): { sql: string; params: unknown[] } {
-  const c = [...extra];
-  const p = [...params];
-  if (f.sinceMs !== undefined) (c.push('time_ms >= ?'), p.push(f.sinceMs));
-  if (f.untilMs !== undefined) (c.push('time_ms < ?'), p.push(f.untilMs));
-  if (f.verdict !== undefined) (c.push('verdict = ?'), p.push(f.verdict));
-  if (f.agent !== undefined) (c.push('agent = ?'), p.push(f.agent));
-  if (f.reason !== undefined) (c.push('reason = ?'), p.push(f.reason));
-  if (f.rule !== undefined) (c.push('rule = ?'), p.push(f.rule));
-  // Paths live in the record's JSON only: a filter on them scans within the other conditions.
-  if (f.path !== undefined) (c.push("json_extract(json, '$.path') GLOB ?"), p.push(f.path.replace(/\[/g, '[[]')));
-  if (f.host !== undefined) {
-    // An exact host uses the index; a glob scans within the other conditions.
-    if (/[*?[]/.test(f.host)) (c.push('host GLOB ?'), p.push(hostGlobToSqlite(f.host)));
-    else (c.push('host = ?'), p.push(f.host.toLowerCase()));
-  }
-  return { sql: c.length ? `WHERE ${c.join(' AND ')}` : '', params: p };
+  const p = new SqlParams(SQLITE);
+  for (const v of params) p.bind(v);
+  return whereSql(f, SQLITE, extra.map((e) => () => e), p);
 }
 
 /**
@@ -148,15 +133,13 @@ export class SqliteDecisionStore implements DecisionStore {
   readonly file: string;
   private db: Database.Database | null = null;
   private buffer: Pending[] = [];
-  private timer: NodeJS.Timeout | null = null;
   private retentionTimer: NodeJS.Timeout | null = null;
   private retryAt = 0;
   private closed = false;
   private lastErrorReport = 0;
   private listeners = new Set<() => void>();
   private counters = { dropped: 0, written: 0, retained: 0, failing: false };
-  private readonly repeats: RepeatFolder | null;
-  private repeatTimer: NodeJS.Timeout | null = null;
+  private readonly repeats: RepeatIntake | null;
   /** How many decisions a row stands for, in SQL: the weight column, or 1 in a store from before it. */
   private weight = 'weight';
   private readonly o: Required<Omit<SqliteStoreOptions, 'retention' | 'repeats' | 'logger' | 'onError' | 'dataDir' | 'fileName'>>;
@@ -172,12 +155,7 @@ export class SqliteDecisionStore implements DecisionStore {
       retryMs: opts.retryMs ?? 1000,
       busyTimeoutMs: opts.busyTimeoutMs ?? 5000,
     };
-    this.repeats = opts.readonly || opts.repeats === false ? null : new RepeatFolder(opts.repeats || {});
-    if (this.repeats) {
-      // Settles counted folds whose window ended even when nothing else arrives.
-      this.repeatTimer = setInterval(() => this.settleRepeats(Date.now()), 1000);
-      this.repeatTimer.unref();
-    }
+    this.repeats = opts.readonly ? null : new RepeatIntake(opts.repeats, (r) => this.enqueue(r));
     if (!opts.readonly && opts.retention && (opts.retention.maxAgeMs || opts.retention.maxBytes)) {
       this.retentionTimer = setInterval(() => this.runRetention(), opts.retention.intervalMs ?? 60_000);
       this.retentionTimer.unref();
@@ -229,10 +207,7 @@ export class SqliteDecisionStore implements DecisionStore {
       this.counters.dropped++;
       return;
     }
-    if (!this.repeats) return this.enqueue(record);
-    const out: DecisionRecord[] = [];
-    this.repeats.offer(record, out);
-    for (const r of out) this.enqueue(r);
+    this.repeats?.offer(record);
   }
 
   private enqueue(record: DecisionRecord): void {
@@ -246,25 +221,16 @@ export class SqliteDecisionStore implements DecisionStore {
     else this.schedule(this.o.flushIntervalMs);
   }
 
-  private settleRepeats(now: number): void {
-    if (!this.repeats || this.repeats.size === 0) return;
-    const out: DecisionRecord[] = [];
-    this.repeats.drain(now, out);
-    for (const r of out) this.enqueue(r);
-  }
-
-  private schedule(delay: number): void {
-    if (this.timer) {
-      if (delay > 0) return;
-      clearTimeout(this.timer);
-    }
-    const wait = Math.max(delay, this.retryAt - Date.now());
-    this.timer = setTimeout(() => {
-      this.timer = null;
+  private readonly flusher = new FlushTimer(
+    () => {
       this.flush();
       if (this.buffer.length > 0 && !this.closed) this.schedule(this.counters.failing ? this.o.retryMs : 0);
-    }, wait);
-    this.timer.unref();
+    },
+    () => this.retryAt,
+  );
+
+  private schedule(delay: number): void {
+    this.flusher.schedule(delay);
   }
 
   /** Commit everything buffered (in batches). Returns false when the store failed; records stay buffered. */
@@ -362,16 +328,10 @@ export class SqliteDecisionStore implements DecisionStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.flusher.cancel();
     if (this.retentionTimer) clearInterval(this.retentionTimer);
-    if (this.repeatTimer) clearInterval(this.repeatTimer);
-    this.timer = null;
     // Every counted fold is written: a clean shutdown loses no count.
-    if (this.repeats) {
-      const out: DecisionRecord[] = [];
-      this.repeats.drain(Infinity, out);
-      for (const r of out) this.buffer.push({ rec: r, at: Date.now() });
-    }
+    for (const r of this.repeats?.close() ?? []) this.buffer.push({ rec: r, at: Date.now() });
     if (this.buffer.length > 0 && !this.flush()) {
       // One last try failed: these records are lost, and counted.
       for (const p of this.buffer) this.counters.dropped += weightOf(p.rec);
@@ -604,8 +564,7 @@ export class SqliteDecisionStore implements DecisionStore {
     const db = this.open();
     const head = (db.prepare('SELECT max(seq) FROM decisions').pluck().get() as number | null) ?? 0;
     if (cursor === null) return { records: [], cursor: String(head) };
-    if (!/^\d{1,16}$/.test(cursor)) throw new CursorError('cursor: not a tail cursor');
-    const w = where({ ...f, cursor: undefined, limit: undefined }, ['seq > ?', 'seq <= ?'], [Number(cursor), head]);
+    const w = where({ ...f, cursor: undefined, limit: undefined }, ['seq > ?', 'seq <= ?'], [decodeTailCursor(cursor), head]);
     const rows = db.prepare(`SELECT seq, json FROM decisions ${w.sql} ORDER BY seq LIMIT ?`).all(...w.params, limit) as { seq: number; json: string }[];
     const next = rows.length === limit ? rows[rows.length - 1].seq : head;
     return { records: rows.map((r) => JSON.parse(r.json) as DecisionRecord), cursor: String(next) };
@@ -655,7 +614,7 @@ function registerDomainFunction(db: Database.Database): void {
 }
 
 /** The writer the proxy uses: never throws, even when the directory or file is unusable (it retries). */
-export function createSqliteStore(opts: SqliteStoreOptions = {}): SqliteDecisionStore {
+export function createSqliteStore(opts: SqliteStoreOptions & { file?: string } = {}): SqliteDecisionStore {
   const store = new SqliteDecisionStore(opts);
   try {
     store.open();

@@ -31,6 +31,10 @@ export interface StoreStats {
   failing: boolean;
   /** Records deleted by retention (since start). */
   retained: number;
+  /** Of `pending`, records in the local spool file (a store that spools). */
+  spooled?: number;
+  /** The store cannot take records now (failing, or a spool waits to be delivered); the proxy still serves. */
+  degraded?: boolean;
 }
 
 /**
@@ -43,11 +47,17 @@ export interface DecisionStore extends DecisionSink {
   summary(filter: QueryFilter): Promise<Summary>;
   /** Records stored after `cursor` (null = start at the current head, returning none). */
   tailAfter(cursor: string | null, filter?: QueryFilter, limit?: number): Promise<TailPage>;
-  verify(opts?: { sinceMs?: number }): Promise<VerifyResult>;
+  /** Checks every chain in the store; a store of several replicas reports each in `replicas`. */
+  verify(opts?: { sinceMs?: number }): Promise<VerifyResult & { replicas?: ReplicaVerifyResult[] }>;
+  /** Every matching record's stored JSON, newest first; `limit` 0 or undefined = all (constant memory). */
+  iterateJson(f: QueryFilter, limit?: number): Iterable<string> | AsyncIterable<string>;
   stats(): StoreStats;
   /** Called after each committed batch (this process's writes only). */
   onStored(fn: () => void): () => void;
 }
+
+/** One replica's chain, as `log verify` reports it. */
+export type ReplicaVerifyResult = VerifyResult & { replica: string };
 
 export class StoreUnavailableError extends Error {
   override name = 'StoreUnavailableError';
