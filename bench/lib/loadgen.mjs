@@ -93,7 +93,9 @@ export function s1Op({ proxy, originPort, tlsInside = false }) {
       };
       const inner = () => {
         if (!tlsInside) return exchange(raw);
-        const t = tls.connect({ socket: raw, rejectUnauthorized: false, minVersion: 'TLSv1.3' }, () => exchange(t));
+        // The tunnel goes to an IP literal: no SNI (RFC 6066), where node would otherwise send "localhost",
+        // which the tunnel content check refuses unless the policy allows that name.
+        const t = tls.connect({ socket: raw, servername: '', rejectUnauthorized: false, minVersion: 'TLSv1.3' }, () => exchange(t));
         t.on('error', fail);
       };
       raw.on('connect', () => {

@@ -30,6 +30,8 @@ export interface AdminServerOptions {
   logger?: Logger;
   /** Names besides IP literals and localhost that the admin API answers to (DNS rebinding guard). */
   hosts?: string[];
+  /** Transparent capture: which captured port each listener stands for (shown in /healthz). */
+  transparent?: () => { capturedPort: number; address: string; port: number }[];
   /** How often the SSE stream polls the store for other processes' writes. Default 1000 ms. */
   streamPollMs?: number;
   /** The approvals queue and grants (src/admin/approvals-routes.ts); absent = no approvals API. */
@@ -116,6 +118,7 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     return reply.code(code).send({ statusCode: code, error: code === 500 ? 'Internal Server Error' : err.name, message: code === 500 ? 'internal error' : err.message });
   });
 
+  const bindingSchema = { type: 'object', properties: { capturedPort: { type: 'integer' }, address: { type: 'string' }, port: { type: 'integer' } } };
   // Still 200 when the store is degraded: the proxy serves (and queues or spools records); a restart would not help.
   app.get(
     '/healthz',
@@ -127,6 +130,7 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
             properties: {
               ok: { type: 'boolean' },
               store: { type: 'object', properties: { degraded: { type: 'boolean' }, pendingRecords: { type: 'integer' }, spooledRecords: { type: 'integer' }, droppedRecords: { type: 'integer' } } },
+              transparent: { type: 'array', items: bindingSchema },
             },
           },
         },
@@ -134,7 +138,9 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     },
     async () => {
       const s = opts.store.stats();
-      return { ok: true, store: { degraded: s.degraded ?? s.failing, pendingRecords: s.pending, spooledRecords: s.spooled ?? 0, droppedRecords: s.dropped } };
+      const t = opts.transparent?.() ?? [];
+      const store = { degraded: s.degraded ?? s.failing, pendingRecords: s.pending, spooledRecords: s.spooled ?? 0, droppedRecords: s.dropped };
+      return t.length ? { ok: true, store, transparent: t } : { ok: true, store };
     },
   );
   app.get('/readyz', async (_req, reply) => {

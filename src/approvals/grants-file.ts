@@ -106,6 +106,7 @@ export function grantRule(g: Pick<Grant, 'id' | 'host' | 'port'>, pos = { file: 
     inspect: false,
     secrets: [],
     setHeaders: [],
+    protocols: null,
     pos,
   };
 }

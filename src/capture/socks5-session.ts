@@ -215,7 +215,8 @@ class Session {
       return emit(core, rec, t0);
     }
     replies.established(upstream);
-    if (head.length > 0) upstream.write(head);
+    // Bytes pipelined after the request are the tunnel's first: back on the socket for the content check.
+    if (head.length > 0) socket.unshift(head);
     splice(core, rec, t0, socket, upstream);
   }
 

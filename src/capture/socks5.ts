@@ -2,9 +2,9 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { startRecord } from '../decisions/record.js';
 import type { DecisionSink } from '../decisions/sink.js';
-import { clientLabel, emit, type ProxyCore } from '../proxy/core.js';
+import { clientLabel, emit, rawCore, type ProxyCore } from '../proxy/core.js';
 import { ConnectionCount } from '../proxy/admission.js';
-import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits } from '../proxy/options.js';
+import { SOCKET_HIGH_WATER_MARK, type ProxyLimits } from '../proxy/options.js';
 import { settle } from '../proxy/record.js';
 import type { VetContext } from '../proxy/vet.js';
 import { serveSocks } from './socks5-session.js';
@@ -31,19 +31,7 @@ export class SocksServer {
   private isDraining = false;
 
   constructor(opts: SocksServerOptions) {
-    this.core = {
-      context: opts.context,
-      sink: opts.sink,
-      limits: { ...DEFAULT_LIMITS, ...opts.limits },
-      recordOpts: { logQuery: false },
-      logger: opts.logger,
-      counters: { activeTunnels: 0, activeRequests: 0 },
-      draining: () => this.isDraining,
-      tunnels: new Set(),
-      // SOCKS5 connections are never handed to an HTTP parser.
-      reattach: (socket) => socket.destroy(),
-      inspect: null,
-    };
+    this.core = rawCore(opts, () => this.isDraining);
     if (opts.inspector) this.core.inspect = { inspector: opts.inspector, server: createInnerServer(this.core) };
     this.listener = createServer({ noDelay: true, highWaterMark: SOCKET_HIGH_WATER_MARK }, (s) => this.admit(s));
   }

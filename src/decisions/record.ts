@@ -55,6 +55,11 @@ export interface DecisionRecord {
   parent?: string;
   /** On a CONNECT record: true when the tunnel was inspected (its requests are records of their own). */
   inspected?: boolean;
+  /**
+   * How the connection reached the proxy when the agent did not address it: `transparent` for a
+   * connection the companion firewall redirected (the name came from its SNI or Host). Absent otherwise.
+   */
+  capture?: 'transparent';
   /** Names (never values) of the secrets brokered into this request. */
   secrets?: string[];
   /** Free-form detail, e.g. the Host header mismatch, the addresses the guard refused, the DNS qtype. */

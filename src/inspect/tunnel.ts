@@ -5,6 +5,7 @@ import { Client, errors as undiciErrors } from 'undici';
 import { roundMs, startRecord, type DecisionRecord } from '../decisions/record.js';
 import { type Reason } from '../policy/vocabulary.js';
 import type { Target } from '../net/target.js';
+import { normalizeHost } from '../net/host.js';
 import { emit, type ProxyCore } from '../proxy/core.js';
 import { DialError } from '../proxy/dial.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from '../proxy/headers.js';
@@ -158,7 +159,22 @@ export async function handleInspected(
   if (replies) replies.established(first.socket);
   else socket.write(`HTTP/1.1 200 Connection established\r\nX-Agent-Egress-Decision: ${rec.id}\r\n\r\n`);
   if (head.length > 0) socket.unshift(head);
-  const tls = new TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: ['http/1.1'] });
+  const tls = new TLSSocket(socket, {
+    isServer: true,
+    secureContext,
+    ALPNProtocols: ['http/1.1'],
+    // The proxy's own upstream TLS always names the tunnel's host, so another SNI fronts nothing here; it
+    // is still a client asking for another server than it was allowed, refused as on raw tunnels, and
+    // during the handshake, so no request is ever decrypted.
+    SNICallback: (servername, cb) => {
+      const why = sniMismatch(servername, target);
+      if (why === null) return cb(null, secureContext);
+      settle(rec, { verdict: 'deny', mode: v.mode, reason: 'sni_mismatch', rule: null, status: 200 });
+      rec.detail = { ...rec.detail, sni: why.sni, error: why.message, tunnelRule: v.rule };
+      if (v.mode === 'report') cb(null, secureContext);
+      else cb(new Error(why.message));
+    },
+  });
   const tunnel: Tunnel = { core, ctx, agent, target, v, parent: rec, client: rec.client, address: first.address, upstream, ca: inspector.upstreamCa };
   TUNNELS.set(tls, tunnel);
 
@@ -178,6 +194,19 @@ export async function handleInspected(
   socket.on('close', finish);
   socket.setTimeout(core.limits.tunnelIdleMs, finish);
   inner.emit('connection', tls);
+}
+
+/** The SNI the client sent, when it names a host other than the tunnel's (IP-literal tunnels: not judged here). */
+function sniMismatch(sni: string, target: Target): { sni: string; message: string } | null {
+  if (sni === '' || target.host.kind !== 'name') return null;
+  let host;
+  try {
+    host = normalizeHost(sni);
+  } catch {
+    host = null;
+  }
+  if (host && host.kind === 'name' && host.value === target.host.value) return null;
+  return { sni: sni.slice(0, 255), message: `TLS names ${sni.slice(0, 255)}: the tunnel was authorised for ${target.host.value}` };
 }
 
 function upstreamFailure(err: unknown): { status: number; reason: Reason } {

@@ -133,3 +133,20 @@ export function parseCheckTarget(text: string): Target {
 export function formatAuthority(t: Target): string {
   return t.host.kind === 'ip' && t.host.family === 6 ? `[${t.host.value}]:${t.port}` : `${t.host.value}:${t.port}`;
 }
+
+/** A Host header value (or an absolute-form URL's authority): "host", "host:port", "[v6]", "[v6]:port". */
+export function parseHostHeader(text: string): { host: NormalizedHost; port: number | null } {
+  checkRaw(text);
+  if (/[/?#\\]/.test(text)) throw new TargetError('a Host is host[:port], without a path');
+  const { host, port } = splitAuthority(text, false);
+  return { host: parseHost(host), port: port === null ? null : parsePort(port) };
+}
+
+/** The authority of an absolute-form request target ("http://host:port/path"), or null for origin form. */
+export function absoluteAuthority(target: string): string | null {
+  const m = SCHEME.exec(target);
+  if (!m) return null;
+  const rest = target.slice(m[0].length);
+  const end = rest.search(/[/?#]/);
+  return end === -1 ? rest : rest.slice(0, end);
+}

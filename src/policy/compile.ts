@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
-import type { Mode } from './vocabulary.js';
+import { DEFAULT_TUNNEL_PROTOCOLS, type Mode } from './vocabulary.js';
 import { embeddedIpv4, parseCidr, toWords, v4Text, type Cidr, type EmbeddedIpv4 } from '../net/ip.js';
 import { CidrIndex, NameIndex } from './host-index.js';
 import { compileRequestRule, type HttpFacts, type RequestMatcher } from './request-rules.js';
@@ -86,7 +86,12 @@ function compileRule(r: RuleSpec, order: number): CRule {
     methods: r.methods ? new Set(r.methods) : null,
     dnsTypes: r.dnsTypes ? new Set(r.dnsTypes) : null,
     request: compileRequestRule(r.request),
-    effects: Object.freeze({ inspect: r.inspect, secrets: Object.freeze([...r.secrets]), setHeaders: Object.freeze([...r.setHeaders]) }),
+    effects: Object.freeze({
+      inspect: r.inspect,
+      secrets: Object.freeze([...r.secrets]),
+      setHeaders: Object.freeze([...r.setHeaders]),
+      protocols: Object.freeze([...(r.protocols ?? DEFAULT_TUNNEL_PROTOCOLS)]),
+    }),
     cidrs,
     solo: allow && cidrs ? Object.freeze({ allowCidrs: cidrs as string[], denyCidrs: NO_STRINGS as string[], rules: [r.name] }) : null,
   };

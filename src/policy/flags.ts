@@ -67,7 +67,7 @@ export function applyFlags(base: PolicySpec | null, flags: PolicyFlags): PolicyS
 }
 
 /** A flag rule constrains no request detail and asks for nothing beyond letting it through. */
-const NO_EFFECTS = { request: { paths: null, query: null, matchHeaders: null }, inspect: false, secrets: [], setHeaders: [] };
+const NO_EFFECTS = { request: { paths: null, query: null, matchHeaders: null }, inspect: false, secrets: [], setHeaders: [], protocols: null };
 
 type Target = Pick<RuleSpec, 'hosts' | 'cidrs' | 'ports'>;
 

@@ -12,6 +12,7 @@ import {
 import { policyHash } from './compile.js';
 import { parsePathPattern, type RequestRuleSpec } from './request-rules.js';
 import { defaultPlaceholder, SECRET_REF } from './secrets.js';
+import { TUNNEL_PROTOCOLS, type TunnelProtocol } from './vocabulary.js';
 import { PolicyError, type AgentSpec, type HeaderSetting, type PolicySpec, type PortRange, type RuleSpec, type SecretSpec } from './types.js';
 
 /** Headers a rule may not set: the proxy owns framing, routing and its own credentials. */
@@ -242,6 +243,15 @@ function buildSpec(
     return out;
   }
 
+  /** `protocols`: the schema checked each item; duplicates are dropped, and inspect rules see TLS terminated. */
+  function protocolsOf(rule: Record<string, unknown>, rp: Path): TunnelProtocol[] | null {
+    if (!Array.isArray(rule.protocols)) return null;
+    if (rule.inspect === true) problems.at([...rp, 'protocols'], 'protocols does not apply to an inspect rule (its tunnels carry TLS the proxy terminates)');
+    const out: TunnelProtocol[] = [];
+    for (const p of rule.protocols) if ((TUNNEL_PROTOCOLS as readonly unknown[]).includes(p) && !out.includes(p as TunnelProtocol)) out.push(p as TunnelProtocol);
+    return out;
+  }
+
   const rulesOf = (v: unknown, path: Path): RuleSpec[] => {
     const out: RuleSpec[] = [];
     if (!Array.isArray(v)) return out;
@@ -316,12 +326,13 @@ function buildSpec(
         });
       }
       const setHeaders = headersOf(rule.headers, [...rp, 'headers'], secrets);
+      const protocols = protocolsOf(rule, rp);
       if (action !== 'allow') {
-        for (const k of ['inspect', 'secrets', 'headers'] as const) {
+        for (const k of ['inspect', 'secrets', 'headers', 'protocols'] as const) {
           if (rule[k] !== undefined) problems.at([...rp, k], `${k} only applies to allow rules`, true);
         }
       }
-      out.push({ name, action, hosts, cidrs: ruleCidrs, ports, methods, dnsTypes, request, inspect, secrets, setHeaders, pos: { file, line: lineOf(rp) } });
+      out.push({ name, action, hosts, cidrs: ruleCidrs, ports, methods, dnsTypes, request, inspect, secrets, setHeaders, protocols, pos: { file, line: lineOf(rp) } });
     });
     return out;
   };

@@ -2,6 +2,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { HostError, normalizeHostPattern } from '../net/host.js';
 import { parseCidr } from '../net/ip.js';
 import type { PortRange } from './types.js';
+import { TUNNEL_PROTOCOLS } from './vocabulary.js';
 
 /**
  * The structural half of policy validation: shapes and types only. Meaning (hosts, CIDRs, ports,
@@ -54,6 +55,7 @@ const rule = {
       additionalProperties: false,
       properties: { by: { type: 'string', maxLength: 256 }, at: { type: 'string', maxLength: 64 }, approval: { type: 'string', maxLength: 64 } },
     },
+    protocols: { type: 'array', minItems: 1, items: { enum: TUNNEL_PROTOCOLS } },
   },
 } as const;
 

@@ -1,4 +1,4 @@
-import type { Mode, Reason, Verdict } from './vocabulary.js';
+import type { Mode, Reason, TunnelProtocol, Verdict } from './vocabulary.js';
 import type { NormalizedHost } from '../net/host.js';
 import type { HttpFacts, RequestRuleSpec } from './request-rules.js';
 import type { SecretTable } from './secrets.js';
@@ -38,6 +38,8 @@ export interface RuleSpec {
   secrets: string[];
   /** Allow rules: request headers set (replaced) on requests this rule allows; values may name a secret. */
   setHeaders: HeaderSetting[];
+  /** Allow rules: what an opaque tunnel this rule decides may carry; null = the default (tls, http). */
+  protocols: TunnelProtocol[] | null;
   pos: SourcePos;
 }
 
@@ -62,6 +64,8 @@ export interface RuleEffects {
   inspect: boolean;
   secrets: readonly string[];
   setHeaders: readonly HeaderSetting[];
+  /** What an opaque tunnel may carry (the tunnel content check); absent = the default (tls, http). */
+  protocols?: readonly TunnelProtocol[];
 }
 
 export interface AgentSpec {

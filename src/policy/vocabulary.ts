@@ -32,8 +32,22 @@ export const REASONS = [
   'approved', // an ask was held and a person approved it
   'approval_denied', // an ask was held and a person denied it, or the pending-approval bound was full
   'approval_timeout', // an ask was held and nobody decided within --approval-timeout
+  'sni_mismatch', // a tunnel's TLS ClientHello names another server than the one authorised
+  'host_mismatch', // a tunnel's plain HTTP request names another Host than the one authorised
+  'protocol_not_allowed', // a tunnel carries a protocol its rule does not allow (or nothing recognisable in time)
+  'no_name', // transparent capture: the connection offered no name (no SNI, no Host) within the header timeout
 ] as const;
 export type Reason = (typeof REASONS)[number];
+
+/**
+ * What an opaque tunnel may carry (a rule's `protocols`). The first bytes are checked against them:
+ * `tls` a ClientHello (its SNI must match), `http` a request head (its Host must match), `ssh` an SSH
+ * banner; `any` turns the check off (server-speaks-first protocols, custom ones).
+ */
+export const TUNNEL_PROTOCOLS = ['tls', 'http', 'ssh', 'any'] as const;
+export type TunnelProtocol = (typeof TUNNEL_PROTOCOLS)[number];
+/** Rules without `protocols`. */
+export const DEFAULT_TUNNEL_PROTOCOLS: readonly TunnelProtocol[] = Object.freeze(['tls', 'http']);
 
 export type Verdict = 'allow' | 'deny';
 export type Mode = 'enforce' | 'report';

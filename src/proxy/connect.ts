@@ -12,7 +12,8 @@ import { handleInspected } from '../inspect/tunnel.js';
 
 /**
  * CONNECT host:port. The client hears 200 only once the upstream socket is connected to a vetted
- * address; bytes the client pipelined after the request (head) go upstream untouched, never parsed.
+ * address; the client's first bytes (pipelined after the request head or not) are then checked against
+ * the authorised name and the rule's protocols (src/capture) and relayed unchanged.
  */
 export async function handleConnect(core: ProxyCore, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
   const t0 = performance.now();
@@ -87,6 +88,7 @@ export async function handleConnect(core: ProxyCore, req: IncomingMessage, socke
     return emit(core, rec, t0);
   }
   socket.write(`HTTP/1.1 200 Connection established\r\nX-Agent-Egress-Decision: ${rec.id}\r\n\r\n`);
-  if (head.length > 0) upstream.write(head);
+  // Bytes pipelined after the CONNECT head are the tunnel's first: back on the socket for the content check.
+  if (head.length > 0) socket.unshift(head);
   splice(core, rec, t0, socket, upstream);
 }

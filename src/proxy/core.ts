@@ -7,7 +7,7 @@ import { formatHostPort } from '../net/endpoint.js';
 import { canonicalPeer } from '../net/ip.js';
 import type { Identity } from '../policy/types.js';
 import { parseProxyAuthorization, type ProxyCredentials } from './auth.js';
-import type { ProxyLimits, RecordOptions } from './options.js';
+import { DEFAULT_LIMITS, type ProxyLimits, type RecordOptions } from './options.js';
 import type { VetContext } from './vet.js';
 import type { IncomingHttpHeaders, Server } from 'node:http';
 import type { Inspector } from '../inspect/tunnel.js';
@@ -31,6 +31,25 @@ export interface ProxyCore {
   inspect: { inspector: Inspector; server: Server } | null;
   /** Close hooks for open tunnels, so shutdown can end them after the grace period. */
   tunnels: Set<() => void>;
+}
+
+/**
+ * The core of a listener whose connections never reach an HTTP parser (SOCKS5, transparent capture):
+ * the same checks, sink and limits, its own counters, tunnels and draining flag, no inspection.
+ */
+export function rawCore(opts: { context: () => VetContext; sink: DecisionSink; logger: Logger; limits?: Partial<ProxyLimits> }, draining: () => boolean): ProxyCore {
+  return {
+    context: opts.context,
+    sink: opts.sink,
+    limits: { ...DEFAULT_LIMITS, ...opts.limits },
+    recordOpts: { logQuery: false },
+    logger: opts.logger,
+    counters: { activeTunnels: 0, activeRequests: 0 },
+    draining,
+    tunnels: new Set(),
+    reattach: (socket) => socket.destroy(),
+    inspect: null,
+  };
 }
 
 export function emit(core: ProxyCore, rec: DecisionRecord, t0: number): void {

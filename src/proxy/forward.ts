@@ -238,7 +238,8 @@ export async function handleUpgrade(core: ProxyCore, req: IncomingMessage, socke
   if (!a) return;
   const { target, v } = a;
   const label = `${req.method} ${hostHeader(target)}`;
-  const upstream = await dialForTunnel(core, rec, t0, socket, v, target.port, { target: label, json, status: null });
+  // An upgrade's bytes follow a 101 the proxy verified (upgrade.ts): not an opaque tunnel to content-check.
+  const upstream = await dialForTunnel(core, rec, t0, socket, v, target.port, { target: label, json, status: null, checkContent: false });
   if (!upstream) return;
   const asked = upgradeTokens(req.headers.upgrade);
   const headers = a.headers;

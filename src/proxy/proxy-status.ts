@@ -15,6 +15,7 @@ export type ProxyErrorType =
   | 'http_request_error'
   | 'destination_ip_prohibited'
   | 'destination_unavailable'
+  | 'destination_not_found'
   | 'dns_error'
   | 'dns_timeout'
   | 'connection_refused'
@@ -55,6 +56,11 @@ export const PROXY_STATUS_ERRORS: Readonly<Record<Reason, ProxyErrorType | null>
   approved: null,
   approval_denied: 'http_request_denied',
   approval_timeout: 'http_request_denied',
+  sni_mismatch: 'http_request_denied',
+  host_mismatch: 'http_request_denied',
+  protocol_not_allowed: 'http_request_denied',
+  // Transparent capture: the connection never said where it goes.
+  no_name: 'destination_not_found',
 });
 
 /** Causes that make an upstream failure more precise than its reason's default. */

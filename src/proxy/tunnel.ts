@@ -5,6 +5,7 @@ import { dialVetted, DialError } from './dial.js';
 import { roundMs } from '../decisions/record.js';
 import { settleVet } from './record.js';
 import { refuseSocket, type Refusal } from './respond.js';
+import { gateTunnel, recordTarget, tunnelCheck, type TunnelCheck } from '../capture/gate.js';
 import { vetDestination, type ClientLink, type VetContext, type VetOutcome } from './vet.js';
 import type { Target } from '../net/target.js';
 
@@ -32,6 +33,13 @@ export interface TunnelReplies {
 }
 
 /**
+ * Upstream sockets dialled for an opaque tunnel, with what the tunnel was authorised for: `splice`
+ * checks the client's first bytes against it before relaying any (the tunnel content check). An
+ * Upgrade's socket (dialled with checkContent: false, spliced after its 101) is not checked.
+ */
+const CHECKS = new WeakMap<Socket, TunnelCheck>();
+
+/**
  * Connect a tunnel's upstream to the first vetted address that answers. On failure the client gets
  * 502/504 and the record says what broke; the verdict stays (the policy allowed it), and null is returned.
  */
@@ -46,8 +54,10 @@ export async function dialForTunnel(
     target?: string;
     json: boolean;
     status: number | null;
-    /** Tell the client in its own protocol (a SOCKS5 reply); default: an HTTP refusal on the socket. */
+    /** Tell the client in its own protocol (a SOCKS5 reply, a transparent client's); default: an HTTP refusal on the socket. */
     answer?: (r: Refusal) => void;
+    /** false only for an Upgrade, whose bytes follow a verified 101; every opaque tunnel is checked. */
+    checkContent?: boolean;
   },
 ): Promise<Socket | null> {
   const tc = performance.now();
@@ -56,6 +66,11 @@ export async function dialForTunnel(
     rec.address = d.address;
     rec.timings.connectMs = roundMs(performance.now() - tc);
     settleVet(rec, v, refusal.status);
+    if (refusal.checkContent === false) return d.socket;
+    const target = recordTarget(rec);
+    // A record whose host does not read back as a target cannot be checked: the judge then refuses.
+    const t = target ?? { host: { kind: 'name' as const, value: '' }, port };
+    CHECKS.set(d.socket, tunnelCheck(v.policy, rec.agent, t, d.address, v.decision?.effects?.protocols, v.mode, v.rule));
     return d.socket;
   } catch (err) {
     const timeout = err instanceof DialError && err.timeout;
@@ -108,6 +123,29 @@ export function splice(core: ProxyCore, rec: DecisionRecord, t0: number, client:
     return { up: upstream.bytesWritten, down: upstream.bytesRead };
   });
   upstream.on('error', finish);
+  const check = CHECKS.get(upstream);
+  if (check) {
+    CHECKS.delete(upstream);
+    client.on('close', finish);
+    client.on('error', finish);
+    upstream.on('close', finish);
+    gateTunnel(core, rec, client, check, finish).then(
+      (pass) => {
+        if (!pass) return;
+        upstream.off('close', finish);
+        if (upstream.destroyed) return finish();
+        relayBoth(core, client, upstream, finish);
+      },
+      () => finish(),
+    );
+    return;
+  }
+  client.on('close', finish);
+  client.on('error', finish);
+  relayBoth(core, client, upstream, finish);
+}
+
+function relayBoth(core: ProxyCore, client: Socket, upstream: Socket, finish: () => void): void {
   // Upstream closing first is the normal end of most tunnels: pipe() has already ended the client side,
   // so let its buffered bytes drain and wait for the client to close (briefly) instead of cutting them.
   upstream.on('close', () => {
@@ -117,8 +155,6 @@ export function splice(core: ProxyCore, rec: DecisionRecord, t0: number, client:
     client.resume();
     client.setTimeout(5_000, finish);
   });
-  client.on('close', finish);
-  client.on('error', finish);
   // Activity either way reads or writes the client socket, so one idle timer covers both directions.
   client.setTimeout(core.limits.tunnelIdleMs, finish);
   client.setNoDelay(true);

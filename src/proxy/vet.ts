@@ -40,6 +40,8 @@ export interface ClientLink {
 
 interface Common {
   decision: PolicyDecision | null;
+  /** The policy that decided (the tunnel content check decides names it sees with the same one). */
+  policy: CompiledPolicy;
   /** Verdict and mode as recorded (report mode: verdict deny, forwarded anyway). */
   verdict: Verdict;
   mode: Mode;
@@ -80,7 +82,7 @@ export async function vetDestination(
   // or metadata addresses is refused by the guard and never put to a person. Without a broker, refused.
   const asking = decision.ask === true && !report && !!ctx.approvals;
   const hint = decision.reason === 'no_rule' ? hintFor(ctx.policy, agent, target, method) : undefined;
-  const base = { decision, verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule, dnsMs: null, hint };
+  const base = { decision, policy: ctx.policy, verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule, dnsMs: null, hint };
   if (decision.verdict === 'deny' && !report && !asking) {
     // Refused before any lookup: resolving a name the policy refuses would leak it to DNS.
     return { ...base, ok: false, status: 403 };

@@ -25,6 +25,8 @@ import { registerFirewallMetrics } from './firewall-metrics.js';
 import { startInspector } from './inspect.js';
 import { startApprovals, type ApprovalsConfig, type RunningApprovals } from './approvals.js';
 import { SocksServer } from '../capture/socks5.js';
+import { TransparentListener } from '../capture/transparent.js';
+import type { TransparentMapping } from '../capture/mapping.js';
 
 export interface EgressConfig {
   listen: string;
@@ -68,6 +70,8 @@ export interface EgressConfig {
     rateLimit?: { perSecond: number; burst: number } | null;
     cacheMaxEntries?: number;
   } | null;
+  /** Transparent capture (src/capture): one listener per captured port; empty/undefined = none. */
+  transparent?: TransparentMapping[];
 }
 
 export interface RunningEgress {
@@ -81,6 +85,8 @@ export interface RunningEgress {
   admin: AdminServer | null;
   dns: DnsFilterHandle | null;
   socks: { server: SocksServer; address: { address: string; port: number } } | null;
+  /** The transparent-capture listeners and which captured port each stands for; null = none. */
+  transparent: TransparentListener | null;
   metrics: Registry;
   /** The grants and, with the admin API, the approvals broker. */
   approvals: RunningApprovals;
@@ -140,11 +146,11 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   sinks.push(
     new DecisionMetrics({
       registry,
-      // The gauges count both front doors: HTTP and SOCKS5 connections and tunnels alike.
+      // The gauges count every front door: HTTP, SOCKS5 and transparent connections and tunnels alike.
       proxyStats: () => {
-        const h = proxyRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 };
-        const k = socksRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 };
-        return { activeConnections: h.activeConnections + k.activeConnections, activeTunnels: h.activeTunnels + k.activeTunnels };
+        const none = { activeConnections: 0, activeTunnels: 0 };
+        const all = [proxyRef?.stats() ?? none, socksRef?.stats() ?? none, transparent?.stats() ?? none];
+        return { activeConnections: all.reduce((n, x) => n + x.activeConnections, 0), activeTunnels: all.reduce((n, x) => n + x.activeTunnels, 0) };
       },
       storeStats: store ? () => store.stats() : undefined,
       policy: holder,
@@ -189,6 +195,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   let admin: AdminServer | null = null;
   let dns: DnsFilterHandle | null = null;
   let socks: RunningEgress['socks'] = null;
+  let transparent: TransparentListener | null = null;
   let address: { address: string; port: number };
   try {
     address = await proxy.listen(listen.host, listen.port);
@@ -213,6 +220,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         policy: holder,
         metricsRegistry: registry,
         ready: () => proxy.listening,
+        transparent: () => transparent?.bindings ?? [],
         logger,
         approvals: approvals.broker ? { broker: approvals.broker, grants: approvals.grants, subscribe: approvals.subscribe } : undefined,
       });
@@ -236,11 +244,19 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       });
       for (const l of dns.listeners) self.push({ address: l.address, port: l.port });
     }
+    if (cfg.transparent?.length) {
+      transparent = new TransparentListener({ context: () => ctx, sink, logger, limits: cfg.limits, mappings: cfg.transparent });
+      for (const b of await transparent.listen()) {
+        self.push({ address: b.address, port: b.port });
+        logger.info({ capturedPort: b.capturedPort, listen: formatListen(b) }, `agent-egress transparent listener for port ${b.capturedPort} on ${formatListen(b)}`);
+      }
+    }
   } catch (err) {
     // Never run half-configured: whatever started is stopped again, and the caller exits non-zero.
     await admin?.close().catch(() => undefined);
     await dns?.close().catch(() => undefined);
     await socks?.server.close(0).catch(() => undefined);
+    await transparent?.close(0).catch(() => undefined);
     await proxy.close(0).catch(() => undefined);
     await approvals.close();
     await sink.close();
@@ -278,6 +294,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     admin,
     dns,
     socks,
+    transparent,
     metrics: registry,
     approvals,
     close() {
@@ -286,7 +303,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         // Held requests are denied at once, so draining does not wait out their approval timeout.
         await approvals.close();
         await fleetAlerts?.close();
-        await Promise.all([proxy.close(), dns?.close(), socks?.server.close()]);
+        await Promise.all([proxy.close(), dns?.close(), socks?.server.close(), transparent?.close()]);
         await admin?.close();
         // Last: every record the proxy and resolver produced while draining is in the store before exit.
         await sink.close();

@@ -62,10 +62,14 @@ async function startSshBanner(): Promise<typeof ssh> {
     s.on('error', () => s.destroy());
     s.write('SSH-2.0-AgentEgressTest_1.0\r\n');
     let buf = '';
+    let seen = false;
     s.on('data', (d) => {
+      // One banner per connection: the client's next packet (KEXINIT) may arrive before this end is read.
+      if (seen) return;
       buf += d.toString('latin1');
       const nl = buf.indexOf('\n');
       if (nl !== -1) {
+        seen = true;
         banners.push(buf.slice(0, nl).trim());
         // An impossible packet length makes ssh give up at once ("Bad packet length"), which closes its
         // ProxyCommand; a server that merely closed would leave netcat (and ssh) waiting on each other.
@@ -120,6 +124,7 @@ rules:
     action: allow
     hosts: [ssh.test]
     ports: [${ssh.port}]
+    protocols: [ssh]
   - name: no-denied
     action: deny
     hosts: [denied.test]

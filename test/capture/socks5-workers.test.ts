@@ -36,7 +36,8 @@ describe('serve --workers with --socks-listen', () => {
       for (let i = 0; i < 20; i++) {
         const { c, code } = await connectVia(port, requestIpv4('127.0.0.1', origin.port));
         expect(code).toBe(0);
-        c.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+        // The tunnel goes to 127.0.0.1: the request inside names that host (tunnel content check).
+        c.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\nConnection: close\r\n\r\n`);
         expect((await c.untilClosed()).toString()).toMatch(/^HTTP\/1\.1 200/);
       }
       // The policy allows every port of 127.0.0.1, but the SOCKS port is this cluster's own listener: refused.

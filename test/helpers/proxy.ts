@@ -30,6 +30,8 @@ export interface TestProxy {
   egress: RunningEgress;
   /** The admin API's base URL and the token it requires (the explicit one, or the one serve generated); null when off. */
   admin: { url: string; token: string | null } | null;
+  /** Transparent capture: which listener stands for which captured port (empty without --transparent-listen). */
+  transparent: { capturedPort: number; address: string; port: number }[];
   close(): Promise<void>;
 }
 
@@ -51,5 +53,6 @@ export async function startTestProxy(cfg: Partial<EgressConfig> = {}): Promise<T
     const token = cfg.admin.token ?? (cfg.admin.noAuth ? null : readAdminTokenFile(adminTokenPath(cfg.store!.dataDir)));
     admin = { url: `http://127.0.0.1:${egress.admin.port}`, token };
   }
-  return { url: `http://127.0.0.1:${port}`, port, sink, egress, admin, close: () => egress.close() };
+  const transparent = egress.transparent?.bindings ?? [];
+  return { url: `http://127.0.0.1:${port}`, port, sink, egress, admin, transparent, close: () => egress.close() };
 }

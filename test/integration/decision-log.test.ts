@@ -107,7 +107,8 @@ describe('decision log through the running proxy', () => {
     expect(state.lastError.message).toMatch(/:2\b/);
     expect(state.lastError.message).toContain('99999');
     expect(JSON.stringify(state.policy)).not.toContain('99999');
-    t.socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    // The tunnel goes to 127.0.0.1: a plain request inside it must name that host (tunnel content check).
+    t.socket.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n\r\n`);
     expect(await t.read('hello')).toContain('hello');
     t.socket.destroy();
   });

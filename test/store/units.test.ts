@@ -84,6 +84,18 @@ describe('the spool file', () => {
       t.cleanup();
     }
   });
+  it('creates a missing data directory on its first append (a PostgreSQL store never creates it otherwise)', async () => {
+    const t = tempDir('ae-spool-');
+    try {
+      const file = path.join(t.dir, 'not', 'yet', 'spool.jsonl');
+      const s = new Spool(file);
+      await s.append([{ rec: rec(), storedMs: 1, at: 0 }]);
+      expect(s.count).toBe(1);
+      expect(readFileSync(file, 'utf8').split('\n').filter(Boolean)).toHaveLength(1);
+    } finally {
+      t.cleanup();
+    }
+  });
 });
 
 describe('SpikeDetector over stored records', () => {

@@ -54,6 +54,7 @@ export function registerCheck(program: Command): void {
       'Decide TARGET against the policy exactly as the proxy would, without sending anything. An http:// URL is ' +
         'decided as a plain request (with --method, default GET); an https:// URL or host[:port] as a CONNECT tunnel ' +
         '(port 443 when none is given), where the method is not visible, so a rule with methods refuses it. ' +
+        'A tunnel the proxy opens is also checked on its first bytes (SNI, Host, the rule\'s protocols; docs/capture.md), which check cannot see. ' +
         'ASK means the proxy would hold the request for an approval (docs/approvals.md). ' +
         'Exit 0 allow, 1 deny, 2 bad input or no policy, 3 ask.',
     )

@@ -9,6 +9,7 @@ import { createOpLogger, OP_LOG_FORMATS, reportModeWarning, type OpLogFormat } f
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
 import { replicaNameOption, serveStoreConfig, storeOption, storePasswordFileOption, storeQueueOption } from '../store-flags.js';
+import { parseTransparentListen } from '../../capture/mapping.js';
 import { listValue, parseDurationMs, parseHttpUrl, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;
@@ -83,6 +84,9 @@ export function registerServe(program: Command): void {
     .addOption(opt('--max-pending-approvals-per-agent <n>', 'approvals: pending approvals per agent; a new ask beyond is denied', 'MAX_PENDING_APPROVALS_PER_AGENT').argParser(parsePositiveInt).default(10))
     .addOption(opt('--grants-file <file>', 'approvals: where "always" grants are written (YAML, policy format); default <data-dir>/grants.yaml', 'GRANTS_FILE'))
     .addOption(opt('--approval-webhook <url>', 'approvals: POST each new pending approval here (JSON with a Slack-compatible text field)', 'APPROVAL_WEBHOOK').argParser(parseHttpUrl))
+    // Transparent capture (src/capture, docs/capture.md).
+    .addOption(repeatable('--transparent-listen <host:port|port=host:port>', 'accept connections the companion firewall redirects; HOST:PORT serves captured port i at PORT+i, PORT=HOST:PORT maps one', env('TRANSPARENT_LISTEN')))
+    .addOption(opt('--capture-ports <list>', 'the destination ports --transparent-listen HOST:PORT stands for, in order (default 80,443)', 'CAPTURE_PORTS'))
     .addOption(opt('--workers <n|auto>', 'processes sharing the listeners (node:cluster); auto = one per core', 'WORKERS').default('1'))
     .action(async (o) => {
       const formats = resolveLogFormats(o.logFormat, o.recordFormat);
@@ -103,14 +107,17 @@ export function registerServe(program: Command): void {
         console.error('agent-egress: --inspect-ca and --inspect-ca-key go together');
         process.exit(2);
       }
+      let transparent;
       let storeCfg;
       try {
+        transparent = parseTransparentListen(listValue(o.transparentListen), o.capturePorts);
         storeCfg = o.store === false ? null : serveStoreConfig(o);
       } catch (err) {
         console.error(`agent-egress: ${(err as Error).message}`);
         process.exit(2);
       }
       const cfg: EgressConfig = {
+        transparent,
         listen: o.listen,
         policyFile: o.policy,
         flags: { allow: listValue(o.allow), deny: listValue(o.deny), allowAddress: listValue(o.allowAddress) },

@@ -1,4 +1,5 @@
 import { promises as fsp, existsSync, readFileSync, truncateSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { DecisionRecord } from '../record.js';
 
 /** A record waiting for the store, with the time the writer accepted it (its partition key, fixed once). */
@@ -65,6 +66,8 @@ export class Spool {
     }
     const buf = Buffer.from(text);
     const p = this.writing.then(async () => {
+      // A PostgreSQL store never touches the data dir until an outage, so it may not exist yet.
+      await fsp.mkdir(dirname(this.file), { recursive: true, mode: 0o700 });
       const fh = await fsp.open(this.file, 'a', 0o600);
       try {
         await fh.write(buf);
