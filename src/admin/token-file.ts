@@ -153,3 +153,21 @@ export function logAdminAuth(auth: AdminAuth, logger: { info(o: object, m: strin
   if (auth.open) logger.warn(NO_ADMIN_AUTH_WARNING);
   else if (auth.file) logger.info({ tokenFile: auth.file, created: auth.created }, auth.created ? 'admin API token generated' : 'admin API token read from the data dir');
 }
+
+/**
+ * The viewer token from --viewer-token or --viewer-token-file (the file held to the admin token file's
+ * rules: this user's, mode 0600, no symlink). Throws AdminTokenError on a contradiction or a bad file.
+ */
+export function resolveViewerToken(o: { token?: string; file?: string; noAuth?: boolean; adminToken?: string }): string | undefined {
+  if (o.token && o.file) throw new AdminTokenError('--viewer-token and --viewer-token-file contradict each other');
+  if ((o.token || o.file) && o.noAuth) throw new AdminTokenError('--viewer-token needs the admin API to have a token (not --no-admin-auth)');
+  let token = o.token;
+  if (o.file) {
+    const t = readAdminTokenFile(o.file);
+    if (t === null) throw new AdminTokenError(`viewer token file ${o.file} does not exist`);
+    token = t;
+  }
+  if (token !== undefined && !TOKEN_SHAPE.test(token)) throw new AdminTokenError('the viewer token must be 16-512 printable characters, no spaces');
+  if (token !== undefined && token === o.adminToken) throw new AdminTokenError('the viewer token must differ from the admin token');
+  return token;
+}

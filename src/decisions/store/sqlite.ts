@@ -7,7 +7,7 @@ import { DEFAULT_LIMIT, MAX_LIMIT, hostGlobToSqlite, type QueryFilter } from '..
 import { GENESIS_HASH, canonicalRecordJson, chainHash, verifyChain, type ChainRow, type VerifyResult } from '../chain.js';
 import type { Summary } from '../summary.js';
 import { RepeatFolder, type RepeatOptions } from './repeats.js';
-import { StoreUnavailableError, type DecisionStore, type QueryPage, type StoreStats, type TailPage } from './types.js';
+import { StoreUnavailableError, type ChainPosition, type DecisionStore, type QueryPage, type StoreStats, type TailPage, type TimelineBucket } from './types.js';
 
 export const DEFAULT_DB_FILE = 'decisions.sqlite';
 
@@ -131,6 +131,8 @@ function where(f: QueryFilter, extra: string[] = [], params: unknown[] = []): { 
   if (f.rule !== undefined) (c.push('rule = ?'), p.push(f.rule));
   // Paths live in the record's JSON only: a filter on them scans within the other conditions.
   if (f.path !== undefined) (c.push("json_extract(json, '$.path') GLOB ?"), p.push(f.path.replace(/\[/g, '[[]')));
+  // Like paths, the method is in the JSON only; the index on time (or verdict/agent) bounds the scan.
+  if (f.method !== undefined) (c.push("json_extract(json, '$.method') = ?"), p.push(f.method));
   if (f.host !== undefined) {
     // An exact host uses the index; a glob scans within the other conditions.
     if (/[*?[]/.test(f.host)) (c.push('host GLOB ?'), p.push(hostGlobToSqlite(f.host)));
@@ -562,6 +564,31 @@ export class SqliteDecisionStore implements DecisionStore {
   async get(id: string): Promise<DecisionRecord | null> {
     const json = this.open().prepare('SELECT json FROM decisions WHERE id = ? LIMIT 1').pluck().get(id) as string | undefined;
     return json ? (JSON.parse(json) as DecisionRecord) : null;
+  }
+
+  /** Where a record sits in the hash chain: its seq, its hash, and the hash it was chained to. */
+  async chainPosition(id: string): Promise<ChainPosition | null> {
+    const db = this.open();
+    return db.transaction((): ChainPosition | null => {
+      const row = db.prepare('SELECT seq, hash FROM decisions WHERE id = ? ORDER BY seq LIMIT 1').get(id) as { seq: number; hash: string } | undefined;
+      if (!row) return null;
+      const before = db.prepare('SELECT hash FROM decisions WHERE seq < ? ORDER BY seq DESC LIMIT 1').pluck().get(row.seq) as string | undefined;
+      const anchor = db.prepare("SELECT value FROM meta WHERE key = 'anchor_hash'").pluck().get() as string | undefined;
+      const head = db.prepare('SELECT max(seq) FROM decisions').pluck().get() as number;
+      return { seq: row.seq, hash: row.hash, prev: before ?? anchor ?? GENESIS_HASH, headSeq: head };
+    })();
+  }
+
+  /** Allowed and denied decisions per time bucket over [since, until), ascending; empty buckets omitted. */
+  async timeline(f: QueryFilter, bucketMs: number): Promise<TimelineBucket[]> {
+    const db = this.open();
+    const w = where(f);
+    const n = this.weight;
+    return db
+      .prepare(
+        `SELECT (time_ms / ?) * ? AS t, sum((verdict = 'allow') * ${n}) AS allow, sum((verdict = 'deny') * ${n}) AS deny FROM decisions ${w.sql} GROUP BY t ORDER BY t LIMIT 10000`,
+      )
+      .all(bucketMs, bucketMs, ...w.params) as TimelineBucket[];
   }
 
   async summary(f: QueryFilter): Promise<Summary> {

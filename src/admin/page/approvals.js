@@ -1,0 +1,99 @@
+// Approvals: the pending queue (who, where, how long), approve or deny with a scope, and the active
+// grants with their expiry and Revoke. Refreshed by `approval` events on the decision stream, and
+// polled as a fallback.
+import { $, ago, el, localTime, row, safe } from './dom.js';
+import { get, isAdmin, post } from './api.js';
+
+let timer = null;
+let available = true;
+
+function status(t) {
+  $('approvals-status').textContent = t;
+}
+
+function dest(a) {
+  return `${a.host}${a.port !== null && a.port !== undefined ? ':' + a.port : ''}`;
+}
+
+function scopeSelect() {
+  const s = el('select', { ariaLabel: 'Scope' });
+  for (const [v, t] of [
+    ['once', 'once (this request)'],
+    ['agent-1h', 'this agent, 1 hour'],
+    ['everyone-1h', 'everyone, 1 hour'],
+    ['agent-always', 'this agent, always'],
+    ['everyone-always', 'everyone, always'],
+  ])
+    s.append(el('option', { value: v }, t));
+  return s;
+}
+
+function body(choice) {
+  if (choice === 'once') return { scope: 'once' };
+  const [scope, span] = choice.split('-');
+  return span === 'always' ? { scope, always: true } : { scope, for: span };
+}
+
+async function act(path, payload, what) {
+  try {
+    await post(path, payload);
+    status(what);
+  } catch (err) {
+    status(`${err.status ?? ''} ${safe(err.message)}`);
+  }
+  refresh();
+}
+
+function pendingRow(a) {
+  const admin = isAdmin();
+  const scope = scopeSelect();
+  const approve = el('button', { type: 'button', disabled: !admin }, 'Approve');
+  const deny = el('button', { type: 'button', disabled: !admin }, 'Deny');
+  approve.addEventListener('click', () => act(`/api/approvals/${encodeURIComponent(a.id)}/approve`, body(scope.value), `approved ${safe(dest(a))}`));
+  deny.addEventListener('click', () => act(`/api/approvals/${encodeURIComponent(a.id)}/deny`, {}, `denied ${safe(dest(a))}`));
+  const cell = admin ? el('td', {}, scope, ' ', approve, ' ', deny) : el('td', { className: 'muted' }, 'read-only');
+  return row([a.agent ?? '(anonymous)', dest(a), a.method, a.waiting ?? 1, ago(a.createdAt), a.reason, cell], { dataset: { id: a.id } });
+}
+
+function grantRow(g) {
+  const revoke = el('button', { type: 'button', disabled: !isAdmin() }, 'Revoke');
+  revoke.addEventListener('click', () => act(`/api/grants/${encodeURIComponent(g.id)}/revoke`, {}, `revoked the grant for ${safe(dest(g))}`));
+  return row([g.agent ?? 'everyone', dest(g), g.always ? 'always' : g.expiresAt ? localTime(g.expiresAt) : '-', g.by, g.createdAt ? ago(g.createdAt) + ' ago' : '-', el('td', {}, revoke)]);
+}
+
+export async function refresh() {
+  if (!available) return;
+  try {
+    const [p, g] = await Promise.all([get('/api/approvals'), get('/api/grants')]);
+    $('pending').replaceChildren(...(p.pending.length ? p.pending.map(pendingRow) : [row(['nothing is waiting'])]));
+    $('grants').replaceChildren(...(g.grants.length ? g.grants.map(grantRow) : [row(['no active grants'])]));
+    const badge = $('pending-count');
+    badge.hidden = p.pending.length === 0;
+    badge.textContent = String(p.pending.length);
+  } catch (err) {
+    if (err.status === 404) {
+      available = false;
+      status('approvals are not available on this proxy');
+    } else status(safe(err.message));
+  }
+}
+
+export function onEvent() {
+  refresh();
+}
+
+export function start() {
+  available = true;
+  refresh();
+  clearInterval(timer);
+  timer = setInterval(refresh, 5000);
+}
+
+export function stop() {
+  clearInterval(timer);
+  timer = null;
+}
+
+export function shown() {
+  refresh();
+}
