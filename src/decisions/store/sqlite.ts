@@ -529,17 +529,8 @@ export class SqliteDecisionStore implements DecisionStore {
   async query(f: QueryFilter): Promise<QueryPage> {
     const db = this.open();
     const limit = Math.min(f.limit ?? DEFAULT_LIMIT, MAX_LIMIT);
-    const extra: string[] = [];
-    const params: unknown[] = [];
-    if (f.cursor) {
-      const c = decodeCursor(f.cursor);
-      extra.push('(time_ms < ? OR (time_ms = ? AND seq < ?))');
-      params.push(c.timeMs, c.timeMs, c.seq);
-    }
-    const w = where(f, extra, params);
-    const rows = db
-      .prepare(`SELECT seq, time_ms, json FROM decisions ${w.sql} ORDER BY time_ms DESC, seq DESC LIMIT ?`)
-      .all(...w.params, limit + 1) as { seq: number; time_ms: number; json: string }[];
+    const q = this.pageSql(f, limit);
+    const rows = db.prepare(q.sql).all(...q.params) as { seq: number; time_ms: number; json: string }[];
     const more = rows.length > limit;
     const page = more ? rows.slice(0, limit) : rows;
     const last = page[page.length - 1];
@@ -547,6 +538,26 @@ export class SqliteDecisionStore implements DecisionStore {
       records: page.map((r) => JSON.parse(r.json) as DecisionRecord),
       nextCursor: more && last ? encodeCursor(last.time_ms, last.seq) : null,
     };
+  }
+
+  /** SQLite's plan for one page of query(): how the indexes serve a filter (tests and docs/performance.md). */
+  explainQuery(f: QueryFilter): string[] {
+    const q = this.pageSql(f, f.limit ?? DEFAULT_LIMIT);
+    return (this.open().prepare(`EXPLAIN QUERY PLAN ${q.sql}`).all(...q.params) as { detail: string }[]).map((r) => r.detail);
+  }
+
+  private pageSql(f: QueryFilter, limit: number): { sql: string; params: unknown[] } {
+    const extra: string[] = [];
+    const params: unknown[] = [];
+    if (f.cursor) {
+      const c = decodeCursor(f.cursor);
+      // The leading `time_ms <= ?` is a range the time indexes seek to, so a page deep in a large store
+      // starts where the cursor is instead of scanning down from the newest row.
+      extra.push('time_ms <= ? AND (time_ms < ? OR seq < ?)');
+      params.push(c.timeMs, c.timeMs, c.seq);
+    }
+    const w = where(f, extra, params);
+    return { sql: `SELECT seq, time_ms, json FROM decisions ${w.sql} ORDER BY time_ms DESC, seq DESC LIMIT ?`, params: [...w.params, limit + 1] };
   }
 
   /**
@@ -584,11 +595,14 @@ export class SqliteDecisionStore implements DecisionStore {
     const db = this.open();
     const w = where(f);
     const n = this.weight;
+    // Written into the SQL, not bound: better-sqlite3 binds numbers as REAL, and a REAL divisor would
+    // make the division exact instead of integer, so nothing would fall into a bucket.
+    const b = Math.max(1, Math.trunc(bucketMs));
     return db
       .prepare(
-        `SELECT (time_ms / ?) * ? AS t, sum((verdict = 'allow') * ${n}) AS allow, sum((verdict = 'deny') * ${n}) AS deny FROM decisions ${w.sql} GROUP BY t ORDER BY t LIMIT 10000`,
+        `SELECT (time_ms / ${b}) * ${b} AS t, sum((verdict = 'allow') * ${n}) AS allow, sum((verdict = 'deny') * ${n}) AS deny FROM decisions ${w.sql} GROUP BY t ORDER BY t LIMIT 10000`,
       )
-      .all(bucketMs, bucketMs, ...w.params) as TimelineBucket[];
+      .all(...w.params) as TimelineBucket[];
   }
 
   async summary(f: QueryFilter): Promise<Summary> {
