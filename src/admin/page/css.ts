@@ -6,7 +6,7 @@ export const APP_CSS = `:root{--fg:#1d232b;--muted:#5b6570;--line:#dde1e6;--deny
 .who{margin-left:auto;color:var(--muted)}.badge{background:var(--deny);color:#fff;border-radius:8px;padding:0 6px;font-size:12px}
 main{padding:0 1.2em 2em}.signin{max-width:28em;margin:4em auto;padding:1.5em;border:1px solid var(--line);border-radius:6px}
 .signin form{display:flex;gap:.5em;align-items:center}.signin input{flex:1}.error{color:var(--deny)}
-.filters{display:flex;flex-wrap:wrap;gap:.4em .8em;align-items:end;margin:.5em 0}.filters label{display:flex;flex-direction:column;font-size:12px;color:var(--muted)}
+.filters{display:flex;flex-wrap:wrap;gap:.4em .8em;align-items:end;margin:.5em 0}.filters span{display:flex;flex-direction:column}.filters label{font-size:12px;color:var(--muted)}
 input,select,button{font:inherit}button{cursor:pointer}.bar{display:flex;gap:1em;align-items:center;margin:.4em 0}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid var(--line);padding:3px 6px;text-align:left;font-size:13px;vertical-align:top}
 td{font-family:ui-monospace,monospace;word-break:break-all}th{color:var(--muted);font-weight:600}tbody tr.rec{cursor:pointer}tbody tr.rec:hover,tbody tr.sel{background:#eef3fd}

@@ -35,14 +35,14 @@ export const INDEX_HTML = `<!doctype html>
 <section id="view-live" class="view" aria-labelledby="h-live">
   <h2 id="h-live">Live decisions</h2>
   <form id="filters" class="filters">
-    <label>Decision <select name="decision"><option value="">any</option><option value="deny">deny</option><option value="allow">allow</option></select></label>
-    <label>Agent <input name="agent" size="10"></label>
-    <label>Host glob <input name="host" size="18" placeholder="*.example.com"></label>
-    <label>Reason <select name="reason"><option value="">any</option></select></label>
-    <label>Rule <input name="rule" size="10"></label>
-    <label>Method <input name="method" size="7" placeholder="CONNECT"></label>
-    <label>Since <input name="since" size="8" placeholder="1h or ISO"></label>
-    <label>Until <input name="until" size="8" placeholder="ISO"></label>
+    <span><label for="f-decision">Decision</label><select id="f-decision" name="decision"><option value="">any</option><option value="deny">deny</option><option value="allow">allow</option></select></span>
+    <span><label for="f-agent">Agent</label><input id="f-agent" name="agent" size="10"></span>
+    <span><label for="f-host">Host glob</label><input id="f-host" name="host" size="18" placeholder="*.example.com"></span>
+    <span><label for="f-reason">Reason</label><select id="f-reason" name="reason"><option value="">any</option></select></span>
+    <span><label for="f-rule">Rule</label><input id="f-rule" name="rule" size="10"></span>
+    <span><label for="f-method">Method</label><input id="f-method" name="method" size="7" placeholder="CONNECT"></span>
+    <span><label for="f-since">Since</label><input id="f-since" name="since" size="8" placeholder="1h or ISO"></span>
+    <span><label for="f-until">Until</label><input id="f-until" name="until" size="8" placeholder="ISO"></span>
     <button type="submit">Apply filters</button>
     <button type="button" id="clear-filters">Clear</button>
   </form>
@@ -70,9 +70,9 @@ export const INDEX_HTML = `<!doctype html>
 
 <section id="view-overview" class="view" aria-labelledby="h-overview" hidden>
   <h2 id="h-overview">Overview</h2>
-  <form id="range" class="filters"><label>Range <select name="since">
+  <form id="range" class="filters"><span><label for="range-since">Range</label><select id="range-since" name="since">
     <option value="15m">last 15 minutes</option><option value="1h" selected>last hour</option><option value="6h">last 6 hours</option>
-    <option value="24h">last 24 hours</option><option value="7d">last 7 days</option></select></label>
+    <option value="24h">last 24 hours</option><option value="7d">last 7 days</option></select></span>
     <button type="button" id="overview-refresh">Refresh</button></form>
   <div id="totals" class="cards"></div>
   <figure class="chart"><div id="chart"></div><figcaption id="chart-caption"></figcaption></figure>
