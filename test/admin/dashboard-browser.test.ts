@@ -182,7 +182,8 @@ describe('dashboard in chromium', { timeout: 180_000 }, () => {
     expect(await page.locator('#detail-rule').textContent()).toContain('"action": "deny"');
     expect(await page.locator('#detail-chain dt').allTextContents()).toEqual(['seq', 'hash', 'prev']);
     expect(await page.locator('#detail-chain dd').nth(1).textContent()).toMatch(/^[0-9a-f]{64}$/);
-    expect(await page.locator('#detail-deny').textContent()).toContain('- name: deny-denied.test');
+    // A block to paste: real line breaks, not escapes.
+    expect(await page.locator('#detail-deny').textContent()).toContain('- name: deny-denied.test\n  action: deny\n  hosts:\n    - denied.test');
     await shot(page, 'detail');
     await page.getByRole('button', { name: 'Close detail' }).click();
     await page.getByRole('button', { name: 'Clear' }).click();

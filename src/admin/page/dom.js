@@ -7,6 +7,9 @@ export const $ = (id) => document.getElementById(id);
 /** Display-safe text: a recorded control or bidi character shows as an escape. */
 export const safe = (v) => displaySafe(v === null || v === undefined ? '-' : String(v));
 
+/** A multi-line block (YAML, JSON): each line display-safe, the line breaks kept. */
+export const safeBlock = (text) => String(text).split('\n').map((l) => displaySafe(l)).join('\n');
+
 /** el('td', { className: 'x' }, 'text', child): attributes are properties, children are text or nodes. */
 export function el(tag, props = {}, ...children) {
   const n = document.createElement(tag);

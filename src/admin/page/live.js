@@ -1,6 +1,6 @@
 // Live view: the SSE stream of decisions as they are stored, the filters (sent to the query API and
 // to the stream), paging back through the store, and one record's detail.
-import { $, el, facts, localTime, row, safe } from './dom.js';
+import { $, el, facts, localTime, row, safe, safeBlock } from './dom.js';
 import { ApiError, get, qs } from './api.js';
 import { FAILURES, REASONS } from './shared.js';
 import * as approvals from './approvals.js';
@@ -159,13 +159,25 @@ async function openDetail(id, tr) {
   for (const [k, v] of Object.entries(r)) pairs.push([k, v !== null && typeof v === 'object' ? JSON.stringify(v) : v]);
   facts($('detail-fields'), pairs);
   $('detail-rule').textContent = d.rule
-    ? safe(JSON.stringify(d.rule, null, 2)) + (d.ruleFromCurrentPolicy ? '' : '\n(from the policy in force now; the record was decided under ' + safe(r.policyHash) + ')')
+    ? safeBlock(JSON.stringify(ruleShown(d.rule), null, 2)) + (d.ruleFromCurrentPolicy ? '' : `\n(as the policy in force now has it; the record was decided under policy ${safe(r.policyHash)})`)
     : r.rule
       ? `rule ${safe(r.rule)} is not in the policy in force now`
       : 'no rule matched (the default applied)';
   facts($('detail-chain'), d.chain ? [['seq', `${d.chain.seq} of ${d.chain.headSeq}`], ['hash', d.chain.hash], ['prev', d.chain.prev]] : [['chain', 'not found']]);
   const under = d.snippets.agent ? `# under agent ${safe(d.snippets.agent)}'s rules: (or the shared rules)\n` : '# under rules:\n';
-  $('detail-allow').textContent = d.snippets.allow ? under + safe(d.snippets.allow) : `no allow rule proposed: ${safe(d.snippets.allowWhy)}`;
-  $('detail-deny').textContent = d.snippets.deny ? under + safe(d.snippets.deny) : 'no deny rule: the recorded host is not a valid name or address';
+  $('detail-allow').textContent = d.snippets.allow ? under + safeBlock(d.snippets.allow) : `no allow rule proposed: ${safe(d.snippets.allowWhy)}`;
+  $('detail-deny').textContent = d.snippets.deny ? under + safeBlock(d.snippets.deny) : 'no deny rule: the recorded host is not a valid name or address';
   $('detail').hidden = false;
+}
+
+/** The rule without its unset fields, and its source position as file:line. */
+function ruleShown(rule) {
+  const out = {};
+  for (const [k, v] of Object.entries(rule)) {
+    if (v === null || v === false || (Array.isArray(v) && v.length === 0)) continue;
+    if (k === 'request' && Object.values(v).every((x) => x === null)) continue;
+    if (k === 'pos') out.source = `${v.file}:${v.line}`;
+    else out[k] = v;
+  }
+  return out;
 }
