@@ -14,6 +14,8 @@ import { registerAccess } from './access.js';
 import { ASSET_PATHS, registerAssets, registerSecurityHeaders } from './assets.js';
 import { registerDashboardRoutes, type AlertSettings } from './dashboard-routes.js';
 import type { SessionStore } from './session.js';
+import { registerApprovalRoutes, type ApprovalsApi } from './approvals-routes.js';
+import { safeJson } from '../decisions/display.js';
 
 export interface AdminServerOptions {
   /** "127.0.0.1:3129"; port 0 picks a free one. */
@@ -39,6 +41,8 @@ export interface AdminServerOptions {
   hosts?: string[];
   /** How often the SSE stream polls the store for other processes' writes. Default 1000 ms. */
   streamPollMs?: number;
+  /** The approvals queue and grants (src/admin/approvals-routes.ts); absent = no approvals API. */
+  approvals?: ApprovalsApi;
 }
 
 export interface AdminServer {
@@ -176,6 +180,8 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
         // Bounded: at most 20 pages per wake-up; the next wake-up continues.
         for (let i = 0; i < 20 && !res.destroyed; i++) {
           const page = await opts.store.tailAfter(cursor, filter, 500);
+          // Ended while reading (the admin API closing ends every stream before their 'close' events).
+          if (res.writableEnded || res.destroyed) break;
           cursor = page.cursor;
           for (const r of page.records) res.write(`id: ${r.id}\nevent: decision\ndata: ${JSON.stringify(r)}\n\n`);
           if (page.records.length < 500) break;
@@ -191,12 +197,17 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
       }
     };
     const off = opts.store.onStored(() => void pump());
+    // Approval queue changes ride the same stream, as `event: approval`.
+    const offApprovals = opts.approvals?.subscribe((e) => {
+      if (!res.writableEnded && !res.destroyed) res.write(`event: approval\ndata: ${safeJson(e)}\n\n`);
+    });
     const poll = setInterval(() => void pump(), opts.streamPollMs ?? 1000);
     const beat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
     poll.unref();
     beat.unref();
     const stop = () => {
       off();
+      offApprovals?.();
       clearInterval(poll);
       clearInterval(beat);
       streams.delete(res);
@@ -224,6 +235,8 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     const r = await opts.policy.reload('api');
     return reply.code(r.ok ? 200 : 422).send(r);
   });
+
+  if (opts.approvals) registerApprovalRoutes(app, opts.approvals);
 
   app.addHook('onClose', async () => {
     for (const s of streams) s.end();

@@ -28,6 +28,10 @@ export const REASONS = [
   'path_not_allowed', // the host matched, but the rule's paths, query or header matchers do not allow this request
   'secret_not_allowed', // the request carries a secret's placeholder that the deciding rule does not broker
   'upstream_tls', // the origin's TLS certificate failed verification (inspected tunnels)
+  'approval_required', // an ask rule (or on_no_match: ask) matched where no approval could be held (check, inside an inspected tunnel, --workers)
+  'approved', // an ask was held and a person approved it
+  'approval_denied', // an ask was held and a person denied it, or the pending-approval bound was full
+  'approval_timeout', // an ask was held and nobody decided within --approval-timeout
 ] as const;
 export type Reason = (typeof REASONS)[number];
 

@@ -60,7 +60,7 @@ export async function handleConnect(core: ProxyCore, req: IncomingMessage, socke
   }
   rec.agent = who.agent;
 
-  const v = await vetDestination(ctx, who.agent, target);
+  const v = await vetDestination(ctx, who.agent, target, undefined, undefined, socket);
   rec.timings.dnsMs = roundMs(v.dnsMs);
   if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
   if (!v.ok) {

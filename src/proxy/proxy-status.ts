@@ -51,6 +51,10 @@ export const PROXY_STATUS_ERRORS: Readonly<Record<Reason, ProxyErrorType | null>
   path_not_allowed: 'http_request_denied',
   secret_not_allowed: 'http_request_denied',
   upstream_tls: 'tls_certificate_error',
+  approval_required: 'http_request_denied',
+  approved: null,
+  approval_denied: 'http_request_denied',
+  approval_timeout: 'http_request_denied',
 });
 
 /** Causes that make an upstream failure more precise than its reason's default. */

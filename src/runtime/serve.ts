@@ -23,6 +23,7 @@ import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
 import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
 import { startInspector } from './inspect.js';
+import { startApprovals, type ApprovalsConfig, type RunningApprovals } from './approvals.js';
 
 export interface EgressConfig {
   listen: string;
@@ -53,6 +54,8 @@ export interface EgressConfig {
   guardSelf?: { address: string; port: number }[];
   /** Export the companion firewall's kernel counters (same host and namespace) with /metrics. */
   firewallMetrics?: 'nftables' | 'iptables' | null;
+  /** Approvals (held asks) and grants; null/undefined = defaults (grants in <data-dir>/grants.yaml). */
+  approvals?: ApprovalsConfig | null;
   /** The filtering DNS resolver; null/undefined = none. */
   dns?: {
     listen: string[];
@@ -73,6 +76,8 @@ export interface RunningEgress {
   admin: AdminServer | null;
   dns: DnsFilterHandle | null;
   metrics: Registry;
+  /** The grants and, with the admin API, the approvals broker. */
+  approvals: RunningApprovals;
   close(): Promise<void>;
 }
 
@@ -80,6 +85,9 @@ export interface RunningEgress {
 export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   const logger = cfg.logger ?? pino({ level: 'info' }, pino.destination(2));
   const listen = parseListen(cfg.listen);
+  // Before the policy: a bad grants file stops the start with its file and line, like a bad policy.
+  // Approvals are held only where someone can decide them: with the admin API.
+  const approvals = startApprovals(cfg.approvals ?? {}, { dataDir: cfg.store?.dataDir, decidable: !!cfg.admin, logger, rebuild: () => holder.rebuild('grants') });
   const holder = new FilePolicyHolder(
     cfg.policyFile,
     cfg.flags,
@@ -87,7 +95,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       if (e.ok) logger.info({ trigger: e.trigger, policyHash: e.hash }, 'policy reloaded');
       else logger.error({ trigger: e.trigger, error: e.error }, 'policy reload failed; keeping the running policy');
     },
-    { inspectCa: !!cfg.inspect?.caFile, settleMs: cfg.policySettleMs },
+    { inspectCa: !!cfg.inspect?.caFile, settleMs: cfg.policySettleMs, transform: approvals.transform },
   );
   const inspector = await startInspector(cfg.inspect, holder.current().spec);
   for (const w of (holder.current() as CompiledPolicy & { warnings?: string[] }).warnings ?? []) logger.warn(w);
@@ -98,6 +106,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     policy,
     guard: new AddressGuard({ exempt: policy.spec.guardExempt, self }),
     resolver,
+    approvals: approvals.broker,
   });
   let ctx = makeContext(holder.current());
   holder.onChange((p) => {
@@ -179,6 +188,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         metricsRegistry: registry,
         ready: () => proxy.listening,
         logger,
+        approvals: approvals.broker ? { broker: approvals.broker, grants: approvals.grants, subscribe: approvals.subscribe } : undefined,
       });
       self.push({ address: admin.address, port: admin.port });
       if (adminAuth) logAdminAuth(adminAuth, logger);
@@ -195,6 +205,8 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         cacheMaxEntries: cfg.dns.cacheMaxEntries,
         upstreamTimeoutMs: cfg.limits?.dnsTimeoutMs,
         logger,
+        approvals: () => approvals.broker,
+        approvalTimeoutMs: approvals.dnsTimeoutMs,
       });
       for (const l of dns.listeners) self.push({ address: l.address, port: l.port });
     }
@@ -203,6 +215,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     await admin?.close().catch(() => undefined);
     await dns?.close().catch(() => undefined);
     await proxy.close(0).catch(() => undefined);
+    await approvals.close();
     await sink.close();
     throw err;
   }
@@ -216,6 +229,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     );
   }
   if (cfg.watchMs && cfg.policyFile) holder.watch(cfg.watchMs);
+  if (cfg.watchMs) approvals.grants.watch(cfg.watchMs);
 
   let closing: Promise<void> | null = null;
   return {
@@ -229,9 +243,12 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     admin,
     dns,
     metrics: registry,
+    approvals,
     close() {
       closing ??= (async () => {
         holder.close();
+        // Held requests are denied at once, so draining does not wait out their approval timeout.
+        await approvals.close();
         await Promise.all([proxy.close(), dns?.close()]);
         await admin?.close();
         // Last: every record the proxy and resolver produced while draining is in the store before exit.

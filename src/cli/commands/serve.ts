@@ -8,7 +8,7 @@ import { createOpLogger, OP_LOG_FORMATS, reportModeWarning, type OpLogFormat } f
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
 import { resolveViewerToken } from '../../admin/token-file.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
-import { listValue, parseDurationMs, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
+import { listValue, parseDurationMs, parseHttpUrl, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;
 
@@ -71,6 +71,13 @@ export function registerServe(program: Command): void {
     .addOption(opt('--dns-refuse-code <code>', 'answer for names the policy refuses: nxdomain or refused', 'DNS_REFUSE_CODE').argParser(parseRefuseCode).default('NXDOMAIN', 'nxdomain'))
     .addOption(opt('--dns-rate-limit <n[/burst]>', 'queries per second per client (0 = off)', 'DNS_RATE_LIMIT').argParser(parseRateLimit).default({ perSecond: 50, burst: 100 }, '50/100'))
     .addOption(opt('--dns-cache-size <n>', 'answers cached (0 = off)', 'DNS_CACHE_SIZE').argParser(parseCacheSize).default(10_000))
+    // Approvals (docs/approvals.md): held asks and grants.
+    .addOption(opt('--approval-timeout <dur>', 'approvals: a held request (action: ask) is denied after waiting this long', 'APPROVAL_TIMEOUT').argParser(parseDurationMs).default(60_000, '60s'))
+    .addOption(opt('--approval-dns-timeout <dur>', 'approvals: a held DNS query is refused after this long (capped by --approval-timeout)', 'APPROVAL_DNS_TIMEOUT').argParser(parseDurationMs).default(4_000, '4s'))
+    .addOption(opt('--max-pending-approvals <n>', 'approvals: pending approvals in total; a new ask beyond is denied', 'MAX_PENDING_APPROVALS').argParser(parsePositiveInt).default(100))
+    .addOption(opt('--max-pending-approvals-per-agent <n>', 'approvals: pending approvals per agent; a new ask beyond is denied', 'MAX_PENDING_APPROVALS_PER_AGENT').argParser(parsePositiveInt).default(10))
+    .addOption(opt('--grants-file <file>', 'approvals: where "always" grants are written (YAML, policy format); default <data-dir>/grants.yaml', 'GRANTS_FILE'))
+    .addOption(opt('--approval-webhook <url>', 'approvals: POST each new pending approval here (JSON with a Slack-compatible text field)', 'APPROVAL_WEBHOOK').argParser(parseHttpUrl))
     .addOption(opt('--workers <n|auto>', 'processes sharing the listeners (node:cluster); auto = one per core', 'WORKERS').default('1'))
     .action(async (o) => {
       const logger = createOpLogger({ level: o.logLevel, format: o.logFormat as OpLogFormat });
@@ -124,6 +131,14 @@ export function registerServe(program: Command): void {
             ? false
             : { windowMs: o.alertWindow, threshold: o.alertThreshold, multiplier: o.alertMultiplier, webhook: o.alertWebhook ? { url: o.alertWebhook } : undefined },
         firewallMetrics: o.firewallMetrics ?? null,
+        approvals: {
+          timeoutMs: o.approvalTimeout,
+          dnsTimeoutMs: o.approvalDnsTimeout,
+          maxTotal: o.maxPendingApprovals,
+          maxPerAgent: o.maxPendingApprovalsPerAgent,
+          grantsFile: o.grantsFile,
+          webhook: o.approvalWebhook,
+        },
         dns: listValue(o.dnsListen).length
           ? { listen: listValue(o.dnsListen), refuseWith: o.dnsRefuseCode, rateLimit: o.dnsRateLimit, cacheMaxEntries: o.dnsCacheSize }
           : null,
