@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
@@ -41,6 +41,14 @@ async function browser(): Promise<{ ctx: BrowserContext; page: Page }> {
   return { ctx, page };
 }
 
+/** curl through the proxy in the background: it blocks while the proxy holds the request. */
+function heldCurl(url: string): { done: Promise<string> } {
+  const child = spawn('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '50', '-x', proxy.url, url], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  return { done: new Promise((resolve) => child.once('close', () => resolve(out))) };
+}
+
 function curl(url: string, timeoutS = 20): Promise<string> {
   return new Promise((resolve) => {
     execFile('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', String(timeoutS), '-x', proxy.url, url], (_err, stdout) => resolve(String(stdout)));
@@ -63,10 +71,31 @@ const hostCell = (page: Page, host: string) => page.locator('#rows td:nth-child(
 
 beforeAll(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  dns = await startTestDnsServer({ 'allowed.test': { A: ['127.0.0.1'] }, 'denied.test': { A: ['127.0.0.1'] }, 'later.test': { A: ['127.0.0.1'] } });
+  const local = { A: ['127.0.0.1'] };
+  dns = await startTestDnsServer({ 'allowed.test': local, 'denied.test': local, 'later.test': local, 'ask.test': local, 'ask2.test': local, 'ask3.test': local });
   origin = await startHttpOrigin();
+  const policyFile = path.join(store.dir, 'policy.yaml');
+  writeFileSync(
+    policyFile,
+    `version: 1
+address_guard: { exempt: [127.0.0.1/32] }
+rules:
+  - name: test-origins
+    action: allow
+    hosts: [allowed.test, later.test]
+    ports: [${origin.port}]
+  - name: blocked
+    action: deny
+    hosts: [denied.test]
+  - name: ask-first
+    action: ask
+    hosts: ["ask*.test"]
+    ports: [${origin.port}]
+`,
+  );
   proxy = await startTestProxy({
-    flags: { allow: [`allowed.test:${origin.port}`, `later.test:${origin.port}`], deny: ['denied.test'], allowAddress: ['127.0.0.1/32'] },
+    policyFile,
+    flags: { allow: [], deny: [], allowAddress: [] },
     dnsServers: [`127.0.0.1:${dns.port}`],
     store: { dataDir: store.dir },
     admin: { listen: '127.0.0.1:0', token: ADMIN, viewerToken: VIEWER },
@@ -129,6 +158,7 @@ describe('dashboard in chromium', { timeout: 180_000 }, () => {
     const row = page.locator('#rows tr', { hasText: 'denied.test' }).first();
     expect(await row.locator('td').nth(1).textContent()).toBe('deny');
     expect(await row.locator('td').nth(6).textContent()).toBe('rule_deny');
+    expect(await row.locator('td').nth(7).textContent()).toBe('blocked');
     expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true);
     expect(await curl(`http://allowed.test:${origin.port}/`)).toBe('200');
     await hostCell(page, 'allowed.test').first().waitFor(WAIT);
@@ -227,6 +257,45 @@ describe('dashboard in chromium', { timeout: 180_000 }, () => {
     await shot(page, 'policy');
   });
 
+  it('approves a held request once and the client completes; denies another; grants for an hour and revokes', async () => {
+    await page.getByRole('link', { name: 'Approvals' }).click();
+    await page.locator('#pending td', { hasText: 'nothing is waiting' }).waitFor(WAIT);
+    const held = heldCurl(`http://ask.test:${origin.port}/echo`);
+    const row = page.locator('#pending tr', { hasText: `ask.test:${origin.port}` });
+    await row.waitFor(WAIT);
+    expect(await row.locator('td').nth(2).textContent()).toBe('GET');
+    await page.locator('#pending-count').filter({ hasText: '1' }).waitFor(WAIT);
+    await shot(page, 'approvals');
+    await row.getByRole('combobox').selectOption('once');
+    await row.getByRole('button', { name: 'Approve' }).click();
+    expect(await held.done).toBe('200');
+    await page.locator('#pending td', { hasText: 'nothing is waiting' }).waitFor(WAIT);
+    // Once means once: the next one is held again, and this time denied.
+    const again = heldCurl(`http://ask.test:${origin.port}/`);
+    await row.waitFor(WAIT);
+    await row.getByRole('button', { name: 'Deny' }).click();
+    expect(await again.done).toBe('403');
+    // An hour for everyone: a grant, listed with its expiry, that the next request uses without asking.
+    const timed = heldCurl(`http://ask2.test:${origin.port}/`);
+    const row2 = page.locator('#pending tr', { hasText: `ask2.test:${origin.port}` });
+    await row2.waitFor(WAIT);
+    expect(await row2.getByRole('combobox').locator('option').allTextContents()).not.toContain('this agent, 1 hour'); // anonymous client
+    await row2.getByRole('combobox').selectOption('everyone-1h');
+    await row2.getByRole('button', { name: 'Approve' }).click();
+    expect(await timed.done).toBe('200');
+    const grant = page.locator('#grants tr', { hasText: `ask2.test:${origin.port}` });
+    await grant.waitFor(WAIT);
+    expect(await grant.locator('td').nth(3).textContent()).toBe('dashboard');
+    expect(await curl(`http://ask2.test:${origin.port}/`)).toBe('200');
+    await shot(page, 'approvals-grant');
+    await grant.getByRole('button', { name: 'Revoke' }).click();
+    await page.locator('#grants td', { hasText: 'no active grants' }).waitFor(WAIT);
+    // The decisions are in the log: approved with who and the scope, and the denial.
+    const approved = await proxy.sink.waitFor((r) => r.host === 'ask.test' && r.reason === 'approved', 30_000);
+    expect(approved.status).toBe(200);
+    await proxy.sink.waitFor((r) => r.host === 'ask.test' && r.reason === 'approval_denied', 30_000);
+  });
+
   it('signs out', async () => {
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByLabel('Token').waitFor(WAIT);
@@ -250,11 +319,25 @@ describe('dashboard in chromium', { timeout: 180_000 }, () => {
       return r.status;
     });
     expect(status).toBe(403);
+    const held = heldCurl(`http://ask3.test:${origin.port}/`);
     await v.page.getByRole('link', { name: 'Approvals' }).click();
-    await v.page.locator('#view-approvals').waitFor({ state: 'visible', ...WAIT });
+    const row = v.page.locator('#pending tr', { hasText: `ask3.test:${origin.port}` });
+    await row.waitFor(WAIT);
+    expect(await row.locator('td').last().textContent()).toBe('read-only');
     expect(await v.page.getByRole('button', { name: 'Approve' }).count()).toBe(0);
     expect(await v.page.getByRole('button', { name: 'Deny' }).count()).toBe(0);
     await shot(v.page, 'viewer-approvals');
+    const id = await row.getAttribute('data-id');
+    const tried = await v.page.evaluate(async (approval) => {
+      const s = await (await fetch('/api/session')).json();
+      const r = await fetch(`/api/approvals/${approval}/approve`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': s.csrfToken }, body: '{"scope":"once"}' });
+      return r.status;
+    }, id);
+    expect(tried).toBe(403);
+    // Still held: the admin's Bearer API decides it.
+    const res = await fetch(`${admin}/api/approvals/${id}/deny`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: '{}' });
+    expect(res.status).toBe(200);
+    expect(await held.done).toBe('403');
   });
 });
 

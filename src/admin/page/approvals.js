@@ -15,23 +15,28 @@ function dest(a) {
   return `${a.host}${a.port !== null && a.port !== undefined ? ':' + a.port : ''}`;
 }
 
-function scopeSelect() {
-  const s = el('select', { ariaLabel: 'Scope' });
-  for (const [v, t] of [
-    ['once', 'once (this request)'],
-    ['agent-1h', 'this agent, 1 hour'],
-    ['everyone-1h', 'everyone, 1 hour'],
-    ['agent-always', 'this agent, always'],
-    ['everyone-always', 'everyone, always'],
-  ])
-    s.append(el('option', { value: v }, t));
+const SCOPES = [
+  ['once', 'once (this request)'],
+  ['agent-1h', 'this agent, 1 hour'],
+  ['agent-24h', 'this agent, 24 hours'],
+  ['agent-always', 'this agent, always'],
+  ['everyone-1h', 'everyone, 1 hour'],
+  ['everyone-24h', 'everyone, 24 hours'],
+  ['everyone-always', 'everyone, always'],
+];
+
+function scopeSelect(a) {
+  const s = el('select', { ariaLabel: `Scope for ${safe(dest(a))}` });
+  // An anonymous client has no agent to grant to.
+  for (const [v, t] of SCOPES) if (a.agent !== null || !v.startsWith('agent-')) s.append(el('option', { value: v }, t));
   return s;
 }
 
 function body(choice) {
-  if (choice === 'once') return { scope: 'once' };
+  const by = 'dashboard';
+  if (choice === 'once') return { scope: 'once', by };
   const [scope, span] = choice.split('-');
-  return span === 'always' ? { scope, always: true } : { scope, for: span };
+  return span === 'always' ? { scope, always: true, by } : { scope, for: span, by };
 }
 
 async function act(path, payload, what) {
@@ -46,11 +51,11 @@ async function act(path, payload, what) {
 
 function pendingRow(a) {
   const admin = isAdmin();
-  const scope = scopeSelect();
+  const scope = scopeSelect(a);
   const approve = el('button', { type: 'button', disabled: !admin }, 'Approve');
   const deny = el('button', { type: 'button', disabled: !admin }, 'Deny');
   approve.addEventListener('click', () => act(`/api/approvals/${encodeURIComponent(a.id)}/approve`, body(scope.value), `approved ${safe(dest(a))}`));
-  deny.addEventListener('click', () => act(`/api/approvals/${encodeURIComponent(a.id)}/deny`, {}, `denied ${safe(dest(a))}`));
+  deny.addEventListener('click', () => act(`/api/approvals/${encodeURIComponent(a.id)}/deny`, { by: 'dashboard' }, `denied ${safe(dest(a))}`));
   const cell = admin ? el('td', {}, scope, ' ', approve, ' ', deny) : el('td', { className: 'muted' }, 'read-only');
   return row([a.agent ?? '(anonymous)', dest(a), a.method, a.waiting ?? 1, ago(a.createdAt), a.reason, cell], { dataset: { id: a.id } });
 }
