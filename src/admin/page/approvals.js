@@ -1,7 +1,7 @@
 // Approvals: the pending queue (who, where, how long), approve or deny with a scope, and the active
 // grants with their expiry and Revoke. Refreshed by `approval` events on the decision stream, and
 // polled as a fallback.
-import { $, ago, el, localTime, row, safe } from './dom.js';
+import { $, ago, el, localTime, note, row, safe } from './dom.js';
 import { get, isAdmin, post } from './api.js';
 
 let timer = null;
@@ -70,8 +70,8 @@ export async function refresh() {
   if (!available) return;
   try {
     const [p, g] = await Promise.all([get('/api/approvals'), get('/api/grants')]);
-    $('pending').replaceChildren(...(p.pending.length ? p.pending.map(pendingRow) : [row(['nothing is waiting'])]));
-    $('grants').replaceChildren(...(g.grants.length ? g.grants.map(grantRow) : [row(['no active grants'])]));
+    $('pending').replaceChildren(...(p.pending.length ? p.pending.map(pendingRow) : [note('nothing is waiting', 7)]));
+    $('grants').replaceChildren(...(g.grants.length ? g.grants.map(grantRow) : [note('no active grants', 6)]));
     const badge = $('pending-count');
     badge.hidden = p.pending.length === 0;
     badge.textContent = String(p.pending.length);

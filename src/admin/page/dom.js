@@ -26,6 +26,11 @@ export function row(cells, props = {}) {
   return el('tr', props, ...cells.map((c) => (c instanceof Node && c.tagName === 'TD' ? c : el('td', {}, c))));
 }
 
+/** A table's one-line message ("nothing is waiting") across all its columns. */
+export function note(text, cols) {
+  return el('tr', {}, el('td', { colSpan: cols, className: 'muted' }, text));
+}
+
 /** A definition list's content from [term, value] pairs. */
 export function facts(dl, pairs) {
   dl.replaceChildren(...pairs.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));

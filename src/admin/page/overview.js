@@ -1,5 +1,5 @@
 // Overview: totals and rates, the timeline, top denied domains, agents and reasons, spike alerts.
-import { $, el, localTime, row, safe } from './dom.js';
+import { $, el, localTime, note, row, safe } from './dom.js';
 import { get, qs } from './api.js';
 import { FAILURES } from './shared.js';
 import { drawTimeline } from './chart.js';
@@ -14,7 +14,7 @@ function rate(n, ms) {
 }
 
 function fill(id, rows, empty) {
-  $(id).replaceChildren(...(rows.length ? rows : [row([empty])]));
+  $(id).replaceChildren(...(rows.length ? rows : [note(empty, 3)]));
 }
 
 async function load() {
