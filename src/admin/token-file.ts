@@ -30,30 +30,31 @@ const TOKEN_SHAPE = /^[\x21-\x7e]{16,512}$/;
  * process's user, or with any group/other permission bit. A token an agent could read or plant is
  * worse than none, so this fails closed instead of warning.
  */
-export function readAdminTokenFile(file: string, opts: { anyOwner?: boolean } = {}): string | null {
+export function readAdminTokenFile(file: string, opts: { anyOwner?: boolean; label?: string } = {}): string | null {
+  const what = opts.label ?? 'admin token file';
   let fd: number;
   try {
     fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return null;
-    if (code === 'ELOOP') throw new AdminTokenError(`admin token file ${file} is a symlink: refusing to use it`);
-    throw new AdminTokenError(`cannot read the admin token file ${file}: ${(err as Error).message}`, code);
+    if (code === 'ELOOP') throw new AdminTokenError(`${what} ${file} is a symlink: refusing to use it`);
+    throw new AdminTokenError(`cannot read the ${what} ${file}: ${(err as Error).message}`, code);
   }
   try {
     const st = fstatSync(fd);
-    if (!st.isFile()) throw new AdminTokenError(`admin token file ${file} is not a regular file: refusing to use it`);
+    if (!st.isFile()) throw new AdminTokenError(`${what} ${file} is not a regular file: refusing to use it`);
     const uid = process.geteuid?.();
     if (uid !== undefined && st.uid !== uid && !opts.anyOwner) {
-      throw new AdminTokenError(`admin token file ${file} is owned by uid ${st.uid}, not by this user (uid ${uid}): refusing to use it`);
+      throw new AdminTokenError(`${what} ${file} is owned by uid ${st.uid}, not by this user (uid ${uid}): refusing to use it`);
     }
     if ((st.mode & 0o077) !== 0) {
       throw new AdminTokenError(
-        `admin token file ${file} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: other users may read it; run chmod 600 ${file} (or delete it to get a new token)`,
+        `${what} ${file} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: other users may read it; run chmod 600 ${file} (or delete it to get a new token)`,
       );
     }
     const token = readFileSync(fd, 'utf8').trim();
-    if (!TOKEN_SHAPE.test(token)) throw new AdminTokenError(`admin token file ${file} does not hold a token (16-512 printable characters, no spaces)`);
+    if (!TOKEN_SHAPE.test(token)) throw new AdminTokenError(`${what} ${file} does not hold a token (16-512 printable characters, no spaces)`);
     return token;
   } finally {
     closeSync(fd);
@@ -163,7 +164,7 @@ export function resolveViewerToken(o: { token?: string; file?: string; noAuth?: 
   if ((o.token || o.file) && o.noAuth) throw new AdminTokenError('--viewer-token needs the admin API to have a token (not --no-admin-auth)');
   let token = o.token;
   if (o.file) {
-    const t = readAdminTokenFile(o.file);
+    const t = readAdminTokenFile(o.file, { label: 'viewer token file' });
     if (t === null) throw new AdminTokenError(`viewer token file ${o.file} does not exist`);
     token = t;
   }
