@@ -192,6 +192,22 @@ describe('dashboard in chromium', { timeout: 180_000 }, () => {
     await page.getByLabel('Reason').selectOption('no_rule');
     await page.getByRole('button', { name: 'Apply filters' }).click();
     await page.locator('#live-status').filter({ hasText: /^0 decisions/ }).waitFor(WAIT);
+    // A time range that ends is history: the stream is not followed.
+    await page.getByLabel('Method').fill('');
+    await page.getByLabel('Reason').selectOption('');
+    await page.getByLabel('Since').fill('1h');
+    await page.getByLabel('Until').fill(new Date(Date.now() + 3_600_000).toISOString().slice(0, 19) + 'Z');
+    await page.getByRole('button', { name: 'Apply filters' }).click();
+    await page.locator('#live-status').filter({ hasText: /^2 decisions up to .* \(not following live decisions\)$/ }).waitFor(WAIT);
+    expect(await curl(`http://denied.test:${origin.port}/third`)).toBe('403');
+    // Once the store has it, a followed stream (woken by the commit, else polled every second) sends it at once.
+    for (let found = false; !found; ) {
+      const r = await fetch(`${admin}/api/decisions?path=/third`, { headers: { authorization: `Bearer ${ADMIN}` } });
+      found = ((await r.json()) as { records: unknown[] }).records.length === 1;
+      if (!found) await new Promise((res) => setTimeout(res, 100));
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(await page.locator('#rows tr').count()).toBe(2);
     await page.getByRole('button', { name: 'Clear' }).click();
     await page.locator('#live-status').filter({ hasText: /^100 decisions/ }).waitFor(WAIT);
     // Paging back through the store.
@@ -203,7 +219,7 @@ describe('dashboard in chromium', { timeout: 180_000 }, () => {
   it("opens a record's detail: every field, the rule, its place in the hash chain, a rule to paste", async () => {
     await page.getByLabel('Host glob').fill('denied.test');
     await page.getByRole('button', { name: 'Apply filters' }).click();
-    await page.locator('#live-status').filter({ hasText: /^2 decisions/ }).waitFor(WAIT);
+    await page.locator('#live-status').filter({ hasText: /^3 decisions/ }).waitFor(WAIT);
     await page.locator('#rows tr').first().click();
     const detail = page.locator('#detail');
     await detail.waitFor({ state: 'visible', ...WAIT });

@@ -1,7 +1,7 @@
 // Approvals: the pending queue (who, where, how long), approve or deny with a scope, and the active
 // grants with their expiry and Revoke. Refreshed by `approval` events on the decision stream, and
 // polled as a fallback.
-import { $, ago, el, localTime, note, row, safe } from './dom.js';
+import { $, ago, el, note, row, safe } from './dom.js';
 import { get, isAdmin, post } from './api.js';
 
 let timer = null;
@@ -63,7 +63,7 @@ function pendingRow(a) {
 function grantRow(g) {
   const revoke = el('button', { type: 'button', disabled: !isAdmin() }, 'Revoke');
   revoke.addEventListener('click', () => act(`/api/grants/${encodeURIComponent(g.id)}/revoke`, {}, `revoked the grant for ${safe(dest(g))}`));
-  return row([g.agent ?? 'everyone', dest(g), g.always ? 'always' : g.expiresAt ? localTime(g.expiresAt) : '-', g.by, g.createdAt ? ago(g.createdAt) + ' ago' : '-', el('td', {}, revoke)]);
+  return row([g.agent ?? 'everyone', dest(g), g.always ? 'always' : g.expiresAt ? new Date(g.expiresAt).toLocaleString() : '-', g.by, g.createdAt ? ago(g.createdAt) + ' ago' : '-', el('td', {}, revoke)]);
 }
 
 export async function refresh() {

@@ -88,8 +88,13 @@ async function older() {
 
 function connect() {
   source?.close();
-  // Time bounds only matter for history: the stream is the present.
-  const { since: _s, until: _u, ...f } = filters();
+  source = null;
+  // Time bounds only matter for history: the stream is the present, and a range that ends is not followed.
+  const { since: _s, until, ...f } = filters();
+  if (until.trim()) {
+    status(`${$('rows').rows.length} decisions up to ${safe(until)} (not following live decisions)`);
+    return;
+  }
   source = new EventSource('/api/decisions/stream?' + qs(f));
   source.addEventListener('decision', (e) => {
     const r = JSON.parse(e.data);
