@@ -29,6 +29,7 @@ let dnsPort: number;
 const store = tempDir('ae-dash-browser-');
 const profiles: string[] = [];
 const contexts: BrowserContext[] = [];
+const pageErrors: string[] = [];
 
 async function browser(): Promise<{ ctx: BrowserContext; page: Page }> {
   // A fresh profile per context: no cookies or cache from another run.
@@ -38,6 +39,11 @@ async function browser(): Promise<{ ctx: BrowserContext; page: Page }> {
   ctx.setDefaultTimeout(30_000);
   contexts.push(ctx);
   const page = ctx.pages()[0] ?? (await ctx.newPage());
+  // Script errors and CSP refusals would mean a view silently broke.
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(m.text());
+  });
   return { ctx, page };
 }
 
@@ -318,6 +324,7 @@ describe('dashboard in chromium', { timeout: 180_000 }, () => {
     expect(await ctx.cookies(admin)).toHaveLength(0);
     await page.reload();
     await page.getByRole('button', { name: 'Sign in' }).waitFor(WAIT);
+    expect(pageErrors).toEqual([]);
   });
 
   it('a viewer sees everything and cannot reload, approve, deny or revoke', async () => {

@@ -79,6 +79,13 @@ describe('serve --viewer-token', { timeout: 120_000 }, () => {
       expect(await call('POST', '/api/policy/reload', 'viewer-token-from-a-file-0123')).toBe(403);
       expect(await call('POST', '/api/policy/reload', 'admin-token-0123456789abc')).toBe(200);
       expect(await call('GET', '/api/policy', 'wrong-token-0123456789')).toBe(401);
+      // The dashboard's files are in the built package (dist/), served without a token.
+      for (const p of ['/', '/ui/app.js', '/ui/live.js', '/ui/shared.js', '/ui/app.css']) {
+        const r = await request(s.admin + p);
+        const text = await r.body.text();
+        expect(r.statusCode, p).toBe(200);
+        expect(text.length, p).toBeGreaterThan(100);
+      }
     } finally {
       s.stop();
     }
