@@ -237,6 +237,8 @@ describe('dashboard in chromium', { timeout: 180_000 }, () => {
     // A block to paste: real line breaks, not escapes.
     expect(await page.locator('#detail-deny').textContent()).toContain('- name: deny-denied.test\n  action: deny\n  hosts:\n    - denied.test');
     await shot(page, 'detail');
+    await page.locator('#detail-deny').scrollIntoViewIfNeeded();
+    await shot(page, 'detail-chain');
     await page.getByRole('button', { name: 'Close detail' }).click();
     await page.getByRole('button', { name: 'Clear' }).click();
   });
