@@ -26,13 +26,17 @@ const approveBody = {
 const denyBody = { type: 'object', additionalProperties: false, properties: { by } } as const;
 const emptyBody = { type: 'object', additionalProperties: false, properties: {} } as const;
 
+/** Who and where: what a pending approval and a grant both name. */
+const WHERE = {
+  id: { type: 'string' },
+  agent: { type: ['string', 'null'] },
+  host: { type: 'string' },
+  port: { type: ['integer', 'null'] },
+} as const;
 const pending = {
   type: 'object',
   properties: {
-    id: { type: 'string' },
-    agent: { type: ['string', 'null'] },
-    host: { type: 'string' },
-    port: { type: ['integer', 'null'] },
+    ...WHERE,
     method: { type: 'string' },
     createdAt: { type: 'string' },
     waiting: { type: 'integer' },
@@ -43,10 +47,7 @@ const pending = {
 const grant = {
   type: 'object',
   properties: {
-    id: { type: 'string' },
-    agent: { type: ['string', 'null'] },
-    host: { type: 'string' },
-    port: { type: ['integer', 'null'] },
+    ...WHERE,
     expiresAt: { type: ['string', 'null'] },
     always: { type: 'boolean' },
     by: { type: 'string' },
@@ -60,6 +61,11 @@ const error = { type: 'object', properties: { statusCode: { type: 'integer' }, e
 const errors = { 400: error, 404: error, 409: error, 500: error } as const;
 
 const NAMES: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 409: 'Conflict', 500: 'Internal Server Error' };
+
+/** deny and revoke need nothing in their body: a POST without one means `{}`. */
+const EMPTY_IS_OBJECT = async (req: { body: unknown }): Promise<void> => {
+  if (req.body === undefined || req.body === null) req.body = {};
+};
 
 function refuse(reply: FastifyReply, err: unknown): FastifyReply {
   if (!(err instanceof ApprovalError)) throw err;
@@ -97,7 +103,7 @@ export function registerApprovalRoutes(app: FastifyInstance, api: ApprovalsApi):
 
   app.post<{ Params: { id: string }; Body: { by?: string } }>(
     '/api/approvals/:id/deny',
-    { schema: { params: id, body: denyBody, response: { 200: ok, ...errors } } },
+    { schema: { params: id, body: denyBody, response: { 200: ok, ...errors } }, preValidation: EMPTY_IS_OBJECT },
     async (req, reply) => {
       try {
         api.broker.deny(req.params.id, req.body?.by);
@@ -129,7 +135,7 @@ export function registerApprovalRoutes(app: FastifyInstance, api: ApprovalsApi):
 
   app.post<{ Params: { id: string } }>(
     '/api/grants/:id/revoke',
-    { schema: { params: id, body: emptyBody, response: { 200: ok, ...errors } } },
+    { schema: { params: id, body: emptyBody, response: { 200: ok, ...errors } }, preValidation: EMPTY_IS_OBJECT },
     async (req, reply) => {
       try {
         await api.grants.revoke(req.params.id);

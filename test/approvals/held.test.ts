@@ -216,7 +216,11 @@ describe('held requests, decided through the CLI and the API', () => {
     }
     // Still pending after the refusals: nothing was decided by a bad request.
     expect((await pendingFor(p, 'one.test', origin.port)).id).toBe(a.id);
-    await api(p, `/api/approvals/${a.id}/deny`, {});
+    // deny needs nothing in its body: a POST without one (bearer token, no content type) is {}.
+    const { request } = await import('undici');
+    const bare = await request(`${p.admin!.url}/api/approvals/${a.id}/deny`, { method: 'POST', headers: { authorization: `Bearer ${p.admin!.token}` } });
+    expect(bare.statusCode).toBe(200);
+    expect(await bare.body.json()).toEqual({ ok: true });
     expect((await c.done).status).toBe(403);
   });
 
@@ -234,7 +238,7 @@ describe('held requests, decided through the CLI and the API', () => {
       expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
       expect(r.stderr).not.toContain('\x1b');
     }
-  });
+  }, 120_000);
 
   it('the SSE stream carries approval events: pending, then resolved', async () => {
     const ac = new AbortController();
@@ -317,7 +321,7 @@ describe('grants', () => {
     } finally {
       await p.close();
     }
-  });
+  }, 120_000);
 
   it('a temporary grant for everyone lets others through, then expires and asks again; it is not kept across a restart', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ae-temp-'));

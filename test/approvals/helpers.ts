@@ -1,24 +1,11 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import { request } from 'undici';
 import type { PendingApproval } from '../../src/approvals/types.js';
 import type { TestProxy } from '../helpers/proxy.js';
 
-const run = promisify(execFile);
-export const BIN = join(resolve(__dirname, '../..'), 'bin/agent-egress.js');
+export { cli } from '../helpers/cli.js';
 export const sha = (s: string) => createHash('sha256').update(s).digest('hex');
-
-export async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run('node', [BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 export interface CurlResult {
   code: number | null;

@@ -48,7 +48,7 @@ function table(head: string[], rows: string[][]): string {
 
 function clientOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--url <url>', 'admin API of the running proxy (pending approvals live in its memory)').env('AGENT_EGRESS_URL').argParser(parseHttpUrl).default('http://127.0.0.1:3129'))
+    .addOption(new Option('--url <url>', 'admin API of the running proxy (pending approvals live in its memory)').env('AGENT_EGRESS_ADMIN_URL').argParser(parseHttpUrl).default('http://127.0.0.1:3129'))
     .option('--token <token>', 'admin API bearer token (default: $AGENT_EGRESS_ADMIN_TOKEN, else <data-dir>/admin-token when this user can read it)')
     .addOption(new Option('--data-dir <dir>', 'where serve keeps the admin token').env('AGENT_EGRESS_DATA_DIR').default('./data'));
 }
