@@ -13,7 +13,7 @@ import { relay, upstreamBody } from '../proxy/relay.js';
 import { brokerRequest, normalizeRequestPath } from '../proxy/request-check.js';
 import { refuseResponse, refuseSocket } from '../proxy/respond.js';
 import { completeUpgrade } from '../proxy/forward.js';
-import { trackTunnel } from '../proxy/tunnel.js';
+import { trackTunnel, type TunnelReplies } from '../proxy/tunnel.js';
 import { sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from '../proxy/upgrade.js';
 import type { VetContext, VetOutcome } from '../proxy/vet.js';
 import type { LeafMinter } from './mint.js';
@@ -97,6 +97,7 @@ export async function handleInspected(
   target: Target,
   v: VetOutcome & { ok: true },
   json: boolean,
+  replies?: TunnelReplies,
 ): Promise<void> {
   const name = target.host.value;
   const isIp = target.host.kind === 'ip';
@@ -116,7 +117,9 @@ export async function handleInspected(
     rec.address = v.addresses[0];
     settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: v.rule, status });
     rec.detail = { ...rec.detail, error: (err as Error).message };
-    refuseSocket(socket, { status, reason, rule: v.rule, decisionId: rec.id, target: authority }, json);
+    const r = { status, reason, rule: v.rule, decisionId: rec.id, target: authority };
+    if (replies) replies.refuse(r);
+    else refuseSocket(socket, r, json);
     return emit(core, rec, t0);
   }
   rec.address = first.address;
@@ -152,7 +155,8 @@ export async function handleInspected(
     },
   });
 
-  socket.write(`HTTP/1.1 200 Connection established\r\nX-Agent-Egress-Decision: ${rec.id}\r\n\r\n`);
+  if (replies) replies.established(first.socket);
+  else socket.write(`HTTP/1.1 200 Connection established\r\nX-Agent-Egress-Decision: ${rec.id}\r\n\r\n`);
   if (head.length > 0) socket.unshift(head);
   const tls = new TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: ['http/1.1'] });
   const tunnel: Tunnel = { core, ctx, agent, target, v, parent: rec, client: rec.client, address: first.address, upstream, ca: inspector.upstreamCa };

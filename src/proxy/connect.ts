@@ -3,11 +3,10 @@ import type { Socket } from 'node:net';
 import { formatAuthority, parseConnectTarget, TargetError } from '../net/target.js';
 import { clientLabel, emit, identify, type ProxyCore } from './core.js';
 import { refuseSocket, wantsJson } from './respond.js';
-import { roundMs, startRecord } from '../decisions/record.js';
+import { startRecord } from '../decisions/record.js';
 import { checkHead } from './conformance.js';
 import { settle, settleVet } from './record.js';
-import { dialForTunnel, splice } from './tunnel.js';
-import { vetDestination } from './vet.js';
+import { dialForTunnel, splice, vetTunnel } from './tunnel.js';
 import { handleInspected } from '../inspect/tunnel.js';
 
 
@@ -60,11 +59,8 @@ export async function handleConnect(core: ProxyCore, req: IncomingMessage, socke
   }
   rec.agent = who.agent;
 
-  const v = await vetDestination(ctx, who.agent, target, undefined, undefined, socket);
-  rec.timings.dnsMs = roundMs(v.dnsMs);
-  if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
+  const v = await vetTunnel(ctx, rec, who.agent, target, socket);
   if (!v.ok) {
-    settleVet(rec, v, v.status);
     refuseSocket(socket, { status: v.status, reason: v.reason, rule: rec.rule, message: v.message, hint: v.hint?.text, decisionId: rec.id, target: authority }, json);
     return emit(core, rec, t0);
   }

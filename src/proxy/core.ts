@@ -6,7 +6,7 @@ import type { DecisionSink } from '../decisions/sink.js';
 import { formatHostPort } from '../net/endpoint.js';
 import { canonicalPeer } from '../net/ip.js';
 import type { Identity } from '../policy/types.js';
-import { parseProxyAuthorization } from './auth.js';
+import { parseProxyAuthorization, type ProxyCredentials } from './auth.js';
 import type { ProxyLimits, RecordOptions } from './options.js';
 import type { VetContext } from './vet.js';
 import type { IncomingHttpHeaders, Server } from 'node:http';
@@ -68,7 +68,14 @@ export function certNames(socket: Socket): string[] | undefined {
 }
 
 export function identify(core: ProxyCore, ctx: VetContext, headers: IncomingHttpHeaders, socket: Socket): Identity {
-  const cred = parseProxyAuthorization(headers['proxy-authorization']);
+  return identifyWith(ctx, parseProxyAuthorization(headers['proxy-authorization']), socket);
+}
+
+/**
+ * Identify from credentials however they arrived (Proxy-Authorization, SOCKS5 username/password), the
+ * client certificate and the source address: one identification for every entry point.
+ */
+export function identifyWith(ctx: VetContext, cred: ProxyCredentials, socket: Socket): Identity {
   return ctx.policy.identify({
     authPresent: cred.present,
     username: cred.username,

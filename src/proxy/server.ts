@@ -7,7 +7,8 @@ import { Agent } from 'undici';
 import type { DecisionSink } from '../decisions/sink.js';
 import { handleConnect } from './connect.js';
 import { createInnerServer, type Inspector } from '../inspect/tunnel.js';
-import { clientAddress, clientLabel, emit, type ProxyCore } from './core.js';
+import { clientLabel, emit, type ProxyCore } from './core.js';
+import { ConnectionCount } from './admission.js';
 import { handleRequest, handleUpgrade } from './forward.js';
 import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits, type RecordOptions } from './options.js';
 import { refuseSocket } from './respond.js';
@@ -49,8 +50,7 @@ export class ProxyServer {
   private readonly listener: NetServer;
   private readonly core: ProxyCore;
   private readonly agent: Agent;
-  private readonly sockets = new Set<Socket>();
-  private readonly perClient = new Map<string, number>();
+  private readonly connections = new ConnectionCount();
   private isDraining = false;
   private readonly tls: boolean;
 
@@ -119,22 +119,12 @@ export class ProxyServer {
    * gets its 503 and is closed without ever reaching the HTTP parser, so nothing it sent is acted on.
    */
   private admitConnection(socket: Socket): void {
-    const ip = clientAddress(socket);
-    const n = (this.perClient.get(ip) ?? 0) + 1;
-    this.perClient.set(ip, n);
-    this.sockets.add(socket);
-    socket.once('close', () => {
-      this.sockets.delete(socket);
-      const left = (this.perClient.get(ip) ?? 1) - 1;
-      if (left <= 0) this.perClient.delete(ip);
-      else this.perClient.set(ip, left);
-    });
-    const { maxConnections, maxConnectionsPerClient } = this.core.limits;
-    if (this.sockets.size > maxConnections || n > maxConnectionsPerClient) {
+    const over = this.connections.add(socket, this.core.limits);
+    if (over) {
       const t0 = performance.now();
       const rec = startRecord(clientLabel(socket), 'CONNECTION', '', null, this.core.context().policy.hash);
       settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'limit_exceeded', rule: null, status: 503 });
-      rec.detail = { limit: n > maxConnectionsPerClient ? 'per_client' : 'total' };
+      rec.detail = { limit: over };
       socket.on('error', () => socket.destroy());
       refuseSocket(socket, { status: 503, reason: 'limit_exceeded', decisionId: rec.id });
       emit(this.core, rec, t0);
@@ -264,7 +254,7 @@ export class ProxyServer {
   }
 
   stats(): ProxyStats {
-    return { activeConnections: this.sockets.size, activeTunnels: this.core.counters.activeTunnels, activeRequests: this.core.counters.activeRequests };
+    return { activeConnections: this.connections.sockets.size, activeTunnels: this.core.counters.activeTunnels, activeRequests: this.core.counters.activeRequests };
   }
 
   /**
@@ -283,7 +273,7 @@ export class ProxyServer {
       this.server.closeIdleConnections();
     }
     for (const finish of [...this.core.tunnels]) finish();
-    for (const s of this.sockets) s.destroy();
+    for (const s of this.connections.sockets) s.destroy();
     this.server.closeAllConnections();
     await closed;
     // Anything still in flight upstream has outlived the grace period: cut it rather than wait.

@@ -4,8 +4,31 @@ import { emit, type ProxyCore } from './core.js';
 import { dialVetted, DialError } from './dial.js';
 import { roundMs } from '../decisions/record.js';
 import { settleVet } from './record.js';
-import { refuseSocket } from './respond.js';
-import type { VetOutcome } from './vet.js';
+import { refuseSocket, type Refusal } from './respond.js';
+import { vetDestination, type ClientLink, type VetContext, type VetOutcome } from './vet.js';
+import type { Target } from '../net/target.js';
+
+/**
+ * vetDestination for a tunnel (CONNECT, SOCKS5), with what it found written into the tunnel's record;
+ * a refusal is settled here, and the caller answers it in its own protocol and emits.
+ */
+export async function vetTunnel(ctx: VetContext, rec: DecisionRecord, agent: string | null, target: Target, client?: ClientLink): Promise<VetOutcome> {
+  const v = await vetDestination(ctx, agent, target, undefined, undefined, client);
+  rec.timings.dnsMs = roundMs(v.dnsMs);
+  if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
+  if (!v.ok) settleVet(rec, v, v.status);
+  return v;
+}
+
+/**
+ * How a tunnel entry point that does not speak HTTP (SOCKS5) answers its client: a refusal or failure,
+ * and "connected" with the upstream socket (whose local end is the bound address). Without it, the
+ * client gets HTTP (a refusal, or 200 Connection established).
+ */
+export interface TunnelReplies {
+  refuse(r: Refusal): void;
+  established(upstream: Socket): void;
+}
 
 /**
  * Connect a tunnel's upstream to the first vetted address that answers. On failure the client gets
@@ -18,7 +41,13 @@ export async function dialForTunnel(
   client: Socket,
   v: VetOutcome & { ok: true },
   port: number,
-  refusal: { target?: string; json: boolean; status: number | null },
+  refusal: {
+    target?: string;
+    json: boolean;
+    status: number | null;
+    /** Tell the client in its own protocol (a SOCKS5 reply); default: an HTTP refusal on the socket. */
+    answer?: (r: Refusal) => void;
+  },
 ): Promise<Socket | null> {
   const tc = performance.now();
   try {
@@ -36,7 +65,9 @@ export async function dialForTunnel(
     settleVet(rec, v, status, reason);
     rec.detail = { ...rec.detail, error: (err as Error).message };
     const cause = err instanceof DialError ? err.code : undefined;
-    refuseSocket(client, { status, reason, decisionId: rec.id, target: refusal.target, cause }, refusal.json);
+    const r: Refusal = { status, reason, decisionId: rec.id, target: refusal.target, cause };
+    if (refusal.answer) refusal.answer(r);
+    else refuseSocket(client, r, refusal.json);
     emit(core, rec, t0);
     return null;
   }

@@ -24,6 +24,7 @@ import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
 import { startInspector } from './inspect.js';
 import { startApprovals, type ApprovalsConfig, type RunningApprovals } from './approvals.js';
+import { SocksServer } from '../capture/socks5.js';
 
 export interface EgressConfig {
   listen: string;
@@ -56,6 +57,8 @@ export interface EgressConfig {
   firewallMetrics?: 'nftables' | 'iptables' | null;
   /** Approvals (held asks) and grants; null/undefined = defaults (grants in <data-dir>/grants.yaml). */
   approvals?: ApprovalsConfig | null;
+  /** The SOCKS5 listener (src/capture/socks5.ts); null/undefined = none. */
+  socks?: { listen: string } | null;
   /** The filtering DNS resolver; null/undefined = none. */
   dns?: {
     listen: string[];
@@ -75,6 +78,7 @@ export interface RunningEgress {
   store: SqliteDecisionStore | null;
   admin: AdminServer | null;
   dns: DnsFilterHandle | null;
+  socks: { server: SocksServer; address: { address: string; port: number } } | null;
   metrics: Registry;
   /** The grants and, with the admin API, the approvals broker. */
   approvals: RunningApprovals;
@@ -122,10 +126,16 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   if (store) sinks.push(store);
   const registry = new Registry();
   let proxyRef: ProxyServer | null = null;
+  let socksRef: SocksServer | null = null;
   sinks.push(
     new DecisionMetrics({
       registry,
-      proxyStats: () => proxyRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 },
+      // The gauges count both front doors: HTTP and SOCKS5 connections and tunnels alike.
+      proxyStats: () => {
+        const h = proxyRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 };
+        const k = socksRef?.stats() ?? { activeConnections: 0, activeTunnels: 0 };
+        return { activeConnections: h.activeConnections + k.activeConnections, activeTunnels: h.activeTunnels + k.activeTunnels };
+      },
       storeStats: store ? () => store.stats() : undefined,
       policy: holder,
     }),
@@ -168,11 +178,19 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   proxyRef = proxy;
   let admin: AdminServer | null = null;
   let dns: DnsFilterHandle | null = null;
+  let socks: RunningEgress['socks'] = null;
   let address: { address: string; port: number };
   try {
     address = await proxy.listen(listen.host, listen.port);
     // The guard refuses the proxy's own listeners even where a range exemption would let their address through.
     self.push({ address: address.address, port: address.port });
+    if (cfg.socks) {
+      const l = parseListen(cfg.socks.listen);
+      const server = new SocksServer({ context: () => ctx, sink, logger, limits: cfg.limits, inspector });
+      socks = { server, address: await server.listen(l.host, l.port) };
+      socksRef = server;
+      self.push({ address: socks.address.address, port: socks.address.port });
+    }
     if (cfg.admin) {
       if (!store) throw new Error('the admin API serves the decision store: it cannot run with the store off');
       admin = await startAdminServer({
@@ -214,6 +232,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     // Never run half-configured: whatever started is stopped again, and the caller exits non-zero.
     await admin?.close().catch(() => undefined);
     await dns?.close().catch(() => undefined);
+    await socks?.server.close(0).catch(() => undefined);
     await proxy.close(0).catch(() => undefined);
     await approvals.close();
     await sink.close();
@@ -226,6 +245,13 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     logger.warn(
       { listen: formatListen(address) },
       'LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT REQUIRED CREDENTIALS: anyone who can reach this port can use the proxy; set require_auth: true in the policy or use --client-ca',
+    );
+  }
+  if (socks && !isLoopbackHost(socks.address.address) && !policy.requireAuth) {
+    // Client certificates do not exist on SOCKS5: only require_auth protects a reachable SOCKS port.
+    logger.warn(
+      { socks: formatListen(socks.address) },
+      'SOCKS5 LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT REQUIRED CREDENTIALS: anyone who can reach this port can use the proxy; set require_auth: true in the policy',
     );
   }
   if (cfg.watchMs && cfg.policyFile) holder.watch(cfg.watchMs);
@@ -242,6 +268,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     store,
     admin,
     dns,
+    socks,
     metrics: registry,
     approvals,
     close() {
@@ -249,7 +276,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         holder.close();
         // Held requests are denied at once, so draining does not wait out their approval timeout.
         await approvals.close();
-        await Promise.all([proxy.close(), dns?.close()]);
+        await Promise.all([proxy.close(), dns?.close(), socks?.server.close()]);
         await admin?.close();
         // Last: every record the proxy and resolver produced while draining is in the store before exit.
         await sink.close();

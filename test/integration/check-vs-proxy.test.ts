@@ -8,10 +8,13 @@ import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js
 import { startHttpOrigin, type Origin } from '../helpers/origin.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { rawExchange } from '../helpers/raw.js';
+import { parseConnectTarget } from '../../src/net/target.js';
+import { connectVia, requestDomain, requestIpv4 } from '../capture/socks-helpers.js';
 
 /**
  * `check` must answer exactly what the proxy does: every row is asked of `check` (the built CLI) and
- * sent through the real running proxy, and the verdict, reason and rule must agree.
+ * sent through the real running proxy (tunnels through both CONNECT and SOCKS5), and the verdict,
+ * reason and rule must agree.
  */
 const run = promisify(execFile);
 const BIN = join(resolve(__dirname, '../..'), 'bin/agent-egress.js');
@@ -63,7 +66,7 @@ agents:
       - {name: reader-ro, action: allow, hosts: [agent.test], ports: [${p}], methods: [GET]}
 `,
   );
-  proxy = await startTestProxy({ policyFile: policy, dnsServers: [`127.0.0.1:${dns.port}`] });
+  proxy = await startTestProxy({ policyFile: policy, dnsServers: [`127.0.0.1:${dns.port}`], socks: { listen: '127.0.0.1:0' } });
 });
 afterAll(async () => {
   await proxy?.close();
@@ -118,6 +121,18 @@ describe('check agrees with the running proxy', () => {
     expect({ verdict: answer.verdict, reason: answer.reason, rule: answer.rule }).toEqual({ verdict: rec.verdict, reason: rec.reason, rule: rec.rule });
     expect(c.code).toBe(rec.verdict === 'allow' ? 0 : 1);
     expect(res.startsWith('HTTP/1.1 200 ')).toBe(rec.verdict === 'allow');
+
+    // A tunnel through the SOCKS5 listener is decided like the CONNECT: same verdict, reason and rule.
+    if (answer.via === 'connect') {
+      const m = proxy.sink.records.length;
+      const { host, port } = parseConnectTarget(answer.target);
+      const req = host.kind === 'ip' ? requestIpv4(host.value, port) : requestDomain(host.value, port);
+      const { c, code } = await connectVia(proxy.egress.socks!.address.port, req);
+      c.destroy();
+      const viaSocks = await proxy.sink.waitFor((r) => proxy.sink.records.indexOf(r) >= m && r.method === 'SOCKS5');
+      expect({ verdict: viaSocks.verdict, reason: viaSocks.reason, rule: viaSocks.rule }).toEqual({ verdict: answer.verdict, reason: answer.reason, rule: answer.rule });
+      expect(code === 0).toBe(answer.verdict === 'allow');
+    }
   });
 
   it('an agent: check --agent answers like the proxy does for that agent', async () => {

@@ -67,6 +67,7 @@ export function registerServe(program: Command): void {
     .addOption(opt('--alert-webhook <url>', 'POST spike alerts (JSON) here; not subject to the agent policy', 'ALERT_WEBHOOK'))
     .addOption(opt('--no-alerts', 'turn spike detection off', 'NO_ALERTS'))
     .addOption(opt('--firewall-metrics <tool>', "export the companion firewall's refused-packet counters in /metrics (rules on this host)", 'FIREWALL_METRICS').choices(['nftables', 'iptables']))
+    .addOption(opt('--socks-listen <host:port>', 'also accept SOCKS5 clients here (RFC 1928 CONNECT, socks5h; username/password = agent credentials)', 'SOCKS_LISTEN'))
     .addOption(repeatable('--dns-listen <host:port>', 'start the filtering DNS resolver here (UDP and TCP)', env('DNS_LISTEN')))
     .addOption(opt('--dns-refuse-code <code>', 'answer for names the policy refuses: nxdomain or refused', 'DNS_REFUSE_CODE').argParser(parseRefuseCode).default('NXDOMAIN', 'nxdomain'))
     .addOption(opt('--dns-rate-limit <n[/burst]>', 'queries per second per client (0 = off)', 'DNS_RATE_LIMIT').argParser(parseRateLimit).default({ perSecond: 50, burst: 100 }, '50/100'))
@@ -139,6 +140,7 @@ export function registerServe(program: Command): void {
           grantsFile: o.grantsFile,
           webhook: o.approvalWebhook,
         },
+        socks: o.socksListen ? { listen: o.socksListen } : null,
         dns: listValue(o.dnsListen).length
           ? { listen: listValue(o.dnsListen), refuseWith: o.dnsRefuseCode, rateLimit: o.dnsRateLimit, cacheMaxEntries: o.dnsCacheSize }
           : null,
@@ -182,6 +184,7 @@ export function registerServe(program: Command): void {
           listen: formatListen(r.address),
           admin: r.admin ? formatListen(r.admin) : null,
           dns: r.dns ? r.dns.listeners.map(formatListen) : null,
+          socks: r.socks ? formatListen(r.socks.address) : null,
           store: r.store ? o.dataDir : null,
           policy: o.policy ?? '<flags>',
           policyHash: r.holder.current().hash,
