@@ -193,8 +193,7 @@ class Session {
       },
       established: (up) => socket.write(reply(REPLY.succeeded, { address: up.localAddress ?? '', port: up.localPort ?? 0 })),
     };
-    // The client's socket: a SOCKS5 connection held for an approval stops waiting when the client goes away.
-    const v = await vetTunnel(ctx, rec, this.agent, target, this.socket);
+    const v = await vetTunnel(ctx, rec, this.agent, target, socket);
     if (!v.ok) {
       replies.refuse({ status: v.status, reason: v.reason });
       return emit(core, rec, t0);

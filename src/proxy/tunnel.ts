@@ -13,6 +13,7 @@ import type { Target } from '../net/target.js';
  * a refusal is settled here, and the caller answers it in its own protocol and emits.
  */
 export async function vetTunnel(ctx: VetContext, rec: DecisionRecord, agent: string | null, target: Target, client?: ClientLink): Promise<VetOutcome> {
+  // With the client's socket, a request held for an approval stops waiting when the client goes away.
   const v = await vetDestination(ctx, agent, target, undefined, undefined, client);
   rec.timings.dnsMs = roundMs(v.dnsMs);
   if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };

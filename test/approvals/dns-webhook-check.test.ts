@@ -188,3 +188,37 @@ describe('serve flags', () => {
     for (const f of ['--approval-timeout', '--approval-dns-timeout', '--max-pending-approvals', '--max-pending-approvals-per-agent', '--grants-file', '--approval-webhook']) expect(help.stdout).toContain(f);
   }, 120_000);
 });
+
+describe('SOCKS5 holds an ask like CONNECT', () => {
+  it('the SOCKS5 request waits, is approved and completes; another is denied', async () => {
+    const p = await startTestProxy({
+      policyFile,
+      dnsServers: [`127.0.0.1:${dns.port}`],
+      store: { dataDir: mkdtempSync(join(tmpdir(), 'ae-socks-ask-')) },
+      admin: { listen: '127.0.0.1:0' },
+      socks: { listen: '127.0.0.1:0' },
+    });
+    try {
+      const socks = `127.0.0.1:${p.egress.socks!.address.port}`;
+      const env = { PATH: process.env.PATH ?? '' };
+      const ok = run('curl', ['-sS', '--max-time', '25', '--socks5-hostname', socks, '-w', '\n%{http_code}', `http://ask.test:${origin.port}/`], { env });
+      const a = await pendingFor(p, 'ask.test', origin.port);
+      expect(a.method).toBe('CONNECT');
+      await api(p, `/api/approvals/${a.id}/approve`, { scope: 'once', by: 'socks-tester' });
+      expect((await ok).stdout.trim().split('\n').pop()).toBe('200');
+      const rec = await p.sink.waitFor((x) => x.host === 'ask.test' && x.reason === 'approved');
+      expect(rec.detail?.approval).toMatchObject({ by: 'socks-tester' });
+      const no = run('curl', ['-sS', '--max-time', '25', '--socks5-hostname', socks, `http://hook.test:${origin.port}/`], { env }).then(
+        () => 0,
+        (e: { code: number }) => e.code,
+      );
+      const b = await pendingFor(p, 'hook.test', origin.port);
+      await api(p, `/api/approvals/${b.id}/deny`, {});
+      // curl: 97 = the SOCKS proxy refused the connection.
+      expect(await no).toBe(97);
+      expect(await p.sink.waitFor((x) => x.host === 'hook.test' && x.reason === 'approval_denied')).toMatchObject({ verdict: 'deny' });
+    } finally {
+      await p.close();
+    }
+  }, 120_000);
+});
