@@ -96,6 +96,11 @@ export class SpikeDetector implements DecisionSink {
       : null;
   }
 
+  /** The thresholds in force (defaults filled in), for the dashboard's chart. */
+  get settings(): { threshold: number; windowMs: number } {
+    return { threshold: this.o.threshold, windowMs: this.o.windowMs };
+  }
+
   write(r: DecisionRecord): void {
     if (this.closed || r.verdict !== 'deny') return;
     try {

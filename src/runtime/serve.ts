@@ -19,6 +19,8 @@ import { FleetSpikeFeed } from '../decisions/fleet-alerts.js';
 import { DecisionMetrics } from '../decisions/metrics.js';
 import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
+import type { AlertSettings } from '../admin/dashboard-routes.js';
+import { RecentAlerts } from '../decisions/alert-log.js';
 import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
 import { startDnsFilter, type DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
@@ -52,7 +54,7 @@ export interface EgressConfig {
   /** The decision store (SQLite in dataDir unless `location` says otherwise); null/undefined = none. */
   store?: { dataDir: string; retentionMs?: number; maxBytes?: number; location?: StoreLocation; replica?: string; maxMemory?: number } | null;
   /** The admin API (queries, metrics, reload); null/undefined = none. */
-  admin?: { listen: string; token?: string; hosts?: string[]; noAuth?: boolean; metricsAuth?: boolean } | null;
+  admin?: { listen: string; token?: string; viewerToken?: string; hosts?: string[]; noAuth?: boolean; metricsAuth?: boolean } | null;
   /** Spike alerts on denies (needs nothing else); null/undefined = defaults, false = off. */
   alerts?: Omit<SpikeOptions, 'registry' | 'logger' | 'onAlert'> | false | null;
   /** Addresses the guard must refuse besides this process's own listeners (e.g. a cluster primary's admin API). */
@@ -159,13 +161,17 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   jsonLines?.registerMetrics(registry);
   if (cfg.firewallMetrics) registerFirewallMetrics(registry, cfg.firewallMetrics);
   let fleetAlerts: FleetSpikeFeed | null = null;
+  let alertSettings: AlertSettings | null = null;
   if (cfg.alerts !== false) {
+    const recent = new RecentAlerts();
     const detector = new SpikeDetector({
       ...(cfg.alerts ?? {}),
+      onAlert: (a) => recent.push(a),
       registry,
       // The detector writes the one warn line itself (escaped, one duration format).
       logger,
     });
+    alertSettings = { recent, ...detector.settings };
     // A shared store: one replica at a time (the lock holder) feeds every replica's stored denials to
     // its detector, so a spike split across replicas is seen, and alerted once.
     if (store && isFleetStore(store)) fleetAlerts = new FleetSpikeFeed(store, detector);
@@ -213,6 +219,8 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       admin = await startAdminServer({
         listen: cfg.admin.listen,
         token: adminAuth?.token,
+        viewerToken: cfg.admin.viewerToken,
+        alerts: alertSettings,
         open: adminAuth?.open,
         metricsAuth: cfg.admin.metricsAuth,
         hosts: cfg.admin.hosts,

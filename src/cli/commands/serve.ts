@@ -7,6 +7,7 @@ import { attachWorker, isClusterWorker, parseWorkers, reportWorkerStartFailure, 
 import { buildPolicy } from '../../runtime/policy-holder.js';
 import { createOpLogger, OP_LOG_FORMATS, reportModeWarning, type OpLogFormat } from '../../runtime/oplog.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
+import { resolveViewerToken } from '../../admin/token-file.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
 import { replicaNameOption, serveStoreConfig, storeOption, storePasswordFileOption, storeQueueOption } from '../store-flags.js';
 import { parseTransparentListen } from '../../capture/mapping.js';
@@ -64,6 +65,8 @@ export function registerServe(program: Command): void {
     .addOption(opt('--no-admin', 'do not start the admin API', 'NO_ADMIN'))
     .addOption(repeatable('--admin-host <name>', 'a DNS name the admin API is reached by (besides IP addresses and localhost); other Host headers get 421', env('ADMIN_HOST')))
     .addOption(opt('--admin-token <token>', 'bearer token for the admin API (prefer the env var); default: generated once into <data-dir>/admin-token (mode 0600)', 'ADMIN_TOKEN'))
+    .addOption(opt('--viewer-token <token>', 'a second admin API token for read-only users (dashboard and API: reads everything, cannot approve, deny, revoke or reload)', 'VIEWER_TOKEN'))
+    .addOption(opt('--viewer-token-file <file>', 'read the viewer token from this file (mode 0600, owned by this user)', 'VIEWER_TOKEN_FILE'))
     .addOption(opt('--no-admin-auth', 'serve the admin API without a token (loopback only; warns loudly: any local process can read it)', 'NO_ADMIN_AUTH'))
     .addOption(opt('--metrics-auth', '/metrics needs the admin token too (/healthz and /readyz stay open)', 'METRICS_AUTH'))
     .addOption(opt('--alert-window <dur>', 'spike alerts: sliding window of denies per agent', 'ALERT_WINDOW').argParser(parseDurationMs).default(60_000, '60s'))
@@ -101,6 +104,13 @@ export function registerServe(program: Command): void {
       }
       if (o.adminToken && o.adminAuth === false) {
         console.error('agent-egress: --admin-token and --no-admin-auth contradict each other');
+        process.exit(2);
+      }
+      let viewerToken: string | undefined;
+      try {
+        viewerToken = resolveViewerToken({ token: o.viewerToken, file: o.viewerTokenFile, noAuth: o.adminAuth === false, adminToken: o.adminToken });
+      } catch (err) {
+        console.error(`agent-egress: ${(err as Error).message}`);
         process.exit(2);
       }
       if (!!o.inspectCa !== !!o.inspectCaKey) {
@@ -143,7 +153,7 @@ export function registerServe(program: Command): void {
         },
         logger,
         store: storeCfg ? { dataDir: o.dataDir, retentionMs: o.retention, maxBytes: o.retentionSize, ...storeCfg } : null,
-        admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken, hosts: listValue(o.adminHost), noAuth: o.adminAuth === false, metricsAuth: !!o.metricsAuth },
+        admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken, viewerToken, hosts: listValue(o.adminHost), noAuth: o.adminAuth === false, metricsAuth: !!o.metricsAuth },
         alerts:
           o.alerts === false
             ? false
