@@ -1,13 +1,11 @@
 import { parseHostPort } from '../net/endpoint.js';
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { secretEquals } from './session.js';
 
 /** Constant-time bearer check: both sides hashed first so lengths never leak through timing. */
 export function bearerMatches(header: string | undefined, token: string): boolean {
   if (!header) return false;
   const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
-  const given = createHash('sha256').update(m ? m[1] : '').digest();
-  const want = createHash('sha256').update(token).digest();
-  return timingSafeEqual(given, want) && m !== null;
+  return secretEquals(m ? m[1] : undefined, token);
 }
 
 export class AdminConfigError extends Error {

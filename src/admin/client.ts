@@ -44,7 +44,17 @@ export class AdminClient {
   private async getJson<T>(path: string, params: Record<string, string | number | undefined>): Promise<T> {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(params)) if (v !== undefined) q.set(k, String(v));
-    const res = await request(`${this.base}${path}?${q}`, { headers: this.headers(), headersTimeout: 30_000, bodyTimeout: 30_000 });
+    return this.send<T>(`${path}?${q}`);
+  }
+
+  /** POST a JSON body (the admin API refuses state changes that are not JSON). */
+  postJson<T>(path: string, body: unknown): Promise<T> {
+    return this.send<T>(path, JSON.stringify(body ?? {}));
+  }
+
+  private async send<T>(path: string, body?: string): Promise<T> {
+    const headers = body === undefined ? this.headers() : { ...this.headers(), 'content-type': 'application/json' };
+    const res = await request(`${this.base}${path}`, { method: body === undefined ? 'GET' : 'POST', body, headers, headersTimeout: 30_000, bodyTimeout: 30_000 });
     const text = await res.body.text();
     if (res.statusCode !== 200) {
       let msg = text;
@@ -56,6 +66,10 @@ export class AdminClient {
       throw new AdminClientError(`admin API ${res.statusCode}: ${msg}`);
     }
     return JSON.parse(text) as T;
+  }
+
+  get<T>(path: string): Promise<T> {
+    return this.send<T>(path);
   }
 
   query(f: RawFilter): Promise<QueryPage> {
@@ -84,8 +98,11 @@ export class AdminClient {
         while ((end = buf.indexOf('\n\n')) !== -1) {
           const event = buf.slice(0, end);
           buf = buf.slice(end + 2);
-          const data = event
-            .split('\n')
+          const lines = event.split('\n');
+          // Other event types share the stream (approval queue changes): only decisions are records.
+          const type = lines.find((l) => l.startsWith('event: '))?.slice(7) ?? 'decision';
+          if (type !== 'decision') continue;
+          const data = lines
             .filter((l) => l.startsWith('data: '))
             .map((l) => l.slice(6))
             .join('\n');

@@ -23,11 +23,11 @@ export interface OriginGuardOptions {
   listenHost: string;
   /** Extra names the admin API is reached by (`--admin-host`), e.g. a Service DNS name. */
   names?: readonly string[];
+  /** Static, data-free page files: a cross-site link or <script> to them reveals nothing. */
+  staticPaths?: ReadonlySet<string>;
 }
 
 const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
-/** Static, data-free page files: a cross-site link or <script> to them reveals nothing. */
-const STATIC = new Set(['/', '/ui.js', '/ui.css']);
 
 /** "host", "host:port", "[v6]:port" to the lowercase host without port and trailing dot; null when malformed. */
 export function hostOfHeader(value: string | undefined): string | null {
@@ -77,6 +77,7 @@ function mediaType(ct: string | undefined): string {
 /** Registers the Host and Origin checks as the first onRequest hook, the content-type check before parsing, and lets a JSON POST carry an empty body. */
 export function registerOriginGuard(app: FastifyInstance, opts: OriginGuardOptions): void {
   const hostAllowed = makeHostCheck(opts);
+  const STATIC = opts.staticPaths ?? new Set<string>();
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     const host = hostOfHeader(req.headers.host);
     if (!hostAllowed(host)) {

@@ -9,15 +9,26 @@ import type { DecisionStore } from '../decisions/store/types.js';
 import { CursorError } from '../decisions/store/cursor.js';
 import type { PolicyHolder } from '../policy/holder.js';
 import { isLoopbackHost } from '../net/endpoint.js';
-import { AdminConfigError, assertAdminAuthConfig, bearerMatches } from './auth.js';
+import { AdminConfigError, assertAdminAuthConfig } from './auth.js';
 import { registerOriginGuard } from './origin-guard.js';
-import { PAGE_CSS, PAGE_HTML, PAGE_JS } from './page.js';
+import { registerAccess } from './access.js';
+import { ASSET_PATHS, registerAssets, registerSecurityHeaders } from './assets.js';
+import { registerDashboardRoutes, type AlertSettings } from './dashboard-routes.js';
+import type { SessionStore } from './session.js';
+import { registerApprovalRoutes, type ApprovalsApi } from './approvals-routes.js';
+import { safeJson } from '../decisions/display.js';
 
 export interface AdminServerOptions {
   /** "127.0.0.1:3129"; port 0 picks a free one. */
   listen: string;
   /** The bearer token every data and control endpoint requires. Required unless `open`. */
   token?: string;
+  /** A second token for read-only access (`--viewer-token`): reads everything, changes nothing. */
+  viewerToken?: string;
+  /** Dashboard sessions (default: a new in-memory store). */
+  sessions?: SessionStore;
+  /** Spike alerts for the dashboard's timeline (`GET /api/alerts`); null when alerts are off. */
+  alerts?: AlertSettings | null;
   /** No token at all (`--no-admin-auth`): only on loopback, and only when asked for explicitly. */
   open?: boolean;
   /** /metrics needs the token too (by default it is open, like the probes). */
@@ -35,6 +46,8 @@ export interface AdminServerOptions {
   streamPollMs?: number;
   /** Serve the connections of this already-bound listener instead of listening (runtime/lazy-admin.ts). */
   listener?: NetServer;
+  /** The approvals queue and grants (src/admin/approvals-routes.ts); absent = no approvals API. */
+  approvals?: ApprovalsApi;
 }
 
 export interface AdminServer {
@@ -52,6 +65,7 @@ const FILTER_PROPS = {
   reason: { type: 'string', enum: [...REASONS] },
   rule: { type: 'string', minLength: 1, maxLength: 256 },
   path: { type: 'string', minLength: 1, maxLength: 2048 },
+  method: { type: 'string', minLength: 1, maxLength: 20 },
 } as const;
 
 const filterQuery = { type: 'object', additionalProperties: false, properties: FILTER_PROPS } as const;
@@ -66,7 +80,7 @@ const errorBody = { type: 'object', properties: { statusCode: { type: 'integer' 
 const recordSchema = { type: 'object', additionalProperties: true } as const;
 
 /** Which paths answer without a token: the probes, and the static page that holds no data. */
-const PUBLIC = ['/healthz', '/readyz', '/', '/ui.js', '/ui.css'];
+const PUBLIC = ['/healthz', '/readyz', ...ASSET_PATHS];
 
 /**
  * The admin API on its own listener. Refuses to start on a non-loopback address without a token,
@@ -74,6 +88,8 @@ const PUBLIC = ['/healthz', '/readyz', '/', '/ui.js', '/ui.css'];
  */
 export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
   const { host, port } = assertAdminAuthConfig(opts.listen, opts.token, opts.open, isLoopbackHost);
+  if (opts.viewerToken && !opts.token) throw new AdminConfigError('a viewer token needs an admin token next to it (not --no-admin-auth)');
+  if (opts.viewerToken && opts.viewerToken === opts.token) throw new AdminConfigError('the viewer token must differ from the admin token');
   const publicPaths = new Set(opts.metricsAuth ? PUBLIC : [...PUBLIC, '/metrics']);
   const app = Fastify({
     // Per-request logs would double the decision log; a warn-level child keeps only the admin API's problems.
@@ -83,17 +99,9 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
   });
   const streams = new Set<ServerResponse>();
-  registerOriginGuard(app, { listenHost: host, names: opts.hosts });
-
-  app.addHook('onRequest', async (req, reply) => {
-    if (!opts.token) return;
-    const path = req.url.split('?', 1)[0];
-    if (publicPaths.has(path)) return;
-    if (!bearerMatches(req.headers.authorization, opts.token)) {
-      reply.header('www-authenticate', 'Bearer realm="agent-egress"');
-      return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'a valid bearer token is required' });
-    }
-  });
+  registerOriginGuard(app, { listenHost: host, names: opts.hosts, staticPaths: new Set(ASSET_PATHS) });
+  registerSecurityHeaders(app);
+  registerAccess(app, { adminToken: opts.token, viewerToken: opts.viewerToken, open: !opts.token, publicPaths, sessions: opts.sessions });
 
   app.setErrorHandler((err: FastifyError, _req, reply) => {
     if (err.validation) {
@@ -144,12 +152,8 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     return opts.metricsRegistry.metrics();
   });
 
-  app.get('/', async (_req, reply) => {
-    reply.header('content-security-policy', "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'");
-    return reply.type('text/html; charset=utf-8').send(PAGE_HTML);
-  });
-  app.get('/ui.js', async (_req, reply) => reply.type('text/javascript; charset=utf-8').send(PAGE_JS));
-  app.get('/ui.css', async (_req, reply) => reply.type('text/css; charset=utf-8').send(PAGE_CSS));
+  registerAssets(app);
+  registerDashboardRoutes(app, { store: opts.store, policy: opts.policy, alerts: opts.alerts, filterProps: FILTER_PROPS, errorBody });
 
   app.get<{ Querystring: RawFilter }>(
     '/api/decisions',
@@ -198,6 +202,8 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
         // Bounded: at most 20 pages per wake-up; the next wake-up continues.
         for (let i = 0; i < 20 && !res.destroyed; i++) {
           const page = await opts.store.tailAfter(cursor, filter, 500);
+          // Ended while reading (the admin API closing ends every stream before their 'close' events).
+          if (res.writableEnded || res.destroyed) break;
           cursor = page.cursor;
           for (const r of page.records) res.write(`id: ${r.id}\nevent: decision\ndata: ${JSON.stringify(r)}\n\n`);
           if (page.records.length < 500) break;
@@ -213,12 +219,17 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
       }
     };
     const off = opts.store.onStored(() => void pump());
+    // Approval queue changes ride the same stream, as `event: approval`.
+    const offApprovals = opts.approvals?.subscribe((e) => {
+      if (!res.writableEnded && !res.destroyed) res.write(`event: approval\ndata: ${safeJson(e)}\n\n`);
+    });
     const poll = setInterval(() => void pump(), opts.streamPollMs ?? 1000);
     const beat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
     poll.unref();
     beat.unref();
     const stop = () => {
       off();
+      offApprovals?.();
       clearInterval(poll);
       clearInterval(beat);
       streams.delete(res);
@@ -246,6 +257,8 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     const r = await opts.policy.reload('api');
     return reply.code(r.ok ? 200 : 422).send(r);
   });
+
+  if (opts.approvals) registerApprovalRoutes(app, opts.approvals);
 
   app.addHook('onClose', async () => {
     for (const s of streams) s.end();

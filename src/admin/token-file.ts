@@ -30,30 +30,31 @@ const TOKEN_SHAPE = /^[\x21-\x7e]{16,512}$/;
  * process's user, or with any group/other permission bit. A token an agent could read or plant is
  * worse than none, so this fails closed instead of warning.
  */
-export function readAdminTokenFile(file: string, opts: { anyOwner?: boolean } = {}): string | null {
+export function readAdminTokenFile(file: string, opts: { anyOwner?: boolean; label?: string } = {}): string | null {
+  const what = opts.label ?? 'admin token file';
   let fd: number;
   try {
     fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return null;
-    if (code === 'ELOOP') throw new AdminTokenError(`admin token file ${file} is a symlink: refusing to use it`);
-    throw new AdminTokenError(`cannot read the admin token file ${file}: ${(err as Error).message}`, code);
+    if (code === 'ELOOP') throw new AdminTokenError(`${what} ${file} is a symlink: refusing to use it`);
+    throw new AdminTokenError(`cannot read the ${what} ${file}: ${(err as Error).message}`, code);
   }
   try {
     const st = fstatSync(fd);
-    if (!st.isFile()) throw new AdminTokenError(`admin token file ${file} is not a regular file: refusing to use it`);
+    if (!st.isFile()) throw new AdminTokenError(`${what} ${file} is not a regular file: refusing to use it`);
     const uid = process.geteuid?.();
     if (uid !== undefined && st.uid !== uid && !opts.anyOwner) {
-      throw new AdminTokenError(`admin token file ${file} is owned by uid ${st.uid}, not by this user (uid ${uid}): refusing to use it`);
+      throw new AdminTokenError(`${what} ${file} is owned by uid ${st.uid}, not by this user (uid ${uid}): refusing to use it`);
     }
     if ((st.mode & 0o077) !== 0) {
       throw new AdminTokenError(
-        `admin token file ${file} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: other users may read it; run chmod 600 ${file} (or delete it to get a new token)`,
+        `${what} ${file} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: other users may read it; run chmod 600 ${file} (or delete it to get a new token)`,
       );
     }
     const token = readFileSync(fd, 'utf8').trim();
-    if (!TOKEN_SHAPE.test(token)) throw new AdminTokenError(`admin token file ${file} does not hold a token (16-512 printable characters, no spaces)`);
+    if (!TOKEN_SHAPE.test(token)) throw new AdminTokenError(`${what} ${file} does not hold a token (16-512 printable characters, no spaces)`);
     return token;
   } finally {
     closeSync(fd);
@@ -152,4 +153,22 @@ export const NO_ADMIN_AUTH_WARNING =
 export function logAdminAuth(auth: AdminAuth, logger: { info(o: object, m: string): void; warn(m: string): void }): void {
   if (auth.open) logger.warn(NO_ADMIN_AUTH_WARNING);
   else if (auth.file) logger.info({ tokenFile: auth.file, created: auth.created }, auth.created ? 'admin API token generated' : 'admin API token read from the data dir');
+}
+
+/**
+ * The viewer token from --viewer-token or --viewer-token-file (the file held to the admin token file's
+ * rules: this user's, mode 0600, no symlink). Throws AdminTokenError on a contradiction or a bad file.
+ */
+export function resolveViewerToken(o: { token?: string; file?: string; noAuth?: boolean; adminToken?: string }): string | undefined {
+  if (o.token && o.file) throw new AdminTokenError('--viewer-token and --viewer-token-file contradict each other');
+  if ((o.token || o.file) && o.noAuth) throw new AdminTokenError('--viewer-token needs the admin API to have a token (not --no-admin-auth)');
+  let token = o.token;
+  if (o.file) {
+    const t = readAdminTokenFile(o.file, { label: 'viewer token file' });
+    if (t === null) throw new AdminTokenError(`viewer token file ${o.file} does not exist`);
+    token = t;
+  }
+  if (token !== undefined && !TOKEN_SHAPE.test(token)) throw new AdminTokenError('the viewer token must be 16-512 printable characters, no spaces');
+  if (token !== undefined && token === o.adminToken) throw new AdminTokenError('the viewer token must differ from the admin token');
+  return token;
 }

@@ -193,7 +193,7 @@ class Session {
       },
       established: (up) => socket.write(reply(REPLY.succeeded, { address: up.localAddress ?? '', port: up.localPort ?? 0 })),
     };
-    const v = await vetTunnel(ctx, rec, this.agent, target);
+    const v = await vetTunnel(ctx, rec, this.agent, target, socket);
     if (!v.ok) {
       replies.refuse({ status: v.status, reason: v.reason });
       return emit(core, rec, t0);

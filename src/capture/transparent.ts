@@ -128,7 +128,7 @@ export class TransparentListener {
     }
     rec.agent = who.agent;
 
-    const v = await vetDestination(ctx, who.agent, target);
+    const v = await vetDestination(ctx, who.agent, target, undefined, undefined, socket);
     rec.timings.dnsMs = roundMs(v.dnsMs);
     if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
     if (!v.ok) {

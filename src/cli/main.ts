@@ -6,6 +6,7 @@ import { registerPolicy } from './commands/policy.js';
 import { registerLog } from './commands/log.js';
 import { registerFirewall } from './commands/firewall.js';
 import { registerCerts } from './commands/certs.js';
+import { registerApprovals } from './commands/approvals.js';
 import { UsageError, usageLine } from './parse.js';
 
 const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -56,6 +57,7 @@ export function buildProgram(): Command {
   registerLog(program);
   registerFirewall(program);
   registerCerts(program);
+  registerApprovals(program);
   configureUsageErrors(program);
   return program;
 }

@@ -1,7 +1,8 @@
 import { Counter, type Registry } from 'prom-client';
 import { weightOf, type DecisionRecord } from './record.js';
 import type { DecisionSink } from './sink.js';
-import { displaySafe, safeJson } from './display.js';
+import { displaySafe } from './display.js';
+import { WebhookSender, type WebhookTarget } from './webhook.js';
 
 export interface SpikeAlert {
   type: 'deny_spike';
@@ -31,7 +32,7 @@ export interface SpikeOptions {
   rearmRatio?: number;
   /** Agents tracked; the least recently seen is evicted. Default 1000. */
   maxAgents?: number;
-  webhook?: { url: string; timeoutMs?: number; retries?: number; headers?: Record<string, string> };
+  webhook?: WebhookTarget;
   registry?: Registry;
   /** Also called with each alert (exact values), besides the one warn line written to `logger`. */
   onAlert?: (alert: SpikeAlert) => void;
@@ -77,7 +78,7 @@ export class SpikeDetector implements DecisionSink {
   private readonly o: Required<Omit<SpikeOptions, 'webhook' | 'registry' | 'onAlert' | 'logger'>>;
   private readonly agents = new Map<string, AgentState>();
   private readonly counter: Counter<'agent'> | null;
-  private readonly inflight = new Set<Promise<void>>();
+  private readonly webhook: WebhookSender | null;
   private closed = false;
 
   constructor(private readonly opts: SpikeOptions = {}) {
@@ -89,9 +90,15 @@ export class SpikeDetector implements DecisionSink {
       rearmRatio: opts.rearmRatio ?? 0.5,
       maxAgents: opts.maxAgents ?? 1000,
     };
+    this.webhook = opts.webhook ? new WebhookSender(opts.webhook, opts.logger, 'spike alert webhook failed') : null;
     this.counter = opts.registry
       ? new Counter({ name: 'agent_egress_spike_alerts_total', help: 'Deny spike alerts fired, by agent', labelNames: ['agent'], registers: [opts.registry] })
       : null;
+  }
+
+  /** The thresholds in force (defaults filled in), for the dashboard's chart. */
+  get settings(): { threshold: number; windowMs: number } {
+    return { threshold: this.o.threshold, windowMs: this.o.windowMs };
   }
 
   write(r: DecisionRecord): void {
@@ -174,49 +181,12 @@ export class SpikeDetector implements DecisionSink {
     } catch {
       /* reporting must not throw */
     }
-    if (this.opts.webhook) {
-      const p = this.post(alert).finally(() => this.inflight.delete(p));
-      this.inflight.add(p);
-    }
-  }
-
-  /** POST the alert as JSON directly (never through the proxy), retrying with exponential backoff. */
-  private async post(alert: SpikeAlert): Promise<void> {
-    const w = this.opts.webhook!;
-    const retries = w.retries ?? 3;
-    const timeout = w.timeoutMs ?? 5000;
-    let lastErr: unknown;
-    // Loaded with the first alert: a proxy that never alerts never loads undici for it.
-    const { request } = await import('undici');
-    for (let attempt = 0; attempt <= retries; attempt++) {
-      if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(8000, 250 * 2 ** (attempt - 1))).unref());
-      try {
-        const res = await request(w.url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', ...w.headers },
-          body: safeJson(alert),
-          headersTimeout: timeout,
-          bodyTimeout: timeout,
-          signal: AbortSignal.timeout(timeout),
-        });
-        await res.body.dump();
-        if (res.statusCode >= 200 && res.statusCode < 300) return;
-        lastErr = new Error(`webhook answered ${res.statusCode}`);
-        if (res.statusCode >= 400 && res.statusCode < 500 && res.statusCode !== 429) break; // will not get better
-      } catch (err) {
-        lastErr = err;
-      }
-    }
-    try {
-      this.opts.logger?.error({ err: lastErr, url: w.url }, 'spike alert webhook failed');
-    } catch {
-      /* ignore */
-    }
+    this.webhook?.send(alert);
   }
 
   /** Waits for webhook deliveries in flight (bounded by their retries and timeouts). */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.allSettled([...this.inflight]);
+    await this.webhook?.close();
   }
 }

@@ -14,6 +14,8 @@ export interface QueryFilter {
   rule?: string;
   /** Glob over the recorded (normalised) path: `*` any run of characters, `?` one character. */
   path?: string;
+  /** The request method as recorded (`CONNECT`, `GET`, `DNS`, ...), exact, upper case. */
+  method?: string;
   /** Page size; the store clamps it to MAX_LIMIT. */
   limit?: number;
   /** Opaque cursor from a previous page (newest-first pagination). */
@@ -68,6 +70,7 @@ export interface RawFilter {
   reason?: string;
   rule?: string;
   path?: string;
+  method?: string;
   limit?: string | number;
   cursor?: string;
 }
@@ -94,6 +97,10 @@ export function buildFilter(raw: RawFilter, now = Date.now()): QueryFilter {
   if (raw.path !== undefined) {
     if (raw.path.length === 0 || raw.path.length > 2048) throw new QueryError('path', 'expected a path glob of 1-2048 characters');
     f.path = raw.path;
+  }
+  if (raw.method !== undefined) {
+    if (!/^[A-Za-z]{1,20}$/.test(raw.method)) throw new QueryError('method', 'expected a method name such as GET, CONNECT or DNS');
+    f.method = raw.method.toUpperCase();
   }
   if (raw.limit !== undefined) {
     const n = typeof raw.limit === 'number' ? raw.limit : Number(raw.limit);

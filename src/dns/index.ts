@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { DecisionSink } from '../decisions/sink.js';
 import type { AddressGuard } from '../net/guard.js';
 import type { CompiledPolicy } from '../policy/types.js';
+import type { ApprovalGate } from '../approvals/types.js';
 import { DnsCache } from './cache.js';
 import { DnsConfigError, parseEndpoint } from './endpoint.js';
 import { RateLimiter } from './rate-limit.js';
@@ -45,6 +46,10 @@ export interface DnsFilterOptions {
   /** Queries handled at once; default 1024. */
   maxInFlight?: number;
   logger?: Logger;
+  /** Where an ask is held (the approvals broker); absent = an ask is refused. */
+  approvals?: () => ApprovalGate | null;
+  /** How long a query is held for an approval (default 4 s). */
+  approvalTimeoutMs?: number;
 }
 
 export interface DnsFilterHandle {
@@ -77,6 +82,8 @@ export async function startDnsFilter(opts: DnsFilterOptions): Promise<DnsFilterH
     rateLimit: rl ? new RateLimiter(rl) : null,
     cache: new DnsCache({ maxEntries: opts.cacheMaxEntries ?? 10_000 }),
     logger: opts.logger,
+    approvals: opts.approvals,
+    approvalTimeoutMs: opts.approvalTimeoutMs,
   });
   const limits = {
     maxTcpConnections: opts.maxTcpConnections ?? 128,

@@ -8,6 +8,8 @@ import type { DecisionSink } from '../decisions/sink.js';
 import type { AddressGuard } from '../net/guard.js';
 import { normalizeHost } from '../net/host.js';
 import type { CompiledPolicy, PolicyDecision } from '../policy/types.js';
+import type { ApprovalGate } from '../approvals/types.js';
+import { approvalNote } from '../approvals/note.js';
 import { DnsCache, type UpstreamAnswer } from './cache.js';
 import { formatHostPort } from '../net/endpoint.js';
 import { canonicalPeer } from '../net/ip.js';
@@ -25,7 +27,14 @@ export interface ResolverDeps {
   rateLimit: RateLimiter | null;
   cache: DnsCache;
   logger?: Logger;
+  /** Where an ask is held; absent or null = an ask is refused like a deny. */
+  approvals?: () => ApprovalGate | null;
+  /** How long a query is held for an approval: short, a resolver retries or gives up within seconds. */
+  approvalTimeoutMs?: number;
 }
+
+/** Default hold for a DNS query: stub resolvers time out after about 5 s. */
+export const DNS_APPROVAL_TIMEOUT_MS = 4_000;
 
 export interface Client {
   address: string;
@@ -133,7 +142,19 @@ export class FilteringResolver {
       return finish({ verdict: 'deny', reason: 'qtype_refused', status: RCODE.REFUSED }, reply(RCODE.REFUSED));
     }
 
-    const decision = policy.decide({ agent, host: { kind: 'name', value: qname }, port: null, qtype });
+    let decision = policy.decide({ agent, host: { kind: 'name', value: qname }, port: null, qtype });
+    const gate = decision.ask && decision.mode === 'enforce' ? this.d.approvals?.() ?? null : null;
+    if (gate) {
+      // Held before anything goes upstream: the name leaves the host only once a person approved it.
+      const h0 = performance.now();
+      const o = await gate.hold({ agent, host: qname, port: null, method: 'DNS', rule: decision.rule }, { timeoutMs: this.d.approvalTimeoutMs ?? DNS_APPROVAL_TIMEOUT_MS });
+      rec.detail.approval = approvalNote(o, performance.now() - h0);
+      if (o.kind !== 'approved') {
+        const reason = o.kind === 'denied' || o.kind === 'overflow' ? 'approval_denied' : 'approval_timeout';
+        return finish({ verdict: 'deny', reason, rule: decision.rule, status: this.d.refuseRcode }, reply(this.d.refuseRcode));
+      }
+      decision = { ...decision, verdict: 'allow', reason: 'approved', ask: undefined };
+    }
     const report = decision.verdict === 'deny' && decision.mode === 'report';
     const outcome = { verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule };
     // A failure or guard refusal after an allow names no rule; the policy's answer goes to detail.policy.

@@ -32,6 +32,8 @@ const NO_STRINGS: readonly string[] = Object.freeze([]);
 interface CRule {
   readonly name: string;
   readonly allow: boolean;
+  /** An ask rule: neither allows nor denies; it holds the request for an approval (deny > allow > ask). */
+  readonly ask: boolean;
   /** Lower decides first: an agent's own rules (negative) before shared rules, each in file order. */
   readonly order: number;
   /** null = every port. */
@@ -60,6 +62,8 @@ interface CAgent {
   readonly name: string;
   readonly order: number;
   readonly mode: Mode;
+  /** Hold a request no rule matches for an approval instead of denying it. */
+  readonly askOnNoMatch: boolean;
   readonly sets: readonly RuleSet[];
   readonly denyCidrRules: readonly CRule[];
   /** Deny-CIDR part of every constraint when no deny-CIDR rule depends on port or method. */
@@ -70,11 +74,14 @@ interface CAgent {
 
 function compileRule(r: RuleSpec, order: number): CRule {
   const allow = r.action === 'allow';
+  const ask = r.action === 'ask';
   const cidrs = r.hosts.length > 0 && r.cidrs.length > 0 ? Object.freeze([...r.cidrs]) : null;
   return {
     name: r.name,
     allow,
+    ask,
     order,
+    // An ask grants nothing by itself (a person sees the port), so it covers every port unless told.
     ports: r.ports ?? (allow ? ALLOW_DEFAULT_PORTS : null),
     methods: r.methods ? new Set(r.methods) : null,
     dnsTypes: r.dnsTypes ? new Set(r.dnsTypes) : null,
@@ -98,7 +105,7 @@ function buildSet(rules: RuleSpec[], firstOrder: number): RuleSet {
     const c = compileRule(r, firstOrder + i);
     for (const h of r.hosts) names.add(h, c);
     for (const cidr of r.cidrs) addrs.add(cidr, c);
-    if (!c.allow && r.cidrs.length > 0) denyCidrRules.push({ ...c, cidrs: Object.freeze([...r.cidrs]) });
+    if (!c.allow && !c.ask && r.cidrs.length > 0) denyCidrRules.push({ ...c, cidrs: Object.freeze([...r.cidrs]) });
   });
   return { names, addrs, denyCidrRules };
 }
@@ -161,6 +168,7 @@ export function compilePolicy(
   let sDenyOnly = false;
   let bestAllow: CRule | null = null;
   let bestDeny: CRule | null = null;
+  let bestAsk: CRule | null = null;
   let methodMiss: CRule | null = null;
   /** Opaque tunnel only: a deny rule with methods that requests inside the tunnel could match. */
   let methodDeny: CRule | null = null;
@@ -177,6 +185,15 @@ export function compilePolicy(
 
   const visit = (r: CRule): void => {
     if (sPort !== null && r.ports !== null && !inPorts(r.ports, sPort)) return;
+    if (r.ask) {
+      // Matched like an allow rule (same method and request tests), but only remembered: it decides
+      // nothing while a deny or an allow rule matches.
+      if (sDenyOnly) return;
+      if (r.methods !== null && (sOpaque || (sMethod !== null && !r.methods.has(sMethod)))) return;
+      if (r.request !== null && (sOpaque || (sMethod !== null && (sHttp === null || !r.request.matches(sHttp))))) return;
+      if (bestAsk === null || r.order < bestAsk.order) bestAsk = r;
+      return;
+    }
     if (r.allow) {
       if (sDenyOnly) return;
       // An opaque tunnel may carry any method, so a rule that allows only some cannot allow it.
@@ -223,6 +240,18 @@ export function compilePolicy(
     mode,
     constraint: null,
   });
+  /**
+   * A deny that the proxy and the DNS filter may hold for an approval. Its constraint carries the deny
+   * rules' CIDRs, so an approved request still never reaches an address a deny rule refuses.
+   */
+  const askFor = (rule: string | null, agent: CAgent): PolicyDecision => ({
+    verdict: 'deny',
+    reason: 'approval_required',
+    rule,
+    mode: agent.mode,
+    constraint: sIsIp ? null : constraintFor(agent),
+    ask: true,
+  });
 
   function decide(req: DecisionRequest): PolicyDecision {
     const agent = req.agent === null ? anonymous : agents.get(req.agent);
@@ -236,6 +265,7 @@ export function compilePolicy(
     sDenyOnly = false;
     bestAllow = null;
     bestDeny = null;
+    bestAsk = null;
     methodMiss = null;
     methodDeny = null;
     sHttp = req.http ?? null;
@@ -258,8 +288,12 @@ export function compilePolicy(
     const m = methodMiss as CRule | null;
     const pm = requestMiss as CRule | null;
     if (a === null) {
+      // deny > allow > ask: an explicit allow never asks, and an ask rule outranks a near miss.
+      const k = bestAsk as CRule | null;
+      if (k !== null) return askFor(k.name, agent);
       if (m !== null) return deny('method_not_allowed', m.name, mode);
-      return pm !== null ? deny('path_not_allowed', pm.name, mode) : deny('no_rule', null, mode);
+      if (pm !== null) return deny('path_not_allowed', pm.name, mode);
+      return agent.askOnNoMatch ? askFor(null, agent) : deny('no_rule', null, mode);
     }
     const md = methodDeny as CRule | null;
     if (md !== null) return deny('method_not_allowed', md.name, mode);
@@ -419,7 +453,8 @@ function makeAgent(
     if (v) digest = sha256(v);
     else warnings.push(`agent ${JSON.stringify(a.name)}: token_env ${a.tokenEnv} is not set; its credentials will never match`);
   }
-  return { name: a?.name ?? '', order, mode: a?.mode ?? spec.mode, sets, denyCidrRules, staticDeny, digest };
+  const askOnNoMatch = (a?.onNoMatch ?? spec.onNoMatch ?? 'deny') === 'ask';
+  return { name: a?.name ?? '', order, mode: a?.mode ?? spec.mode, askOnNoMatch, sets, denyCidrRules, staticDeny, digest };
 }
 
 function within(addr: ipaddr.IPv4 | ipaddr.IPv6, cidr: Cidr): boolean {

@@ -55,6 +55,7 @@ export function applyFlags(base: PolicySpec | null, flags: PolicyFlags): PolicyS
     hash: '',
     mode: base?.mode ?? 'enforce',
     requireAuth: base?.requireAuth ?? false,
+    ...(base?.onNoMatch ? { onNoMatch: base.onNoMatch } : {}),
     guardExempt: [...new Set([...(base?.guardExempt ?? []), ...exempt])],
     rules: [...(base?.rules ?? []), ...rules],
     agents: base?.agents ?? [],

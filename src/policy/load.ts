@@ -264,7 +264,7 @@ function buildSpec(
       if (name && seen.has(name)) {
         problems.at([...rp, 'name'], `duplicate rule name ${JSON.stringify(name)} (first at line ${seen.get(name)})`);
       } else if (name) seen.set(name, lineOf([...rp, 'name']));
-      const action = rule.action === 'deny' ? 'deny' : 'allow';
+      const action = rule.action === 'deny' ? 'deny' : rule.action === 'ask' ? 'ask' : 'allow';
       const hosts: string[] = [];
       if (Array.isArray(rule.hosts)) {
         rule.hosts.forEach((h, j) => {
@@ -311,7 +311,7 @@ function buildSpec(
       }
       let dnsTypes: string[] | null = null;
       if (Array.isArray(rule.dns_types)) {
-        if (action === 'deny') problems.at([...rp, 'dns_types'], 'dns_types only applies to allow rules');
+        if (action !== 'allow') problems.at([...rp, 'dns_types'], 'dns_types only applies to allow rules');
         dnsTypes = [];
         for (const t of rule.dns_types) if (typeof t === 'string' && !dnsTypes.includes(t.toUpperCase())) dnsTypes.push(t.toUpperCase());
       }
@@ -327,7 +327,7 @@ function buildSpec(
       }
       const setHeaders = headersOf(rule.headers, [...rp, 'headers'], secrets);
       const protocols = protocolsOf(rule, rp);
-      if (action === 'deny') {
+      if (action !== 'allow') {
         for (const k of ['inspect', 'secrets', 'headers', 'protocols'] as const) {
           if (rule[k] !== undefined) problems.at([...rp, k], `${k} only applies to allow rules`, true);
         }
@@ -373,6 +373,7 @@ function buildSpec(
         certNames,
         sharedRules: agent.shared_rules !== false,
         rules: rulesOf(agent.rules, [...ap, 'rules']),
+        ...(agent.on_no_match === 'ask' || agent.on_no_match === 'deny' ? { onNoMatch: agent.on_no_match } : {}),
         pos: { file, line: lineOf(ap) },
       });
     });
@@ -384,6 +385,8 @@ function buildSpec(
     hash: '',
     mode: data.mode === 'report' ? 'report' : 'enforce',
     requireAuth: data.require_auth === true,
+    // Set only when asked for, so a policy without the key keeps the hash it always had.
+    ...(data.on_no_match === 'ask' ? { onNoMatch: 'ask' as const } : {}),
     guardExempt: guard && typeof guard === 'object' ? cidrs(guard.exempt, ['address_guard', 'exempt']) : [],
     rules: rulesOf(data.rules, ['rules']),
     agents,

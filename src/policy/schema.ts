@@ -37,7 +37,7 @@ const rule = {
   required: ['name', 'action'],
   properties: {
     name: { type: 'string', minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._:@/*-]*$' },
-    action: { enum: ['allow', 'deny'] },
+    action: { enum: ['allow', 'deny', 'ask'] },
     hosts: { type: 'array', minItems: 1, items: { type: 'string' } },
     cidrs: { type: 'array', minItems: 1, items: { type: 'string' } },
     ports: { type: 'array', minItems: 1, items: { type: ['integer', 'string'] } },
@@ -49,6 +49,12 @@ const rule = {
     match_headers: valueMatchers,
     secrets: { type: 'array', minItems: 1, items: { type: 'string', pattern: SECRET_NAME } },
     headers: { type: 'object', minProperties: 1, additionalProperties: { type: 'string' } },
+    // Written by `approvals approve --always` (who, when): shown by `approvals grants`, ignored by decisions.
+    granted: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { by: { type: 'string', maxLength: 256 }, at: { type: 'string', maxLength: 64 }, approval: { type: 'string', maxLength: 64 } },
+    },
     protocols: { type: 'array', minItems: 1, items: { enum: TUNNEL_PROTOCOLS } },
   },
 } as const;
@@ -66,6 +72,7 @@ const agent = {
     cert_names: { type: 'array', items: { type: 'string', minLength: 1 } },
     mode: { enum: ['enforce', 'report'] },
     shared_rules: { type: 'boolean' },
+    on_no_match: { enum: ['deny', 'ask'] },
     rules: { type: 'array', items: rule },
   },
 } as const;
@@ -78,6 +85,7 @@ export const policySchema = {
     version: { const: 1 },
     mode: { enum: ['enforce', 'report'] },
     require_auth: { type: 'boolean' },
+    on_no_match: { enum: ['deny', 'ask'] },
     address_guard: {
       type: 'object',
       additionalProperties: false,

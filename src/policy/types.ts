@@ -15,7 +15,8 @@ export interface SourcePos {
 /** One rule as written (after validation and normalisation of its patterns). */
 export interface RuleSpec {
   name: string;
-  action: 'allow' | 'deny';
+  /** `ask`: hold the request for a person to approve (deny > allow > ask). */
+  action: 'allow' | 'deny' | 'ask';
   /** Normalised host patterns: exact names, `*.suffix`, mid-label globs, or the deliberate `*`. */
   hosts: string[];
   /** CIDRs in canonical form (IPv4 and IPv6). */
@@ -82,8 +83,13 @@ export interface AgentSpec {
   /** Whether the shared (top-level) rules apply to this agent too. Default true. */
   sharedRules: boolean;
   rules: RuleSpec[];
+  /** Overrides the policy's on_no_match for this agent; undefined = inherit. */
+  onNoMatch?: OnNoMatch;
   pos: SourcePos;
 }
+
+/** What a request that no rule matches gets: denied (the default), or held for an approval. */
+export type OnNoMatch = 'deny' | 'ask';
 
 export interface PolicySpec {
   /** File the policy came from ('<flags>' for a policy built only from CLI flags). */
@@ -92,6 +98,8 @@ export interface PolicySpec {
   hash: string;
   mode: Mode;
   requireAuth: boolean;
+  /** 'ask': a request no rule matches is held for an approval; undefined = deny (kept out of the hash when unset). */
+  onNoMatch?: OnNoMatch;
   /** CIDRs the address guard lets through (explicit exemptions). */
   guardExempt: string[];
   rules: RuleSpec[];
@@ -137,6 +145,12 @@ export interface PolicyDecision {
   constraint: AddressConstraint | null;
   /** For an allow: what the deciding rule asks (inspection, secrets, headers); null for a deny. */
   effects?: RuleEffects | null;
+  /**
+   * Set on an ask (an ask rule matched, or on_no_match: ask): the verdict is deny with reason
+   * `approval_required`, so a caller that cannot hold a request refuses it (fail closed); the proxy
+   * and the DNS filter hold it for an approval instead.
+   */
+  ask?: true;
 }
 
 export interface AddressConstraint {

@@ -28,6 +28,10 @@ export const REASONS = [
   'path_not_allowed', // the host matched, but the rule's paths, query or header matchers do not allow this request
   'secret_not_allowed', // the request carries a secret's placeholder that the deciding rule does not broker
   'upstream_tls', // the origin's TLS certificate failed verification (inspected tunnels)
+  'approval_required', // an ask rule (or on_no_match: ask) matched where no approval could be held (check, inside an inspected tunnel, --workers)
+  'approved', // an ask was held and a person approved it
+  'approval_denied', // an ask was held and a person denied it, or the pending-approval bound was full
+  'approval_timeout', // an ask was held and nobody decided within --approval-timeout
   'sni_mismatch', // a tunnel's TLS ClientHello names another server than the one authorised
   'host_mismatch', // a tunnel's plain HTTP request names another Host than the one authorised
   'protocol_not_allowed', // a tunnel carries a protocol its rule does not allow (or nothing recognisable in time)

@@ -60,7 +60,7 @@ export async function handleConnect(core: ProxyCore, req: IncomingMessage, socke
   }
   rec.agent = who.agent;
 
-  const v = await vetTunnel(ctx, rec, who.agent, target);
+  const v = await vetTunnel(ctx, rec, who.agent, target, socket);
   if (!v.ok) {
     refuseSocket(socket, { status: v.status, reason: v.reason, rule: rec.rule, message: v.message, hint: v.hint?.text, decisionId: rec.id, target: authority }, json);
     return emit(core, rec, t0);

@@ -113,7 +113,7 @@ async function admit(
   }
   rec.agent = who.agent;
 
-  const v = await vetDestination(ctx, who.agent, target, req.method, { path, query: parsed.query, headers: req.headers });
+  const v = await vetDestination(ctx, who.agent, target, req.method, { path, query: parsed.query, headers: req.headers }, req.socket);
   rec.timings.dnsMs = roundMs(v.dnsMs);
   if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
   if (!v.ok) {

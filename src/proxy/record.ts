@@ -27,4 +27,5 @@ export function settleVet(rec: DecisionRecord, v: VetOutcome, status: number | n
   if (a.policy) rec.detail = { ...rec.detail, policy: a.policy };
   if (v.error) rec.detail = { ...rec.detail, error: v.error };
   if (v.hint) rec.detail = { ...rec.detail, hint: v.hint.text, allowedPorts: v.hint.allowedPorts };
+  if (v.approval) rec.detail = { ...rec.detail, approval: v.approval };
 }

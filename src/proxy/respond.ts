@@ -19,6 +19,9 @@ const EXPLAIN: Partial<Record<Reason, string>> = {
   upstream_timeout: 'the destination did not answer in time',
   limit_exceeded: 'too many concurrent connections',
   shutting_down: 'the proxy is shutting down',
+  approval_required: 'this destination needs an approval, which cannot be asked for here',
+  approval_denied: 'an approver denied this destination',
+  approval_timeout: 'nobody approved this destination in time',
 };
 
 export interface Refusal {

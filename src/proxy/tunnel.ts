@@ -7,15 +7,16 @@ import { roundMs } from '../decisions/record.js';
 import { settleVet } from './record.js';
 import { refuseSocket, type Refusal } from './respond.js';
 import { gateTunnel, recordTarget, tunnelCheck, type TunnelCheck } from '../capture/gate.js';
-import { vetDestination, type VetContext, type VetOutcome } from './vet.js';
+import { vetDestination, type ClientLink, type VetContext, type VetOutcome } from './vet.js';
 import type { Target } from '../net/target.js';
 
 /**
  * vetDestination for a tunnel (CONNECT, SOCKS5), with what it found written into the tunnel's record;
  * a refusal is settled here, and the caller answers it in its own protocol and emits.
  */
-export async function vetTunnel(ctx: VetContext, rec: DecisionRecord, agent: string | null, target: Target): Promise<VetOutcome> {
-  const v = await vetDestination(ctx, agent, target);
+export async function vetTunnel(ctx: VetContext, rec: DecisionRecord, agent: string | null, target: Target, client?: ClientLink): Promise<VetOutcome> {
+  // With the client's socket, a request held for an approval stops waiting when the client goes away.
+  const v = await vetDestination(ctx, agent, target, undefined, undefined, client);
   rec.timings.dnsMs = roundMs(v.dnsMs);
   if (v.refused) rec.detail = { ...rec.detail, refusedAddresses: v.refused };
   if (!v.ok) settleVet(rec, v, v.status);

@@ -5,6 +5,9 @@ import type { Target } from '../net/target.js';
 import type { HttpFacts } from '../policy/request-rules.js';
 import { allowedPorts, portItems, portsHint } from '../policy/ports.js';
 import type { CompiledPolicy, PolicyDecision } from '../policy/types.js';
+import type { ApprovalGate, HoldOutcome } from '../approvals/types.js';
+import { approvalNote, type ApprovalNote } from '../approvals/note.js';
+export type { ApprovalNote };
 
 /**
  * A tunnel (CONNECT) is inspected when the rule that decides it, judged as an inspected tunnel, asks
@@ -22,7 +25,18 @@ export interface VetContext {
   policy: CompiledPolicy;
   guard: AddressGuard;
   resolver: Resolver;
+  /** Where an ask is held for a person; absent = an ask is refused (approval_required). */
+  approvals?: ApprovalGate | null;
 }
+
+/** What vetDestination needs of the client connection: to notice it going away while held. */
+export interface ClientLink {
+  readonly destroyed: boolean;
+  once(event: 'close', fn: () => void): unknown;
+  off(event: 'close', fn: () => void): unknown;
+}
+
+
 
 interface Common {
   decision: PolicyDecision | null;
@@ -40,6 +54,8 @@ interface Common {
   hint?: { text: string; allowedPorts: string[] };
   /** Why resolution failed, for the record. */
   error?: string;
+  /** Set when the request was held for an approval. */
+  approval?: ApprovalNote;
 }
 
 export type VetOutcome =
@@ -57,12 +73,17 @@ export async function vetDestination(
   target: Target,
   method?: string,
   http?: HttpFacts,
+  /** The client's socket: when it closes, a held request stops waiting (nothing is allocated unless held). */
+  client?: ClientLink,
 ): Promise<VetOutcome> {
   const decision = method === undefined ? decideTunnel(ctx.policy, agent, target) : ctx.policy.decide({ agent, host: target.host, port: target.port, method, http });
   const report = decision.verdict === 'deny' && decision.mode === 'report';
+  // An ask in enforce mode is held, after the checks an allow gets: a name resolving only to private
+  // or metadata addresses is refused by the guard and never put to a person. Without a broker, refused.
+  const asking = decision.ask === true && !report && !!ctx.approvals;
   const hint = decision.reason === 'no_rule' ? hintFor(ctx.policy, agent, target, method) : undefined;
   const base = { decision, policy: ctx.policy, verdict: decision.verdict, mode: decision.mode, reason: decision.reason, rule: decision.rule, dnsMs: null, hint };
-  if (decision.verdict === 'deny' && !report) {
+  if (decision.verdict === 'deny' && !report && !asking) {
     // Refused before any lookup: resolving a name the policy refuses would leak it to DNS.
     return { ...base, ok: false, status: 403 };
   }
@@ -112,7 +133,38 @@ export async function vetDestination(
       status: 403,
     };
   }
-  return { ...base, dnsMs, refused: refused.length ? refused : undefined, ok: true, addresses: passed };
+  const vetted = { ...base, dnsMs, refused: refused.length ? refused : undefined };
+  if (asking) {
+    const t0 = performance.now();
+    const ac = new AbortController();
+    const gone = (): void => ac.abort();
+    if (client?.destroyed) ac.abort();
+    else client?.once('close', gone);
+    try {
+      const o = await ctx.approvals!.hold(
+        { agent, host: target.host.value, port: target.port, method: method ?? 'CONNECT', rule: decision.rule },
+        { signal: ac.signal },
+      );
+      return heldOutcome(vetted, o, passed, performance.now() - t0);
+    } finally {
+      client?.off('close', gone);
+    }
+  }
+  return { ...vetted, ok: true, addresses: passed };
+}
+
+/** A held request's end as a vet outcome: approved goes on to the vetted addresses; anything else is 403. */
+export function heldOutcome(
+  base: Omit<Common, 'approval'>,
+  o: HoldOutcome,
+  addresses: string[],
+  waitedMs: number,
+): VetOutcome {
+  const approval = approvalNote(o, waitedMs);
+  if (o.kind === 'approved') return { ...base, approval, ok: true, verdict: 'allow', mode: 'enforce', reason: 'approved', addresses };
+  const reason = o.kind === 'denied' || o.kind === 'overflow' ? 'approval_denied' : 'approval_timeout';
+  const message = o.kind === 'overflow' ? `too many approvals pending (${o.limit === 'agent' ? 'for this agent' : 'in total'}); refused without asking` : undefined;
+  return { ...base, approval, ok: false, verdict: 'deny', mode: 'enforce', reason, status: 403, message };
 }
 
 /** Only on the deny path: decide() once per stretch of ports, so never for an allowed request. */

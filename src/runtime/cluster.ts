@@ -146,6 +146,7 @@ export async function runPrimary(cfg: EgressConfig, workers: number, logger: Log
     admin = await startLazyAdmin({
       listen: cfg.admin.listen,
       token: auth.token,
+      viewerToken: cfg.admin.viewerToken,
       open: auth.open,
       metricsAuth: cfg.admin.metricsAuth,
       hosts: cfg.admin.hosts,

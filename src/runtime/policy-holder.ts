@@ -16,7 +16,8 @@ export function buildPolicy(
 
 /** The file part already parsed (a reload parses exactly the bytes it saw stable). */
 function buildFromSpec(base: PolicySpec | null, flags: PolicyFlags, env: NodeJS.ProcessEnv, opts: BuildOptions): CompiledPolicy {
-  const spec = applyFlags(base, flags);
+  const flagged = applyFlags(base, flags);
+  const spec = opts.transform ? opts.transform(flagged) : flagged;
   if (!opts.inspectCa) requireInspectionCa(spec);
   return compilePolicy(spec, env, { secretValues: opts.secretValues });
 }
@@ -26,6 +27,8 @@ export interface BuildOptions {
   inspectCa?: boolean;
   /** false: do not read secret values (check, policy validate). */
   secretValues?: boolean;
+  /** Applied to the spec after the flags, at every build (the approvals' grants are merged here). */
+  transform?: (spec: PolicySpec) => PolicySpec;
 }
 
 /** A rule that inspects needs a CA to mint with: without one the policy is refused at its line. */
@@ -77,6 +80,8 @@ export class FilePolicyHolder implements PolicyHolder {
   /** One reload at a time: a poll, SIGHUP or API call during a settling read joins it. */
   private inflight: Promise<{ ok: true; hash: string } | { ok: false; error: string }> | null = null;
   private closed = false;
+  /** The file's spec as last loaded, so a rebuild (new grants) needs no read of the file. */
+  private base: PolicySpec | null = null;
 
   constructor(
     private readonly file: string | undefined,
@@ -86,7 +91,8 @@ export class FilePolicyHolder implements PolicyHolder {
   ) {
     this.settleMs = opts.settleMs ?? DEFAULT_SETTLE_MS;
     this.seen = this.snapshot()?.key ?? null;
-    this.active = buildPolicy(file, flags, process.env, opts);
+    this.base = file ? loadPolicyFile(file) : null;
+    this.active = buildFromSpec(this.base, flags, process.env, opts);
     this.st = { policy: this.active, loadedAt: new Date().toISOString(), files: file ? [file] : [], reloads: 0, reloadFailures: 0, lastError: null };
   }
 
@@ -122,6 +128,7 @@ export class FilePolicyHolder implements PolicyHolder {
       if (this.closed) return { ok: false, error: 'policy holder closed' };
       const base: PolicySpec | null = this.file ? this.parse(snap) : null;
       next = buildFromSpec(base, this.flags, process.env, this.opts);
+      this.base = base;
     } catch (err) {
       const error = (err as Error).message;
       this.st.reloadFailures++;
@@ -134,6 +141,27 @@ export class FilePolicyHolder implements PolicyHolder {
     for (const fn of this.listeners) fn(next);
     this.onEvent({ ok: true, trigger, hash: next.hash });
     return { ok: true, hash: next.hash };
+  }
+
+  /**
+   * Rebuild from the policy as last loaded (the transform's input changed: a grant was added, revoked
+   * or expired). Synchronous; a failure keeps the running policy, like a failed reload.
+   */
+  rebuild(trigger: string): boolean {
+    let next: CompiledPolicy;
+    try {
+      next = buildFromSpec(this.base, this.flags, process.env, this.opts);
+    } catch (err) {
+      const error = (err as Error).message;
+      this.st.reloadFailures++;
+      this.st.lastError = { time: new Date().toISOString(), message: error };
+      this.onEvent({ ok: false, trigger, error });
+      return false;
+    }
+    this.active = next;
+    this.st = { ...this.st, policy: next, loadedAt: new Date().toISOString(), lastError: null };
+    for (const fn of this.listeners) fn(next);
+    return true;
   }
 
   /** Parses exactly the bytes that were seen stable (never a second read that could be newer or torn). */

@@ -21,10 +21,13 @@ import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
 import type { AdminServer } from '../admin/server.js';
 import { startLazyAdmin } from './lazy-admin.js';
 import { IdleReclaimer } from './idle-reclaim.js';
+import type { AlertSettings } from '../admin/dashboard-routes.js';
+import { RecentAlerts } from '../decisions/alert-log.js';
 import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
 import type { DnsFilterHandle } from '../dns/index.js';
 import { registerFirewallMetrics } from './firewall-metrics.js';
 import { startInspector } from './inspect.js';
+import { startApprovals, type ApprovalsConfig, type RunningApprovals } from './approvals.js';
 import { SocksServer } from '../capture/socks5.js';
 import { TransparentListener } from '../capture/transparent.js';
 import type { TransparentMapping } from '../capture/mapping.js';
@@ -53,13 +56,15 @@ export interface EgressConfig {
   /** The decision store (SQLite in dataDir unless `location` says otherwise); null/undefined = none. */
   store?: { dataDir: string; retentionMs?: number; maxBytes?: number; location?: StoreLocation; replica?: string; maxMemory?: number } | null;
   /** The admin API (queries, metrics, reload); null/undefined = none. */
-  admin?: { listen: string; token?: string; hosts?: string[]; noAuth?: boolean; metricsAuth?: boolean } | null;
+  admin?: { listen: string; token?: string; viewerToken?: string; hosts?: string[]; noAuth?: boolean; metricsAuth?: boolean } | null;
   /** Spike alerts on denies (needs nothing else); null/undefined = defaults, false = off. */
   alerts?: Omit<SpikeOptions, 'registry' | 'logger' | 'onAlert'> | false | null;
   /** Addresses the guard must refuse besides this process's own listeners (e.g. a cluster primary's admin API). */
   guardSelf?: { address: string; port: number }[];
   /** Export the companion firewall's kernel counters (same host and namespace) with /metrics. */
   firewallMetrics?: 'nftables' | 'iptables' | null;
+  /** Approvals (held asks) and grants; null/undefined = defaults (grants in <data-dir>/grants.yaml). */
+  approvals?: ApprovalsConfig | null;
   /** The SOCKS5 listener (src/capture/socks5.ts); null/undefined = none. */
   socks?: { listen: string } | null;
   /** The filtering DNS resolver; null/undefined = none. */
@@ -87,6 +92,8 @@ export interface RunningEgress {
   /** The transparent-capture listeners and which captured port each stands for; null = none. */
   transparent: TransparentListener | null;
   metrics: Registry;
+  /** The grants and, with the admin API, the approvals broker. */
+  approvals: RunningApprovals;
   close(): Promise<void>;
 }
 
@@ -94,6 +101,9 @@ export interface RunningEgress {
 export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   const logger = cfg.logger ?? pino({ level: 'info' }, pino.destination(2));
   const listen = parseListen(cfg.listen);
+  // Before the policy: a bad grants file stops the start with its file and line, like a bad policy.
+  // Approvals are held only where someone can decide them: with the admin API.
+  const approvals = startApprovals(cfg.approvals ?? {}, { dataDir: cfg.store?.dataDir, decidable: !!cfg.admin, logger, rebuild: () => holder.rebuild('grants') });
   const holder = new FilePolicyHolder(
     cfg.policyFile,
     cfg.flags,
@@ -101,7 +111,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       if (e.ok) logger.info({ trigger: e.trigger, policyHash: e.hash }, 'policy reloaded');
       else logger.error({ trigger: e.trigger, error: e.error }, 'policy reload failed; keeping the running policy');
     },
-    { inspectCa: !!cfg.inspect?.caFile, settleMs: cfg.policySettleMs },
+    { inspectCa: !!cfg.inspect?.caFile, settleMs: cfg.policySettleMs, transform: approvals.transform },
   );
   const inspector = await startInspector(cfg.inspect, holder.current().spec);
   for (const w of (holder.current() as CompiledPolicy & { warnings?: string[] }).warnings ?? []) logger.warn(w);
@@ -112,6 +122,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     policy,
     guard: new AddressGuard({ exempt: policy.spec.guardExempt, self }),
     resolver,
+    approvals: approvals.broker,
   });
   let ctx = makeContext(holder.current());
   holder.onChange((p) => {
@@ -152,13 +163,17 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   jsonLines?.registerMetrics(registry);
   if (cfg.firewallMetrics) registerFirewallMetrics(registry, cfg.firewallMetrics);
   let fleetAlerts: FleetSpikeFeed | null = null;
+  let alertSettings: AlertSettings | null = null;
   if (cfg.alerts !== false) {
+    const recent = new RecentAlerts();
     const detector = new SpikeDetector({
       ...(cfg.alerts ?? {}),
+      onAlert: (a) => recent.push(a),
       registry,
       // The detector writes the one warn line itself (escaped, one duration format).
       logger,
     });
+    alertSettings = { recent, ...detector.settings };
     // A shared store: one replica at a time (the lock holder) feeds every replica's stored denials to
     // its detector, so a spike split across replicas is seen, and alerted once.
     if (store && isFleetStore(store)) fleetAlerts = new FleetSpikeFeed(store, detector);
@@ -206,6 +221,8 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       admin = await startLazyAdmin({
         listen: cfg.admin.listen,
         token: adminAuth?.token,
+        viewerToken: cfg.admin.viewerToken,
+        alerts: alertSettings,
         open: adminAuth?.open,
         metricsAuth: cfg.admin.metricsAuth,
         hosts: cfg.admin.hosts,
@@ -215,6 +232,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         ready: () => proxy.listening,
         transparent: () => transparent?.bindings ?? [],
         logger,
+        approvals: approvals.broker ? { broker: approvals.broker, grants: approvals.grants, subscribe: approvals.subscribe } : undefined,
       });
       self.push({ address: admin.address, port: admin.port });
       if (adminAuth) logAdminAuth(adminAuth, logger);
@@ -233,6 +251,8 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
         cacheMaxEntries: cfg.dns.cacheMaxEntries,
         upstreamTimeoutMs: cfg.limits?.dnsTimeoutMs,
         logger,
+        approvals: () => approvals.broker,
+        approvalTimeoutMs: approvals.dnsTimeoutMs,
       });
       for (const l of dns.listeners) self.push({ address: l.address, port: l.port });
     }
@@ -250,6 +270,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     await socks?.server.close(0).catch(() => undefined);
     await transparent?.close(0).catch(() => undefined);
     await proxy.close(0).catch(() => undefined);
+    await approvals.close();
     await sink.close();
     throw err;
   }
@@ -272,6 +293,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
   if (cfg.watchMs && cfg.policyFile) holder.watch(cfg.watchMs);
   // Memory back to the idle figure after load (src/runtime/idle-reclaim.ts).
   const stopReclaim = new IdleReclaimer().start();
+  if (cfg.watchMs) approvals.grants.watch(cfg.watchMs);
   fleetAlerts?.start();
 
   let closing: Promise<void> | null = null;
@@ -288,10 +310,13 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     socks,
     transparent,
     metrics: registry,
+    approvals,
     close() {
       closing ??= (async () => {
         stopReclaim();
         holder.close();
+        // Held requests are denied at once, so draining does not wait out their approval timeout.
+        await approvals.close();
         await fleetAlerts?.close();
         await Promise.all([proxy.close(), dns?.close(), socks?.server.close(), transparent?.close()]);
         await admin?.close();

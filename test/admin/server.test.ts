@@ -198,12 +198,22 @@ describe('admin API', () => {
   it('serves the page without data or tokens in it, with a strict CSP', async () => {
     const page = await get('/', {});
     expect(page.status).toBe(200);
-    expect(page.text).toContain('<script src="/ui.js">');
+    expect(page.text).toContain('<script type="module" src="/ui/app.js">');
     expect(page.text).not.toContain('evil.example');
-    expect(page.headers['content-security-policy']).toMatch(/default-src 'none'/);
-    const js = await get('/ui.js', {});
-    expect(js.text).toContain('sessionStorage');
-    expect(js.text).not.toContain('innerHTML');
+    expect(page.text).not.toContain(TOKEN);
+    const csp = String(page.headers['content-security-policy']);
+    expect(csp).toMatch(/default-src 'self'/);
+    expect(csp).toMatch(/frame-ancestors 'none'/);
+    expect(csp).not.toMatch(/unsafe-inline|unsafe-eval|https?:/);
+    expect(page.headers['x-content-type-options']).toBe('nosniff');
+    const js = await get('/ui/app.js', {});
+    expect(js.status).toBe(200);
+    expect(js.headers['content-type']).toMatch(/javascript/);
+    const api = await get('/ui/api.js', {});
+    // The token is never stored by the page: only the cookie (HttpOnly) and the in-memory CSRF token.
+    expect(api.text).not.toMatch(/localStorage|sessionStorage/);
+    expect((await get('/ui/app.css', {})).headers['content-type']).toMatch(/text\/css/);
+    expect((await get('/ui/nope.js', {})).status).toBe(401);
   });
 });
 

@@ -5,7 +5,8 @@ import path from 'node:path';
 import dnsPacket from 'dns-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderTable, runQuery, runSummary, runTail } from '../../src/cli/commands/log.js';
-import { PAGE_JS } from '../../src/admin/page.js';
+import { readdirSync, readFileSync } from 'node:fs';
+import { sharedModule } from '../../src/admin/assets.js';
 import { displaySafe, safeJson } from '../../src/decisions/display.js';
 import { SpikeDetector } from '../../src/decisions/alerts.js';
 import type { DecisionRecord } from '../../src/decisions/record.js';
@@ -136,14 +137,19 @@ describe('terminal output escapes what was recorded', () => {
   });
 
   it('the admin page escapes with the same function as the CLI', () => {
-    const m = /const UNSAFE = (.*);\n\s*const displaySafe = ([\s\S]*?\n\});/.exec(PAGE_JS);
+    const shared = sharedModule();
+    const m = /export const UNSAFE = (.*);\nexport const displaySafe = ([\s\S]*?\n\});/.exec(shared);
     expect(m).not.toBeNull();
     const pageSafe = new Function(`const UNSAFE = ${m![1]}; return (${m![2]});`)() as (s: string) => string;
     for (const p of PAYLOADS) {
       expect(pageSafe(p)).toBe(displaySafe(p));
       expect(pageSafe(p)).not.toMatch(RAW);
     }
-    expect(PAGE_JS).not.toMatch(/innerHTML/);
+    // No page script parses HTML: every string reaches the DOM as text.
+    const dir = new URL('../../src/admin/page/', import.meta.url);
+    const scripts = readdirSync(dir).filter((f) => f.endsWith('.js'));
+    expect(scripts.length).toBeGreaterThanOrEqual(8);
+    for (const f of scripts) expect(readFileSync(new URL(f, dir), 'utf8'), f).not.toMatch(/innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(|new Function/);
   });
 
   it('a spike alert logs escaped names and posts exact ones as JSON without raw bytes', () => {

@@ -9,21 +9,12 @@ import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js
 import { startHttpOrigin, type Origin } from '../helpers/origin.js';
 import { alive } from '../helpers/process.js';
 import { openRaw, rawExchange } from '../helpers/raw.js';
+import { cli } from '../helpers/cli.js';
 
 const run = promisify(execFile);
 const ROOT = resolve(__dirname, '../..');
 const BIN = join(ROOT, 'bin/agent-egress.js');
 const dir = mkdtempSync(join(tmpdir(), 'ae-cli-'));
-
-async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run('node', [BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 /** Start `serve` as a real process and wait until it says it listens. */
 function serve(args: string[]): Promise<{ child: ChildProcess; stderr: () => string; exited: Promise<number | null> }> {

@@ -32,11 +32,11 @@ const REGISTERED = new Set([
 ]);
 
 describe('the reason → Proxy-Status table', () => {
-  it('maps every reason code except rule_allow to a registered RFC 9209 error type', () => {
+  it('maps every reason code except the two allows (rule_allow, approved) to a registered RFC 9209 error type', () => {
     expect(Object.keys(PROXY_STATUS_ERRORS).sort()).toEqual([...REASONS].sort());
     for (const reason of REASONS) {
       const token = PROXY_STATUS_ERRORS[reason];
-      if (reason === 'rule_allow') expect(token).toBeNull();
+      if (reason === 'rule_allow' || reason === 'approved') expect(token).toBeNull();
       else expect(REGISTERED.has(token as string), `${reason} → ${token}`).toBe(true);
     }
   });

@@ -69,7 +69,7 @@ describe('load errors: every problem, with its line and column', () => {
     ['bad-rule.yaml', [
       [5, 13, /^rules\[0\]\.hosts\[0\]: "192\.0\.2\.1" is an IP address; write it under cidrs \(e\.g\. 192\.0\.2\.1\/32\)$/],
       [6, 5, /^rules\[1\]: a rule needs hosts or cidrs/],
-      [9, 13, /^rules\[2\]\.action: must be one of: allow, deny$/],
+      [9, 13, /^rules\[2\]\.action: must be one of: allow, deny, ask$/],
       [14, 20, /^rules\[3\]\.methods\[1\]: CONNECT cannot be listed/],
       [18, 16, /^rules\[4\]\.dns_types: dns_types only applies to allow rules$/],
     ]],

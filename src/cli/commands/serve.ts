@@ -7,10 +7,11 @@ import { attachWorker, isClusterWorker, parseWorkers, reportWorkerStartFailure, 
 import { buildPolicy } from '../../runtime/policy-holder.js';
 import { createOpLogger, OP_LOG_FORMATS, reportModeWarning, type OpLogFormat } from '../../runtime/oplog.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
+import { resolveViewerToken } from '../../admin/token-file.js';
 import { parseCacheSize, parseRateLimit, parseRefuseCode } from '../../dns/flags.js';
 import { replicaNameOption, serveStoreConfig, storeOption, storePasswordFileOption, storeQueueOption } from '../store-flags.js';
 import { parseTransparentListen } from '../../capture/mapping.js';
-import { listValue, parseDurationMs, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
+import { listValue, parseDurationMs, parseHttpUrl, parsePositiveInt, parsePositiveNumber, parseSize, repeatable } from '../parse.js';
 
 const env = (name: string) => `AGENT_EGRESS_${name}`;
 
@@ -64,6 +65,8 @@ export function registerServe(program: Command): void {
     .addOption(opt('--no-admin', 'do not start the admin API', 'NO_ADMIN'))
     .addOption(repeatable('--admin-host <name>', 'a DNS name the admin API is reached by (besides IP addresses and localhost); other Host headers get 421', env('ADMIN_HOST')))
     .addOption(opt('--admin-token <token>', 'bearer token for the admin API (prefer the env var); default: generated once into <data-dir>/admin-token (mode 0600)', 'ADMIN_TOKEN'))
+    .addOption(opt('--viewer-token <token>', 'a second admin API token for read-only users (dashboard and API: reads everything, cannot approve, deny, revoke or reload)', 'VIEWER_TOKEN'))
+    .addOption(opt('--viewer-token-file <file>', 'read the viewer token from this file (mode 0600, owned by this user)', 'VIEWER_TOKEN_FILE'))
     .addOption(opt('--no-admin-auth', 'serve the admin API without a token (loopback only; warns loudly: any local process can read it)', 'NO_ADMIN_AUTH'))
     .addOption(opt('--metrics-auth', '/metrics needs the admin token too (/healthz and /readyz stay open)', 'METRICS_AUTH'))
     .addOption(opt('--alert-window <dur>', 'spike alerts: sliding window of denies per agent', 'ALERT_WINDOW').argParser(parseDurationMs).default(60_000, '60s'))
@@ -77,6 +80,13 @@ export function registerServe(program: Command): void {
     .addOption(opt('--dns-refuse-code <code>', 'answer for names the policy refuses: nxdomain or refused', 'DNS_REFUSE_CODE').argParser(parseRefuseCode).default('NXDOMAIN', 'nxdomain'))
     .addOption(opt('--dns-rate-limit <n[/burst]>', 'queries per second per client (0 = off)', 'DNS_RATE_LIMIT').argParser(parseRateLimit).default({ perSecond: 50, burst: 100 }, '50/100'))
     .addOption(opt('--dns-cache-size <n>', 'answers cached (0 = off)', 'DNS_CACHE_SIZE').argParser(parseCacheSize).default(10_000))
+    // Approvals (docs/approvals.md): held asks and grants.
+    .addOption(opt('--approval-timeout <dur>', 'approvals: a held request (action: ask) is denied after waiting this long', 'APPROVAL_TIMEOUT').argParser(parseDurationMs).default(60_000, '60s'))
+    .addOption(opt('--approval-dns-timeout <dur>', 'approvals: a held DNS query is refused after this long (capped by --approval-timeout)', 'APPROVAL_DNS_TIMEOUT').argParser(parseDurationMs).default(4_000, '4s'))
+    .addOption(opt('--max-pending-approvals <n>', 'approvals: pending approvals in total; a new ask beyond is denied', 'MAX_PENDING_APPROVALS').argParser(parsePositiveInt).default(100))
+    .addOption(opt('--max-pending-approvals-per-agent <n>', 'approvals: pending approvals per agent; a new ask beyond is denied', 'MAX_PENDING_APPROVALS_PER_AGENT').argParser(parsePositiveInt).default(10))
+    .addOption(opt('--grants-file <file>', 'approvals: where "always" grants are written (YAML, policy format); default <data-dir>/grants.yaml', 'GRANTS_FILE'))
+    .addOption(opt('--approval-webhook <url>', 'approvals: POST each new pending approval here (JSON with a Slack-compatible text field)', 'APPROVAL_WEBHOOK').argParser(parseHttpUrl))
     // Transparent capture (src/capture, docs/capture.md).
     .addOption(repeatable('--transparent-listen <host:port|port=host:port>', 'accept connections the companion firewall redirects; HOST:PORT serves captured port i at PORT+i, PORT=HOST:PORT maps one', env('TRANSPARENT_LISTEN')))
     .addOption(opt('--capture-ports <list>', 'the destination ports --transparent-listen HOST:PORT stands for, in order (default 80,443)', 'CAPTURE_PORTS'))
@@ -94,6 +104,13 @@ export function registerServe(program: Command): void {
       }
       if (o.adminToken && o.adminAuth === false) {
         console.error('agent-egress: --admin-token and --no-admin-auth contradict each other');
+        process.exit(2);
+      }
+      let viewerToken: string | undefined;
+      try {
+        viewerToken = resolveViewerToken({ token: o.viewerToken, file: o.viewerTokenFile, noAuth: o.adminAuth === false, adminToken: o.adminToken });
+      } catch (err) {
+        console.error(`agent-egress: ${(err as Error).message}`);
         process.exit(2);
       }
       if (!!o.inspectCa !== !!o.inspectCaKey) {
@@ -136,12 +153,20 @@ export function registerServe(program: Command): void {
         },
         logger,
         store: storeCfg ? { dataDir: o.dataDir, retentionMs: o.retention, maxBytes: o.retentionSize, ...storeCfg } : null,
-        admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken, hosts: listValue(o.adminHost), noAuth: o.adminAuth === false, metricsAuth: !!o.metricsAuth },
+        admin: o.admin === false || o.store === false ? null : { listen: o.adminListen, token: o.adminToken, viewerToken, hosts: listValue(o.adminHost), noAuth: o.adminAuth === false, metricsAuth: !!o.metricsAuth },
         alerts:
           o.alerts === false
             ? false
             : { windowMs: o.alertWindow, threshold: o.alertThreshold, multiplier: o.alertMultiplier, webhook: o.alertWebhook ? { url: o.alertWebhook } : undefined },
         firewallMetrics: o.firewallMetrics ?? null,
+        approvals: {
+          timeoutMs: o.approvalTimeout,
+          dnsTimeoutMs: o.approvalDnsTimeout,
+          maxTotal: o.maxPendingApprovals,
+          maxPerAgent: o.maxPendingApprovalsPerAgent,
+          grantsFile: o.grantsFile,
+          webhook: o.approvalWebhook,
+        },
         socks: o.socksListen ? { listen: o.socksListen } : null,
         dns: listValue(o.dnsListen).length
           ? { listen: listValue(o.dnsListen), refuseWith: o.dnsRefuseCode, rateLimit: o.dnsRateLimit, cacheMaxEntries: o.dnsCacheSize }

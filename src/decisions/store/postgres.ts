@@ -8,7 +8,7 @@ import { decodeCursor, decodeTailCursor, encodeCursor } from './cursor.js';
 import { connectionUrl, scrubSecret, type StoreLocation } from './location.js';
 import { DAY_MS, LOCK, LOCK_NS, SchemaError, currentVersion, dayOf, dropPartitionsBefore, ensurePartitions, migrate } from './pg-schema.js';
 import { SqlParams, globToLike, whereSql, type SqlDialect } from './sql-filter.js';
-import { StoreUnavailableError, type DecisionStore, type QueryPage, type ReplicaVerifyResult, type StoreStats, type TailPage } from './types.js';
+import { StoreUnavailableError, type ChainPosition, type DecisionStore, type QueryPage, type ReplicaVerifyResult, type StoreStats, type TailPage, type TimelineBucket } from './types.js';
 import { ChainWriter, type ChainBackend, type ChainHead, type ChainWriterOptions, type SealedRow } from './writer.js';
 
 type PgLocation = Extract<StoreLocation, { kind: 'postgres' }>;
@@ -17,6 +17,7 @@ const PG: SqlDialect = {
   placeholder: (n) => `$${n}`,
   // LIKE's default escape is `\`; a prefix pattern (`api.*`) is served by the text_pattern_ops index.
   glob: (column, glob, bind) => `${column} LIKE ${bind(globToLike(glob))}`,
+  field: (name) => `(json::jsonb ->> '${name}')`,
 };
 
 const FAILURES = FAILURE_REASONS.map((r) => `'${r}'`).join(', ');
@@ -295,6 +296,31 @@ export class PostgresDecisionStore implements DecisionStore, ChainBackend {
   async get(id: string): Promise<DecisionRecord | null> {
     const r = await this.read((c) => c.query<{ json: string }>('SELECT json FROM decisions WHERE id = $1 LIMIT 1', [id]));
     return r.rows[0] ? (JSON.parse(r.rows[0].json) as DecisionRecord) : null;
+  }
+
+  /** Where a record sits in its replica's chain (each replica has its own). */
+  async chainPosition(id: string): Promise<ChainPosition | null> {
+    return this.read(async (c) => {
+      const row = (await c.query<{ replica: string; seq: string; hash: string }>('SELECT replica, seq, hash FROM decisions WHERE id = $1 ORDER BY seq LIMIT 1', [id])).rows[0];
+      if (!row) return null;
+      const before = (await c.query<{ hash: string }>('SELECT hash FROM decisions WHERE replica = $1 AND seq < $2 ORDER BY seq DESC LIMIT 1', [row.replica, row.seq])).rows[0];
+      const anchor = (await c.query<{ hash: string }>('SELECT hash FROM decision_anchors WHERE replica = $1', [row.replica])).rows[0];
+      const head = (await c.query<{ h: string }>('SELECT max(seq) AS h FROM decisions WHERE replica = $1', [row.replica])).rows[0];
+      return { seq: Number(row.seq), hash: row.hash, prev: before?.hash ?? anchor?.hash ?? GENESIS_HASH, headSeq: Number(head.h), replica: row.replica };
+    });
+  }
+
+  /** Allowed and denied decisions per time bucket, ascending; empty buckets omitted. */
+  async timeline(f: QueryFilter, bucketMs: number): Promise<TimelineBucket[]> {
+    const b = Math.max(1, Math.trunc(bucketMs));
+    const w = this.where(f);
+    const rows = await this.read((c) =>
+      c.query<{ t: string; allow: string; deny: string }>(
+        `SELECT (time_ms / ${b}) * ${b} AS t, sum(CASE WHEN verdict = 'allow' THEN weight ELSE 0 END) AS allow, sum(CASE WHEN verdict = 'deny' THEN weight ELSE 0 END) AS deny FROM decisions ${w.sql} GROUP BY t ORDER BY t LIMIT 10000`,
+        w.params,
+      ),
+    );
+    return rows.rows.map((r) => ({ t: Number(r.t), allow: Number(r.allow), deny: Number(r.deny) }));
   }
 
   async summary(f: QueryFilter): Promise<Summary> {

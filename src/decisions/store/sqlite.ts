@@ -10,7 +10,7 @@ import { FlushTimer } from './flush-timer.js';
 import { RepeatIntake, type RepeatOptions } from './repeats.js';
 import { encodeCursor, decodeCursor, decodeTailCursor, CursorError } from './cursor.js';
 import { SqlParams, whereSql, type SqlDialect } from './sql-filter.js';
-import { StoreUnavailableError, type DecisionStore, type QueryPage, type StoreStats, type TailPage } from './types.js';
+import { StoreUnavailableError, type ChainPosition, type DecisionStore, type QueryPage, type StoreStats, type TailPage, type TimelineBucket } from './types.js';
 
 export { CursorError };
 export const DEFAULT_DB_FILE = 'decisions.sqlite';
@@ -116,6 +116,7 @@ const SQLITE: SqlDialect = {
   glob: (column, glob, bind) =>
     // Paths live in the record's JSON only: a filter on them scans within the other conditions.
     column === 'path' ? `json_extract(json, '$.path') GLOB ${bind(glob.replace(/\[/g, '[[]'))}` : `host GLOB ${bind(hostGlobToSqlite(glob))}`,
+  field: (name) => `json_extract(json, '$.${name}')`,
 };
 
 function where(f: QueryFilter, extra: string[] = [], params: unknown[] = []): { sql: string; params: unknown[] } {
@@ -487,17 +488,8 @@ export class SqliteDecisionStore implements DecisionStore {
   async query(f: QueryFilter): Promise<QueryPage> {
     const db = this.open();
     const limit = Math.min(f.limit ?? DEFAULT_LIMIT, MAX_LIMIT);
-    const extra: string[] = [];
-    const params: unknown[] = [];
-    if (f.cursor) {
-      const c = decodeCursor(f.cursor);
-      extra.push('(time_ms < ? OR (time_ms = ? AND seq < ?))');
-      params.push(c.timeMs, c.timeMs, c.seq);
-    }
-    const w = where(f, extra, params);
-    const rows = db
-      .prepare(`SELECT seq, time_ms, json FROM decisions ${w.sql} ORDER BY time_ms DESC, seq DESC LIMIT ?`)
-      .all(...w.params, limit + 1) as { seq: number; time_ms: number; json: string }[];
+    const q = this.pageSql(f, limit);
+    const rows = db.prepare(q.sql).all(...q.params) as { seq: number; time_ms: number; json: string }[];
     const more = rows.length > limit;
     const page = more ? rows.slice(0, limit) : rows;
     const last = page[page.length - 1];
@@ -505,6 +497,26 @@ export class SqliteDecisionStore implements DecisionStore {
       records: page.map((r) => JSON.parse(r.json) as DecisionRecord),
       nextCursor: more && last ? encodeCursor(last.time_ms, last.seq) : null,
     };
+  }
+
+  /** SQLite's plan for one page of query(): how the indexes serve a filter (tests and docs/performance.md). */
+  explainQuery(f: QueryFilter): string[] {
+    const q = this.pageSql(f, f.limit ?? DEFAULT_LIMIT);
+    return (this.open().prepare(`EXPLAIN QUERY PLAN ${q.sql}`).all(...q.params) as { detail: string }[]).map((r) => r.detail);
+  }
+
+  private pageSql(f: QueryFilter, limit: number): { sql: string; params: unknown[] } {
+    const extra: string[] = [];
+    const params: unknown[] = [];
+    if (f.cursor) {
+      const c = decodeCursor(f.cursor);
+      // The leading `time_ms <= ?` is a range the time indexes seek to, so a page deep in a large store
+      // starts where the cursor is instead of scanning down from the newest row.
+      extra.push('time_ms <= ? AND (time_ms < ? OR seq < ?)');
+      params.push(c.timeMs, c.timeMs, c.seq);
+    }
+    const w = where(f, extra, params);
+    return { sql: `SELECT seq, time_ms, json FROM decisions ${w.sql} ORDER BY time_ms DESC, seq DESC LIMIT ?`, params: [...w.params, limit + 1] };
   }
 
   /**
@@ -522,6 +534,34 @@ export class SqliteDecisionStore implements DecisionStore {
   async get(id: string): Promise<DecisionRecord | null> {
     const json = this.open().prepare('SELECT json FROM decisions WHERE id = ? LIMIT 1').pluck().get(id) as string | undefined;
     return json ? (JSON.parse(json) as DecisionRecord) : null;
+  }
+
+  /** Where a record sits in the hash chain: its seq, its hash, and the hash it was chained to. */
+  async chainPosition(id: string): Promise<ChainPosition | null> {
+    const db = this.open();
+    return db.transaction((): ChainPosition | null => {
+      const row = db.prepare('SELECT seq, hash FROM decisions WHERE id = ? ORDER BY seq LIMIT 1').get(id) as { seq: number; hash: string } | undefined;
+      if (!row) return null;
+      const before = db.prepare('SELECT hash FROM decisions WHERE seq < ? ORDER BY seq DESC LIMIT 1').pluck().get(row.seq) as string | undefined;
+      const anchor = db.prepare("SELECT value FROM meta WHERE key = 'anchor_hash'").pluck().get() as string | undefined;
+      const head = db.prepare('SELECT max(seq) FROM decisions').pluck().get() as number;
+      return { seq: row.seq, hash: row.hash, prev: before ?? anchor ?? GENESIS_HASH, headSeq: head };
+    })();
+  }
+
+  /** Allowed and denied decisions per time bucket over [since, until), ascending; empty buckets omitted. */
+  async timeline(f: QueryFilter, bucketMs: number): Promise<TimelineBucket[]> {
+    const db = this.open();
+    const w = where(f);
+    const n = this.weight;
+    // Written into the SQL, not bound: better-sqlite3 binds numbers as REAL, and a REAL divisor would
+    // make the division exact instead of integer, so nothing would fall into a bucket.
+    const b = Math.max(1, Math.trunc(bucketMs));
+    return db
+      .prepare(
+        `SELECT (time_ms / ${b}) * ${b} AS t, sum((verdict = 'allow') * ${n}) AS allow, sum((verdict = 'deny') * ${n}) AS deny FROM decisions ${w.sql} GROUP BY t ORDER BY t LIMIT 10000`,
+      )
+      .all(...w.params) as TimelineBucket[];
   }
 
   async summary(f: QueryFilter): Promise<Summary> {

@@ -18,6 +18,25 @@ export interface TailPage {
   cursor: string;
 }
 
+/** A record's place in the hash chain (docs/decision-log.md). */
+export interface ChainPosition {
+  seq: number;
+  hash: string;
+  /** The hash this record was chained to: the row before it, the retention anchor, or the genesis hash. */
+  prev: string;
+  /** The newest seq in the store (in this record's chain) when asked. */
+  headSeq: number;
+  /** A store of several replicas: whose chain this is. */
+  replica?: string;
+}
+
+/** Decisions in one time bucket; `t` is epoch ms at the bucket start. */
+export interface TimelineBucket {
+  t: number;
+  allow: number;
+  deny: number;
+}
+
 export interface StoreStats {
   /** Records accepted by write() and not yet committed. */
   pending: number;
@@ -45,6 +64,8 @@ export interface DecisionStore extends DecisionSink {
   query(filter: QueryFilter): Promise<QueryPage>;
   get(id: string): Promise<DecisionRecord | null>;
   summary(filter: QueryFilter): Promise<Summary>;
+  chainPosition(id: string): Promise<ChainPosition | null>;
+  timeline(filter: QueryFilter, bucketMs: number): Promise<TimelineBucket[]>;
   /** Records stored after `cursor` (null = start at the current head, returning none). */
   tailAfter(cursor: string | null, filter?: QueryFilter, limit?: number): Promise<TailPage>;
   /** Checks every chain in the store; a store of several replicas reports each in `replicas`. */
