@@ -24,9 +24,16 @@ export function parseListen(listen: string): { host: string; port: number } {
 
 /**
  * The start-up refusals of the admin API, apart from the server so they can run before it is loaded:
- * no token on a non-loopback address, and no token without an explicit open.
+ * no token on a non-loopback address, no token without an explicit open, and a viewer token that is
+ * missing its admin token or equal to it.
  */
-export function assertAdminAuthConfig(listen: string, token: string | undefined, open: boolean | undefined, isLoopback: (host: string) => boolean): { host: string; port: number } {
+export function assertAdminAuthConfig(
+  listen: string,
+  token: string | undefined,
+  open: boolean | undefined,
+  isLoopback: (host: string) => boolean,
+  viewerToken?: string,
+): { host: string; port: number } {
   const { host, port } = parseListen(listen);
   if (!token && !isLoopback(host)) {
     throw new AdminConfigError(
@@ -35,5 +42,7 @@ export function assertAdminAuthConfig(listen: string, token: string | undefined,
   }
   // Fail closed: no token means an open API only when the caller said so, never by omission.
   if (!token && !open) throw new AdminConfigError('the admin API needs a token (or an explicit --no-admin-auth)');
+  if (viewerToken && !token) throw new AdminConfigError('a viewer token needs an admin token next to it (not --no-admin-auth)');
+  if (viewerToken && viewerToken === token) throw new AdminConfigError('the viewer token must differ from the admin token');
   return { host, port };
 }

@@ -87,9 +87,7 @@ const PUBLIC = ['/healthz', '/readyz', ...ASSET_PATHS];
  * because every decision (hosts, agents, paths) is in there.
  */
 export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
-  const { host, port } = assertAdminAuthConfig(opts.listen, opts.token, opts.open, isLoopbackHost);
-  if (opts.viewerToken && !opts.token) throw new AdminConfigError('a viewer token needs an admin token next to it (not --no-admin-auth)');
-  if (opts.viewerToken && opts.viewerToken === opts.token) throw new AdminConfigError('the viewer token must differ from the admin token');
+  const { host, port } = assertAdminAuthConfig(opts.listen, opts.token, opts.open, isLoopbackHost, opts.viewerToken);
   const publicPaths = new Set(opts.metricsAuth ? PUBLIC : [...PUBLIC, '/metrics']);
   const app = Fastify({
     // Per-request logs would double the decision log; a warn-level child keeps only the admin API's problems.

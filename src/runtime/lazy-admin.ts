@@ -11,7 +11,7 @@ import { isLoopbackHost } from '../net/endpoint.js';
  * arrive while it loads wait paused; if it cannot be built, they and every later one are closed.
  */
 export async function startLazyAdmin(opts: AdminServerOptions & { logger: Logger }): Promise<AdminServer> {
-  const { host, port } = assertAdminAuthConfig(opts.listen, opts.token, opts.open, isLoopbackHost);
+  const { host, port } = assertAdminAuthConfig(opts.listen, opts.token, opts.open, isLoopbackHost, opts.viewerToken);
   const listener: Server = createServer();
   await new Promise<void>((resolve, reject) => {
     listener.once('error', reject);
