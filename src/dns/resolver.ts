@@ -1,3 +1,4 @@
+import { DNS_APPROVAL_TIMEOUT_MS } from './approval-timeout.js';
 import * as packet from 'dns-packet';
 import type { DecodedPacket, Question } from 'dns-packet';
 import type { Logger } from 'pino';
@@ -33,8 +34,7 @@ export interface ResolverDeps {
   approvalTimeoutMs?: number;
 }
 
-/** Default hold for a DNS query: stub resolvers time out after about 5 s. */
-export const DNS_APPROVAL_TIMEOUT_MS = 4_000;
+export { DNS_APPROVAL_TIMEOUT_MS };
 
 export interface Client {
   address: string;

@@ -7,7 +7,7 @@ import type { ApprovalEvent } from '../approvals/types.js';
 import { displaySafe } from '../decisions/display.js';
 import { WebhookSender } from '../decisions/webhook.js';
 import type { PolicySpec } from '../policy/types.js';
-import { DNS_APPROVAL_TIMEOUT_MS } from '../dns/resolver.js';
+import { DNS_APPROVAL_TIMEOUT_MS } from '../dns/approval-timeout.js';
 
 export interface ApprovalsConfig {
   /** How long a held request waits (default 60 s). */
