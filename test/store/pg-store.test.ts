@@ -88,6 +88,39 @@ describe('PostgreSQL store', () => {
     await Promise.all([a.close(), b.close(), reader.close()]);
   });
 
+  it('answers the dashboard: chain position per replica, a timeline by verdict, the method filter', async () => {
+    const a = writer('dash-a');
+    const b = writer('dash-b');
+    const base = Date.parse('2026-03-01T10:00:00Z');
+    const sent: DecisionRecord[] = [];
+    for (let i = 0; i < 12; i++) {
+      const r = rec({ time: new Date(base + i * 10_000).toISOString(), agent: 'dash-agent', method: i % 3 ? 'GET' : 'CONNECT', verdict: i % 4 ? 'allow' : 'deny', reason: i % 4 ? 'rule_allow' : 'no_rule' });
+      sent.push(r);
+      (i % 2 ? a : b).write(r);
+    }
+    await until(() => a.stats().written === 6 && b.stats().written === 6);
+    const reader = await openPostgresReader(loc());
+    try {
+      const f = { agent: 'dash-agent', sinceMs: base, untilMs: base + 120_000 };
+      const gets = await reader.query({ ...f, method: 'GET', limit: 100 });
+      expect(gets.records.map((r) => r.id).sort()).toEqual(sent.filter((r) => r.method === 'GET').map((r) => r.id).sort());
+      const buckets = await reader.timeline(f, 60_000);
+      expect(buckets).toEqual([
+        { t: base, allow: sent.slice(0, 6).filter((r) => r.verdict === 'allow').length, deny: sent.slice(0, 6).filter((r) => r.verdict === 'deny').length },
+        { t: base + 60_000, allow: sent.slice(6).filter((r) => r.verdict === 'allow').length, deny: sent.slice(6).filter((r) => r.verdict === 'deny').length },
+      ]);
+      // Record 3 is dash-a's second: chained to dash-a's first (record 1), not to record 2 (dash-b's).
+      const first = await reader.chainPosition(sent[1].id);
+      const second = await reader.chainPosition(sent[3].id);
+      expect(first).toMatchObject({ seq: 1, replica: 'dash-a', headSeq: 6 });
+      expect(second).toMatchObject({ seq: 2, replica: 'dash-a', prev: first!.hash, headSeq: 6 });
+      expect((await reader.chainPosition(sent[2].id))?.replica).toBe('dash-b');
+      expect(await reader.chainPosition('no-such-id')).toBeNull();
+    } finally {
+      await Promise.all([a.close(), b.close(), reader.close()]);
+    }
+  });
+
   it('a re-sent record is stored once (idempotent on id + stored time) and the chain continues', async () => {
     const a = writer('idem');
     const r = rec();
