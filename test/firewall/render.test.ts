@@ -79,7 +79,12 @@ describe('firewall render --tool docker: what it prints can start the image', ()
 
   it('the image entrypoint with those arguments starts the proxy (paths and addresses mapped to this machine)', async () => {
     const entry = /^ENTRYPOINT (.*)$/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))?.[1];
-    expect(JSON.parse(entry!)).toEqual(['dumb-init', '--', 'node', '/app/bin/agent-egress.js']);
+    // The image runs node with its own V8 flags (the sidecar's semi-space cap): start it with the same ones.
+    const ep = JSON.parse(entry!) as string[];
+    expect(ep.slice(0, 3)).toEqual(['dumb-init', '--', 'node']);
+    expect(ep.at(-1)).toBe('/app/bin/agent-egress.js');
+    const nodeFlags = ep.slice(3, -1);
+    expect(nodeFlags.every((f) => f.startsWith('--'))).toBe(true);
     writeFileSync(join(tmp, 'policy.yaml'), readFileSync(join(ROOT, 'policies', 'default.yaml')));
     const args = (proxy.command as string[]).map((a) =>
       a
@@ -89,7 +94,7 @@ describe('firewall render --tool docker: what it prints can start the image', ()
         .replace(/0\.0\.0\.0:\d+/, '127.0.0.1:0'),
     );
     expect(args).toHaveLength(proxy.command.length);
-    const child = spawn('node', [join(ROOT, 'bin', 'agent-egress.js'), ...args], {
+    const child = spawn('node', [...nodeFlags, join(ROOT, 'bin', 'agent-egress.js'), ...args], {
       env: { ...process.env, ...Object.fromEntries(Object.keys(proxy.environment).map((k) => [k, 'render-test-token-0123456789abcdef'])) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
