@@ -66,6 +66,7 @@ const FILTER_PROPS = {
   rule: { type: 'string', minLength: 1, maxLength: 256 },
   path: { type: 'string', minLength: 1, maxLength: 2048 },
   method: { type: 'string', minLength: 1, maxLength: 20 },
+  capture: { type: 'string', enum: ['transparent'] },
 } as const;
 
 const filterQuery = { type: 'object', additionalProperties: false, properties: FILTER_PROPS } as const;

@@ -16,6 +16,8 @@ export interface QueryFilter {
   path?: string;
   /** The request method as recorded (`CONNECT`, `GET`, `DNS`, ...), exact, upper case. */
   method?: string;
+  /** How the connection reached the proxy: `transparent` = redirected by the companion firewall. */
+  capture?: 'transparent';
   /** Page size; the store clamps it to MAX_LIMIT. */
   limit?: number;
   /** Opaque cursor from a previous page (newest-first pagination). */
@@ -71,6 +73,7 @@ export interface RawFilter {
   rule?: string;
   path?: string;
   method?: string;
+  capture?: string;
   limit?: string | number;
   cursor?: string;
 }
@@ -99,8 +102,13 @@ export function buildFilter(raw: RawFilter, now = Date.now()): QueryFilter {
     f.path = raw.path;
   }
   if (raw.method !== undefined) {
-    if (!/^[A-Za-z]{1,20}$/.test(raw.method)) throw new QueryError('method', 'expected a method name such as GET, CONNECT or DNS');
+    // Digits too: SOCKS5 is a recorded method.
+    if (!/^[A-Za-z][A-Za-z0-9_-]{0,19}$/.test(raw.method)) throw new QueryError('method', 'expected a method name such as GET, CONNECT, SOCKS5 or DNS');
     f.method = raw.method.toUpperCase();
+  }
+  if (raw.capture !== undefined) {
+    if (raw.capture !== 'transparent') throw new QueryError('capture', 'expected transparent');
+    f.capture = raw.capture;
   }
   if (raw.limit !== undefined) {
     const n = typeof raw.limit === 'number' ? raw.limit : Number(raw.limit);

@@ -58,8 +58,8 @@ async function openSource(o: SourceOptions): Promise<Source & { store?: Decision
 }
 
 function rawFilter(o: LogOptions): RawFilter {
-  const { since, until, decision, agent, host, reason, rule, path, limit } = o;
-  const raw: RawFilter = { since, until, decision, agent, host, reason, rule, path, limit };
+  const { since, until, decision, agent, host, reason, rule, path, method, capture, limit } = o;
+  const raw: RawFilter = { since, until, decision, agent, host, reason, rule, path, method, capture, limit };
   // Validate here too, so a bad flag is reported the same way whatever the source.
   buildFilter(raw);
   for (const k of Object.keys(raw) as (keyof RawFilter)[]) if (raw[k] === undefined) delete raw[k];
@@ -303,7 +303,9 @@ function filterOptions(cmd: Command, withLimit: boolean): Command {
     .option('--host <glob>', 'only hosts matching this glob (* and ?)')
     .option('--reason <code>', 'only this reason code (see docs/decision-log.md)')
     .option('--rule <name>', 'only decisions made by this rule')
-    .option('--path <glob>', 'only requests whose recorded path matches this glob (* any characters, / included; ?)');
+    .option('--path <glob>', 'only requests whose recorded path matches this glob (* any characters, / included; ?)')
+    .option('--method <name>', 'only this method as recorded (GET, CONNECT, SOCKS5, DNS, ...)')
+    .addOption(new Option('--capture <how>', 'only connections captured this way (transparent: redirected by the companion firewall)').choices(['transparent']));
   if (withLimit) cmd.option('--limit <n>', 'at most this many records; 0 = all of them (streamed, constant memory)', '50');
   return cmd.option('--json', 'JSON lines instead of a table').option('--wide', 'never cut a table cell');
 }

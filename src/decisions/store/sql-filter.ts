@@ -11,7 +11,7 @@ export interface SqlDialect {
   /** A condition matching `column` against the glob, and the parameter it binds. */
   glob(column: 'host' | 'path', glob: string, bind: (v: unknown) => string): string;
   /** A record field kept only in the stored JSON (no column of its own). */
-  field(name: 'method'): string;
+  field(name: 'method' | 'capture'): string;
 }
 
 export interface SqlWhere {
@@ -45,6 +45,7 @@ export function whereSql(f: QueryFilter, d: SqlDialect, extra: ((bind: (v: unkno
   if (f.path !== undefined) c.push(d.glob('path', f.path, b));
   // The method lives in the JSON only; the index on time (or verdict/agent) bounds the scan.
   if (f.method !== undefined) c.push(`${d.field('method')} = ${b(f.method)}`);
+  if (f.capture !== undefined) c.push(`${d.field('capture')} = ${b(f.capture)}`);
   if (f.host !== undefined) {
     // An exact host uses the index; a glob matches within the other conditions.
     if (/[*?[]/.test(f.host)) c.push(d.glob('host', f.host.toLowerCase(), b));
