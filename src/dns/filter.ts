@@ -97,7 +97,7 @@ export function filterAnswer(inp: FilterInput, up: UpstreamAnswer): FilterResult
     const d = decisions.get(owner);
     if (!d) continue; // a record for a name nobody asked about: out of bailiwick, drop
     if ((a.type as string) === SVCB_TYPE || (a.type as string) === HTTPS_TYPE) {
-      const v = vetService(inp, a, owner, d, decisions);
+      const v = vetService(inp, a, d, decisions);
       stripped.push(...v.stripped);
       kept.push(...v.kept);
       if (v.reportedTarget) reportedTarget ??= v.reportedTarget;
@@ -147,7 +147,7 @@ interface ServiceVet {
  * rule CIDRs of both names and the address guard. Refused hints are removed; a record that cannot be
  * decoded strictly, names a refused target, or would lose a mandatory key is dropped.
  */
-function vetService(inp: FilterInput, a: Answer, owner: string, ownerDecision: PolicyDecision, decisions: Map<string, PolicyDecision>): ServiceVet {
+function vetService(inp: FilterInput, a: Answer, ownerDecision: PolicyDecision, decisions: Map<string, PolicyDecision>): ServiceVet {
   const out: ServiceVet = { answer: null, target: null, why: 'malformed', kept: [], stripped: [], reportedTarget: null };
   const data = (a as { data: unknown }).data;
   if (!Buffer.isBuffer(data)) return out;

@@ -52,7 +52,7 @@ export async function handleConnect(core: ProxyCore, req: IncomingMessage, socke
   rec.port = target.port;
   const authority = formatAuthority(target);
 
-  const who = identify(core, ctx, req.headers, socket);
+  const who = identify(ctx, req.headers, socket);
   if (!who.ok) {
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'auth_required', rule: null, status: 407 });
     refuseSocket(socket, { status: 407, reason: 'auth_required', message: who.message, decisionId: rec.id, target: authority }, json);

@@ -86,7 +86,7 @@ export function certNames(socket: Socket): string[] | undefined {
   return names;
 }
 
-export function identify(core: ProxyCore, ctx: VetContext, headers: IncomingHttpHeaders, socket: Socket): Identity {
+export function identify(ctx: VetContext, headers: IncomingHttpHeaders, socket: Socket): Identity {
   return identifyWith(ctx, parseProxyAuthorization(headers['proxy-authorization']), socket);
 }
 

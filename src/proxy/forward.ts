@@ -104,7 +104,7 @@ async function admit(
   rec.path = core.recordOpts.logQuery ? path + parsed.query : path;
   const authority = `${req.method} ${hostHeader(target)}`;
 
-  const who = identify(core, ctx, req.headers, req.socket);
+  const who = identify(ctx, req.headers, req.socket);
   if (!who.ok) {
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'auth_required', rule: null, status: 407 });
     refuse({ status: 407, reason: 'auth_required', message: who.message, decisionId: rec.id, target: authority });
