@@ -102,7 +102,8 @@ async function admit(
   }
   const path = np.path;
   rec.path = core.recordOpts.logQuery ? path + parsed.query : path;
-  const authority = `${req.method} ${hostHeader(target)}`;
+  const expected = hostHeader(target);
+  const authority = `${req.method} ${expected}`;
 
   const who = identify(ctx, req.headers, req.socket);
   if (!who.ok) {
@@ -123,7 +124,6 @@ async function admit(
     return null;
   }
   const sent = req.headers.host;
-  const expected = hostHeader(target);
   if (sent !== undefined && sent.toLowerCase() !== expected) {
     // RFC 9112 §3.2.2: the absolute-form authority wins; note the mismatch (it is how Host-based bypasses look).
     rec.detail = { ...rec.detail, hostHeaderMismatch: String(sent).slice(0, 255) };
@@ -132,7 +132,7 @@ async function admit(
   if (!b.ok) {
     settle(rec, { verdict: 'deny', mode: v.mode, reason: 'secret_not_allowed', rule: v.rule, status: 403 });
     rec.detail = { ...rec.detail, secret: b.secret };
-    refuse({ status: 403, reason: 'secret_not_allowed', rule: v.rule, decisionId: rec.id, target: `${req.method} ${expected}` });
+    refuse({ status: 403, reason: 'secret_not_allowed', rule: v.rule, decisionId: rec.id, target: authority });
     emit(core, rec, t0);
     return null;
   }

@@ -22,6 +22,13 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
   const url = req.url ?? '/';
   upstreamClosed.set(url, new Promise((r) => res.on('close', () => r(!res.writableFinished))));
   if (url.startsWith('/hold')) return; // never answers
+  if (url.startsWith('/hop')) {
+    // Connection names a header as hop-by-hop, in any case and beside keep-alive, or says only keep-alive.
+    const conn = url === '/hop/named' ? 'Keep-Alive, X-Resp-Hop' : 'keep-alive';
+    res.writeHead(200, { Connection: conn, 'X-Resp-Hop': 'drop-me', 'X-Kept': 'yes', 'Content-Length': '2' });
+    res.end('ok');
+    return;
+  }
   if (url.startsWith('/trickle')) {
     // Head and one chunk, then nothing: the client sees the answer start and leaves.
     res.writeHead(200, { 'content-type': 'text/plain' });
@@ -102,6 +109,19 @@ describe('a client that leaves aborts the upstream request', () => {
     const rec = await proxy.sink.waitFor((r) => r.path === '/trickle/1');
     expect(rec).toMatchObject({ verdict: 'allow', status: 200, detail: { truncated: true } });
     expect(rec.bytesDown).toBeGreaterThan(0);
+  });
+});
+
+describe('what the client never receives from the origin', () => {
+  it.each(['/hop/named', '/hop/plain'])('%s: headers the origin names in Connection are dropped, the rest kept', async (path) => {
+    const s = await openRaw(proxy.port);
+    s.socket.write(`GET http://127.0.0.1:${port}${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+    const head = (await s.read('\r\n\r\n')).toLowerCase();
+    s.socket.destroy();
+    expect(head).toMatch(/^http\/1\.1 200 /);
+    expect(head).toContain('x-kept: yes');
+    if (path === '/hop/named') expect(head).not.toContain('x-resp-hop');
+    else expect(head).toContain('x-resp-hop: drop-me');
   });
 });
 
