@@ -176,8 +176,9 @@ async function openPlain(port) {
 /** One measured run; proxy CPU is read at the start and end of the measured window only. */
 async function run(id, proxy, label) {
   const sc = scenario(id, proxy);
-  let cpu0 = 0;
-  let cpu1 = 0;
+  let cpu0 = null;
+  let cpu1 = null;
+  const t0 = performance.now();
   if (proxy) {
     setTimeout(() => (cpu0 = cpuMicros(proxy.pid)), WARMUP_MS);
     setTimeout(() => (cpu1 = cpuMicros(proxy.pid)), WARMUP_MS + DURATION_MS);
@@ -187,6 +188,10 @@ async function run(id, proxy, label) {
   const peakKiB = sampler ? sampler.stop() : null;
   if (proxy && !proxy.alive()) throw new Error(`proxy died during ${id}:\n${proxy.stderr().slice(-2000)}`);
   const rate = sc.unit === 'MB/s' ? r.bytes / 1e6 / r.seconds : r.ops / r.seconds;
+  // On a busy machine the last op can end before the end-of-window timer has run: read it now (late by
+  // the same little the window's last ops were).
+  if (proxy && cpu1 === null) cpu1 = cpuMicros(proxy.pid);
+  if (proxy && cpu0 === null) throw new Error(`${id}: the warm-up timer never ran (${(performance.now() - t0).toFixed(0)} ms)`);
   const cpuUs = proxy ? cpu1 - cpu0 : null;
   const row = {
     scenario: id,

@@ -25,7 +25,10 @@ export async function closedLoop({ clients, warmupMs, durationMs, makeClient, op
         try {
           const r = await op(c);
           const b = performance.now();
-          if (a >= start && b <= end) {
+          // Ops that end in the window count, as the proxy CPU read over the same window does: those that
+          // straddle the start and those that straddle the end cancel out on average (counting only ops
+          // that also started in the window lost up to `clients` ops, a bias when latencies are long).
+          if (b >= start && b <= end) {
             ops++;
             bytes += r.bytes;
             retries += r.retries ?? 0;
