@@ -11,15 +11,19 @@ import { createInspectionCa } from '../../src/inspect/ca.js';
 import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { closeServer, testCert } from '../helpers/origin.js';
 
-// A new inspected tunnel costs the proxy an upstream TLS handshake; resuming the session it verified for
-// the same origin (address, port and name) spares the certificate work, and a session never carries
-// over to another name.
+// A new inspected tunnel to an origin this agent reached moments ago reuses the verified upstream
+// connection (pooled per agent, vetted address, port and name); when there is none, the session verified
+// for the same address, port and name is resumed. Neither ever carries over to another name or agent.
 const run = promisify(execFile);
 const BIN = new URL('../../bin/agent-egress.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'ae-inspect-sessions-'));
 
 /** Each TLS connection the origin accepted: the SNI it was for and whether it resumed a session. */
 const handshakes: { sni: string; resumed: boolean }[] = [];
+/** Each request the origin answered: its path and the local port of the connection it came on. */
+const requests: { path: string; conn: number }[] = [];
+let conns = 0;
+const CONN = Symbol('conn');
 let origin: ReturnType<typeof createHttpsServer>;
 let originPort = 0;
 let dns: TestDnsServer;
@@ -32,14 +36,20 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'origin.pem'), cert.cert);
   origin = createHttpsServer(cert, (req, res) => {
     req.resume();
+    requests.push({ path: req.url ?? '', conn: (req.socket as unknown as { [CONN]: number })[CONN] });
+    // /close: the origin ends the connection after answering, so the next tunnel must connect anew.
+    if (req.url === '/close') res.setHeader('connection', 'close');
     res.setHeader('content-type', 'text/plain');
     res.end('ok');
   });
-  origin.on('secureConnection', (s: TLSSocket) => handshakes.push({ sni: String((s as unknown as { servername?: string }).servername ?? ''), resumed: s.isSessionReused() }));
+  origin.on('secureConnection', (s: TLSSocket) => {
+    (s as unknown as { [CONN]: number })[CONN] = ++conns;
+    handshakes.push({ sni: String((s as unknown as { servername?: string }).servername ?? ''), resumed: s.isSessionReused() });
+  });
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
   originPort = (origin.address() as AddressInfo).port;
   dns = await startTestDnsServer();
-  for (const n of ['a', 'b']) dns.set(`${n}.allowed.test`, { A: ['127.0.0.1'] });
+  for (const n of ['a', 'b', 'c']) dns.set(`${n}.allowed.test`, { A: ['127.0.0.1'] });
   await createInspectionCa(dir, { days: 2, force: false });
   const policy = join(dir, 'policy.yaml');
   writeFileSync(
@@ -49,16 +59,23 @@ address_guard: { exempt: [127.0.0.1/32] }
 rules:
   - name: inspected
     action: allow
-    hosts: [a.allowed.test, b.allowed.test]
+    hosts: [a.allowed.test, b.allowed.test, c.allowed.test]
     ports: [${originPort}]
     inspect: true
+agents:
+  - name: one
+    token_env: AE_TEST_AGENT_ONE
+    shared_rules: true
+  - name: two
+    token_env: AE_TEST_AGENT_TWO
+    shared_rules: true
 `,
   );
   child = spawn(
     'node',
     [BIN, 'serve', '--policy', policy, '--listen', '127.0.0.1:0', '--dns-server', `127.0.0.1:${dns.port}`, '--inspect-ca', join(dir, 'inspect-ca.pem'),
       '--inspect-ca-key', join(dir, 'inspect-ca-key.pem'), '--upstream-ca', join(dir, 'origin.pem'), '--no-decision-log', '--no-store'],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, AE_TEST_AGENT_ONE: 'token-one', AE_TEST_AGENT_TWO: 'token-two' } },
   );
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve did not start: ${stderr}`)), 15_000);
@@ -80,24 +97,46 @@ afterAll(async () => {
 });
 
 /** One curl process: a new inspected tunnel, one request, then the tunnel closes. */
-async function get(host: string): Promise<string> {
-  const r = await run('curl', ['-sS', '--max-time', '5', '--proxy', proxyUrl, '--cacert', join(dir, 'inspect-ca.pem'), `https://${host}:${originPort}/x`], { encoding: 'utf8' });
+async function get(host: string, path = '/x', user?: string): Promise<string> {
+  const auth = user ? ['--proxy-user', user] : [];
+  const r = await run('curl', ['-sS', '--max-time', '5', '--proxy', proxyUrl, ...auth, '--cacert', join(dir, 'inspect-ca.pem'), `https://${host}:${originPort}${path}`], { encoding: 'utf8' });
   return r.stdout;
 }
 
+const since = <T>(xs: T[], n: number): T[] => xs.slice(n);
+
 describe('upstream TLS of inspected tunnels', () => {
-  it('a new tunnel to the same origin resumes the session the first one verified; another name starts its own', async () => {
-    expect(await get('a.allowed.test')).toBe('ok');
-    expect(await get('a.allowed.test')).toBe('ok');
-    expect(await get('a.allowed.test')).toBe('ok');
-    expect(await get('b.allowed.test')).toBe('ok');
-    expect(await get('b.allowed.test')).toBe('ok');
-    expect(handshakes).toEqual([
+  it('new tunnels of one agent to one origin reuse its verified connection; another name gets its own', async () => {
+    const h = handshakes.length;
+    const r = requests.length;
+    for (const host of ['a.allowed.test', 'a.allowed.test', 'a.allowed.test', 'b.allowed.test', 'b.allowed.test']) expect(await get(host)).toBe('ok');
+    expect(since(handshakes, h)).toEqual([
       { sni: 'a.allowed.test', resumed: false },
-      { sni: 'a.allowed.test', resumed: true },
-      { sni: 'a.allowed.test', resumed: true },
       { sni: 'b.allowed.test', resumed: false },
-      { sni: 'b.allowed.test', resumed: true },
     ]);
+    const reqs = since(requests, r);
+    expect(reqs.map((x) => x.conn)).toEqual([reqs[0].conn, reqs[0].conn, reqs[0].conn, reqs[3].conn, reqs[3].conn]);
+    expect(reqs[3].conn).not.toBe(reqs[0].conn);
+  });
+
+  it('when the origin closed the connection, the next tunnel resumes the session verified for that name', async () => {
+    const h = handshakes.length;
+    for (let i = 0; i < 3; i++) expect(await get('c.allowed.test', '/close')).toBe('ok');
+    expect(since(handshakes, h)).toEqual([
+      { sni: 'c.allowed.test', resumed: false },
+      { sni: 'c.allowed.test', resumed: true },
+      { sni: 'c.allowed.test', resumed: true },
+    ]);
+  });
+
+  it('two agents never share an upstream connection', async () => {
+    const r = requests.length;
+    expect(await get('a.allowed.test', '/one', 'one:token-one')).toBe('ok');
+    expect(await get('a.allowed.test', '/two', 'two:token-two')).toBe('ok');
+    expect(await get('a.allowed.test', '/one-again', 'one:token-one')).toBe('ok');
+    const [one, two, again] = since(requests, r);
+    expect([one.path, two.path, again.path]).toEqual(['/one', '/two', '/one-again']);
+    expect(two.conn).not.toBe(one.conn);
+    expect(again.conn).toBe(one.conn);
   });
 });
