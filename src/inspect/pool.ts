@@ -4,7 +4,7 @@ import { connectUpstreamTls } from './upstream.js';
 
 /** Idle upstream connections are kept this long (and within undici's keep-alive rules) for the next tunnel. */
 const KEEP_ALIVE_MS = 4_000;
-/** Origins with a pool at once; the least recently used pool beyond is closed. */
+/** Origins with a pool at once; the least recently used pool beyond is forgotten. */
 const MAX_POOLS = 256;
 
 /** Where one pool's connections go: one vetted address, one port, one verified name, one agent. */
@@ -107,10 +107,13 @@ export class UpstreamPools {
     return entry;
   }
 
+  /**
+   * Forget a pool: tunnels still holding it keep using it, and its idle connections close after the
+   * keep-alive time (closing it here would fail their next requests).
+   */
   private drop(key: string, e: Entry): void {
     this.pools.delete(key);
     for (const s of e.spares.splice(0)) s.destroy();
-    void e.pool.close().catch(() => undefined);
   }
 }
 

@@ -1,4 +1,4 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -10,12 +10,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createInspectionCa } from '../../src/inspect/ca.js';
 import { startTestDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { closeServer, testCert } from '../helpers/origin.js';
+import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 
 // A new inspected tunnel to an origin this agent reached moments ago reuses the verified upstream
 // connection (pooled per agent, vetted address, port and name); when there is none, the session verified
 // for the same address, port and name is resumed. Neither ever carries over to another name or agent.
 const run = promisify(execFile);
-const BIN = new URL('../../bin/agent-egress.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'ae-inspect-sessions-'));
 
 /** Each TLS connection the origin accepted: the SNI it was for and whether it resumed a session. */
@@ -27,8 +27,7 @@ const CONN = Symbol('conn');
 let origin: ReturnType<typeof createHttpsServer>;
 let originPort = 0;
 let dns: TestDnsServer;
-let child: ChildProcess;
-let stderr = '';
+let proxy: TestProxy;
 let proxyUrl = '';
 
 beforeAll(async () => {
@@ -51,6 +50,9 @@ beforeAll(async () => {
   dns = await startTestDnsServer();
   for (const n of ['a', 'b', 'c']) dns.set(`${n}.allowed.test`, { A: ['127.0.0.1'] });
   await createInspectionCa(dir, { days: 2, force: false });
+  // token_env is read when the policy compiles (this file runs in its own worker).
+  process.env.AE_TEST_AGENT_ONE = 'token-one';
+  process.env.AE_TEST_AGENT_TWO = 'token-two';
   const policy = join(dir, 'policy.yaml');
   writeFileSync(
     policy,
@@ -71,28 +73,17 @@ agents:
     shared_rules: true
 `,
   );
-  child = spawn(
-    'node',
-    [BIN, 'serve', '--policy', policy, '--listen', '127.0.0.1:0', '--dns-server', `127.0.0.1:${dns.port}`, '--inspect-ca', join(dir, 'inspect-ca.pem'),
-      '--inspect-ca-key', join(dir, 'inspect-ca-key.pem'), '--upstream-ca', join(dir, 'origin.pem'), '--no-decision-log', '--no-store'],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, AE_TEST_AGENT_ONE: 'token-one', AE_TEST_AGENT_TWO: 'token-two' } },
-  );
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`serve did not start: ${stderr}`)), 15_000);
-    child.stderr!.on('data', (d) => {
-      stderr += d;
-      if (stderr.includes('agent-egress proxy listening')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', () => reject(new Error(`serve exited: ${stderr}`)));
+  proxy = await startTestProxy({
+    policyFile: policy,
+    flags: { allow: [], deny: [], allowAddress: [] },
+    dnsServers: [`127.0.0.1:${dns.port}`],
+    inspect: { caFile: join(dir, 'inspect-ca.pem'), caKeyFile: join(dir, 'inspect-ca-key.pem'), upstreamCaFiles: [join(dir, 'origin.pem')] },
   });
-  proxyUrl = `http://127.0.0.1:${/"listen":"127\.0\.0\.1:(\d+)"/.exec(stderr)![1]}`;
+  proxyUrl = proxy.url;
 }, 30_000);
 
 afterAll(async () => {
-  child?.kill('SIGTERM');
+  await proxy?.close();
   await Promise.all([closeServer(origin as never), dns?.close()]);
 });
 
