@@ -43,6 +43,10 @@ export interface HeadError {
 }
 
 const MALFORMED = 'malformed HTTP request';
+const CONNECT_SP = 'CONNECT ';
+/** What a request line ends with, `d` a digit: a partial line must be a prefix of it. */
+const VERSION_SHAPE = 'HTTP/d.d\r';
+const REQUEST_LINE_SHAPE = checkRequestLine('')?.message ?? 'malformed request line';
 
 function fail(code: string, message = MALFORMED, status: 400 | 431 = 400): HeadError {
   return { status, code, message };
@@ -134,6 +138,11 @@ export class ConnectHeadParser {
   private minor = 0;
   private readonly raw: string[] = [];
   private contentLength = false;
+  /** The unfinished last line is checked as it arrives (see precheck): where, and how far it got. */
+  private pLine = -1;
+  private pAt = 0;
+  private pPhase = 0;
+  private pK = 0;
 
   constructor(private readonly maxHeaderBytes: number) {}
 
@@ -143,7 +152,8 @@ export class ConnectHeadParser {
       const lf = buf.indexOf(LF, this.pos);
       if (lf === -1 || lf >= max) {
         if (buf.length > max) return { error: fail('HPE_HEADER_OVERFLOW', `request head larger than ${max} bytes`, 431) };
-        return null;
+        const bad = this.precheck(buf);
+        return bad ? { error: bad } : null;
       }
       const start = this.pos;
       this.pos = lf + 1;
@@ -160,6 +170,73 @@ export class ConnectHeadParser {
       }
       const bad = this.parseField(buf, start, lf - 1);
       if (bad) return { error: bad };
+    }
+  }
+
+  /**
+   * The line still being received can already be wrong (llhttp refuses a bad byte the moment it
+   * arrives): refuse it now rather than at the head deadline. Only the bytes new since the last call are
+   * looked at, so a head sent a byte at a time costs no more than one sent at once. The complete line is
+   * parsed in full all the same; this only has to accept every prefix of a line that parses.
+   */
+  private precheck(buf: Buffer): HeadError | null {
+    if (this.pLine !== this.pos) {
+      this.pLine = this.pos;
+      this.pAt = this.pos;
+      this.pPhase = 0;
+      this.pK = 0;
+    }
+    const end = buf.length;
+    for (let i = this.pAt; i < end; i++) {
+      const bad = this.requestLine ? this.fieldByte(buf[i]) : this.requestByte(buf[i]);
+      if (bad) return bad;
+    }
+    this.pAt = end;
+    return null;
+  }
+
+  /** Phases: 0 name, 1 value, 2 after a CR (only LF may follow), 3 CR of the empty line. */
+  private fieldByte(c: number): HeadError | null {
+    switch (this.pPhase) {
+      case 0:
+        if (TOKEN[c]) this.pK++;
+        else if (c === COLON && this.pK > 0) this.pPhase = 1;
+        else if (c === CR && this.pK === 0) this.pPhase = 3;
+        else return fail('HPE_INVALID_HEADER_TOKEN');
+        return null;
+      case 1:
+        if (c === CR) this.pPhase = 2;
+        else if (!VALUE[c]) return fail('HPE_INVALID_HEADER_TOKEN');
+        return null;
+      default:
+        return fail('HPE_LF_EXPECTED');
+    }
+  }
+
+  /** Phases: 0 `CONNECT `, 1 authority, 2 the rest of the target, 3 `HTTP/d.d` CR, 4 CR of an empty line. */
+  private requestByte(c: number): HeadError | null {
+    switch (this.pPhase) {
+      case 0:
+        if (c === CR && this.pK === 0) this.pPhase = 4;
+        else if (c !== CONNECT_SP.charCodeAt(this.pK)) return fail('HPE_INVALID_METHOD');
+        else if (++this.pK === CONNECT_SP.length) [this.pPhase, this.pK] = [1, 0];
+        return null;
+      case 1:
+      case 2:
+        if (c === SP) {
+          if (this.pK === 0) return fail('request_line', REQUEST_LINE_SHAPE);
+          [this.pPhase, this.pK] = [3, 0];
+        } else if (this.pPhase === 1 && AUTHORITY[c]) this.pK++;
+        else if (c >= 0x21 && c <= 0x7e && (this.pPhase === 2 || c === 0x2f || c === 0x3f)) [this.pPhase, this.pK] = [2, this.pK + 1];
+        else return fail('HPE_INVALID_URL');
+        return null;
+      case 3: {
+        const want = VERSION_SHAPE.charCodeAt(this.pK++);
+        if (want === 0x64 /* d */ ? c >= 0x30 && c <= 0x39 : c === want) return null;
+        return this.pK === 1 && c === SP ? fail('request_line', REQUEST_LINE_SHAPE) : fail('HPE_INVALID_VERSION');
+      }
+      default:
+        return fail('HPE_LF_EXPECTED');
     }
   }
 
