@@ -178,3 +178,29 @@ describe('CONNECT without node:http', () => {
     s.socket.destroy();
   });
 });
+
+describe('admission with the shared close handler', () => {
+  it('a closed connection frees its place under the per-client limit', { timeout: 30_000 }, async () => {
+    const limited = await startTestProxy({
+      flags: { allow: [`allowed.test:${origin.port}`], deny: [], allowAddress: ['127.0.0.1/32'] },
+      dnsServers: [`127.0.0.1:${dns.port}`],
+      limits: { maxConnectionsPerClient: 1 },
+    });
+    try {
+      for (let round = 0; round < 2; round++) {
+        const held = await openRaw(limited.port);
+        held.socket.write(connectTo('allowed.test'));
+        expect(await held.read('\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
+        expect(await rawExchange(limited.port, connectTo('allowed.test'))).toMatch(/^HTTP\/1\.1 503 /);
+        held.socket.destroy();
+        // Both the held socket and the refused one must be released before the next round's connection
+        // (the refused one once its 5 s linger for an unread answer is over, respond.ts refuseSocket).
+        const deadline = Date.now() + 8_000;
+        while (limited.egress.proxy.stats().activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        expect(limited.egress.proxy.stats().activeConnections).toBe(0);
+      }
+    } finally {
+      await limited.close();
+    }
+  });
+});
