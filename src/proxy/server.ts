@@ -197,7 +197,7 @@ export class ProxyServer {
     socket.on('error', destroySelf);
   }
 
-  /** More bytes of a head (called by onHeadData). */
+  /** More bytes of a head. Called by onHeadData only (public for that module function, not an API). */
   headBytes(socket: Reading, st: HeadState, chunk: Buffer): void {
     const buf = (st.buf = st.buf.length === 0 ? chunk : Buffer.concat([st.buf, chunk]));
     const max = this.core.limits.maxHeaderBytes;
@@ -231,7 +231,7 @@ export class ProxyServer {
     handleConnect(this.core, r.head, socket, head).catch((err) => this.crashGuard(err, socket));
   }
 
-  /** The head deadline passed (called by onHeadTimeout). */
+  /** The head deadline passed. Called by onHeadTimeout only. */
   headTimeout(socket: Socket): void {
     this.refuseUnparsed(socket, 408, `request head not received within ${this.core.limits.headersTimeoutMs} ms`, 'ERR_HTTP_REQUEST_TIMEOUT');
   }
@@ -266,7 +266,7 @@ export class ProxyServer {
   }
 
   /** A request the proxy could not (or would not) parse: recorded as bad_request and answered on the socket. */
-  refuseUnparsed(socket: Socket, status: number, message: string, error: string): void {
+  private refuseUnparsed(socket: Socket, status: number, message: string, error: string): void {
     const t0 = performance.now();
     const rec = startRecord(clientLabel(socket), 'UNPARSED', '', null, null);
     settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'bad_request', rule: null, status });
@@ -295,7 +295,7 @@ export class ProxyServer {
   }
 
   /** A handler bug must cost one connection, never the process. */
-  crashGuard(err: unknown, socket: Socket): void {
+  private crashGuard(err: unknown, socket: Socket): void {
     this.core.logger.error({ err }, 'request handler failed');
     socket.destroy();
   }
