@@ -64,7 +64,7 @@ beforeAll(async () => {
   origin = createServer(onRequest);
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
   port = (origin.address() as AddressInfo).port;
-  proxy = await startTestProxy({ flags: { allow: [`127.0.0.1/32:${port}`], deny: [], allowAddress: ['127.0.0.1/32'] }, limits: { requestIdleMs: 5_000 } });
+  proxy = await startTestProxy({ flags: { allow: [`127.0.0.1/32:${port}`], deny: [], allowAddress: ['127.0.0.1/32'] }, limits: { requestIdleMs: 20_000 } });
 });
 
 afterAll(async () => {
@@ -84,7 +84,7 @@ const originHas = async (path: string, ms = 5_000): Promise<{ closed: Promise<bo
   }
 };
 /** Settles to false when the origin's request is still open after `ms`. */
-const within = (p: Promise<boolean>, ms = 2_000): Promise<boolean> => Promise.race([p, new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+const within = (p: Promise<boolean>, ms = 5_000): Promise<boolean> => Promise.race([p, new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
 
 describe('a client that leaves aborts the upstream request', () => {
   it('before the origin answered: the origin sees its request closed, and the record is written', async () => {
@@ -92,7 +92,7 @@ describe('a client that leaves aborts the upstream request', () => {
     s.socket.write(`GET http://127.0.0.1:${port}/hold/1 HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
     const { closed } = await originHas('/hold/1');
     s.socket.destroy();
-    // Well before the 5 s idle deadline that would otherwise end the upstream request.
+    // Well before the 20 s idle deadline that would otherwise end the upstream request.
     expect(await within(closed)).toBe(true);
     const rec = await proxy.sink.waitFor((r) => r.path === '/hold/1');
     expect(rec).toMatchObject({ verdict: 'allow', bytesDown: 0, address: '127.0.0.1' });
