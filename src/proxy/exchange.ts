@@ -1,7 +1,15 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { PrematureCloseError } from './relay.js';
+
+/** The client went away (or the response was destroyed) before the whole body was written. */
+export class PrematureCloseError extends Error {
+  override name = 'PrematureCloseError';
+  readonly code = 'ERR_STREAM_PREMATURE_CLOSE';
+  constructor() {
+    super('Premature close');
+  }
+}
 
 /**
  * One request sent upstream through undici's `dispatch` and its answer written to the client as it
