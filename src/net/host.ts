@@ -1,5 +1,5 @@
 import { domainToASCII } from 'node:url';
-import { canonicalIp, unmapIpv4, type IpFamily } from './ip.js';
+import { canonicalIp, isCanonicalIpv4, unmapIpv4, type IpFamily } from './ip.js';
 
 /**
  * A destination host in its one canonical form. Names: lower-case, punycode, no trailing dot.
@@ -29,6 +29,65 @@ const FORBIDDEN = /[\s@/\\?#%:[\]<>^|"'`{}]/;
  * Throws HostError for anything a host cannot be.
  */
 export function normalizeHost(input: string): NormalizedHost {
+  // Fast paths for the two shapes almost every request carries; anything else takes the full path.
+  // Each answers only where the full path provably answers the same (test/unit/net-fast-paths.test.ts).
+  if (isCanonicalIpv4(input)) return { kind: 'ip', family: 4, value: input };
+  const name = plainName(input);
+  if (name !== null) return { kind: 'name', value: name };
+  return normalizeHostFull(input);
+}
+
+/**
+ * An ASCII letter-digit-hyphen(-underscore) name with valid labels and at most one trailing dot, whose
+ * last label cannot be read as a number: returned lower-case without the dot, exactly as the full path
+ * returns it. null for anything else (IP-like, IDNA, bad labels), which the full path then judges.
+ */
+function plainName(input: string): string | null {
+  let n = input.length;
+  if (n === 0 || n > MAX_NAME + 1) return null;
+  if (input.charCodeAt(n - 1) === 46) n--;
+  if (n === 0 || n > MAX_NAME) return null;
+  let upperSeen = false;
+  let labelStart = 0;
+  for (let i = 0; i <= n; i++) {
+    const c = i === n ? 46 : input.charCodeAt(i);
+    if (c === 46) {
+      const len = i - labelStart;
+      if (len === 0 || len > MAX_LABEL) return null;
+      if (input.charCodeAt(labelStart) === 45 || input.charCodeAt(i - 1) === 45) return null;
+      labelStart = i + 1;
+    } else if (c >= 65 && c <= 90) {
+      upperSeen = true;
+    } else if (!((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 45 || c === 95)) {
+      return null;
+    }
+  }
+  // The full path reads a last label of digits or 0x-hex as IPv4; leave all of those to it.
+  let start = n - 1;
+  while (start > 0 && input.charCodeAt(start - 1) !== 46) start--;
+  if (numericLabel(input, start, n)) return null;
+  const name = n === input.length ? input : input.slice(0, n);
+  return upperSeen ? name.toLowerCase() : name;
+}
+
+/** /^(?:0x[0-9a-f]*|\d+)$/i over input[start, end), without a slice. */
+function numericLabel(s: string, start: number, end: number): boolean {
+  let allDigits = true;
+  for (let i = start; i < end; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 48 || c > 57) allDigits = false;
+  }
+  if (allDigits) return true;
+  if (end - start < 2 || s.charCodeAt(start) !== 48 || (s.charCodeAt(start + 1) | 32) !== 120) return false;
+  for (let i = start + 2; i < end; i++) {
+    const c = s.charCodeAt(i) | 32;
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+  }
+  return true;
+}
+
+/** normalizeHost without the fast paths: the reference they are tested against. */
+export function normalizeHostFull(input: string): NormalizedHost {
   if (input.length === 0) throw new HostError('empty host');
   if (input.length > 1024) throw new HostError('host too long');
   if (input.startsWith('[')) {

@@ -11,8 +11,63 @@ const ZONE = /^[A-Za-z0-9_.~-]{1,64}$/;
  * zone dropped (a zone only says which interface, never which host). Returns null when not an address.
  */
 export function canonicalIp(text: string): { family: IpFamily; address: string } | null {
+  // Fast path: already-canonical dotted decimal is its own canonical form (proved equal to the full
+  // path over a generated corpus in test/unit/net-fast-paths.test.ts).
+  if (isCanonicalIpv4(text)) return { family: 4, address: text };
+  if (text.includes(':')) {
+    // IPv6 parsing through ipaddr.js costs microseconds; the same few literals recur per request.
+    const hit = v6Memo.get(text);
+    if (hit !== undefined) return hit;
+    const ip = parseIp(text);
+    const r = ip && Object.freeze({ family: ip.family, address: ip.address });
+    if (v6Memo.size >= V6_MEMO_MAX) v6Memo.clear();
+    v6Memo.set(text, r);
+    return r;
+  }
   const ip = parseIp(text);
   return ip && { family: ip.family, address: ip.address };
+}
+
+/** The full canonicalIp, without fast path or memo: the reference the fast paths are tested against. */
+export function canonicalIpFull(text: string): { family: IpFamily; address: string } | null {
+  const ip = parseIp(text);
+  return ip && { family: ip.family, address: ip.address };
+}
+
+// Bounded so attacker-chosen literals cannot grow it: cleared whole when full (a pure function, so a
+// miss only costs the parse).
+const V6_MEMO_MAX = 256;
+const v6Memo = new Map<string, Readonly<{ family: IpFamily; address: string }> | null>();
+
+/**
+ * Whether `s` is an IPv4 address in canonical dotted-decimal form: exactly four decimal octets 0-255,
+ * no leading zeros, nothing else. Such text is its own canonical form under every parser here
+ * (WHATWG, ipaddr.js), which is what lets the fast paths answer without them.
+ */
+export function isCanonicalIpv4(s: string): boolean {
+  const n = s.length;
+  if (n < 7 || n > 15) return false;
+  let dots = 0;
+  let digits = 0;
+  let octet = 0;
+  let first = 0;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || ++dots > 3) return false;
+      digits = 0;
+      octet = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits === 0) first = c;
+      else if (first === 48) return false; // leading zero: octal in WHATWG / inet_aton
+      if (++digits > 3) return false;
+      octet = octet * 10 + (c - 48);
+      if (octet > 255) return false;
+    } else {
+      return false;
+    }
+  }
+  return dots === 3 && digits > 0;
 }
 
 /** canonicalIp plus the address bytes (4 or 16), for callers that test bits (the address guard). */
@@ -128,6 +183,30 @@ export function canonicalPeer(raw: string): string {
   if (raw.startsWith('::ffff:') && isIPv4(raw.slice(7))) return raw.slice(7);
   const ip = canonicalIp(raw);
   return ip ? unmapIpv4(ip.address) : raw;
+}
+
+/**
+ * A client (source) address as written by a socket or a caller, canonical, IPv4-mapped peers as IPv4:
+ * what the policy matches agents' `sources` against. null when not an address.
+ */
+export function sourceAddress(text: string): { address: string; family: IpFamily } | null {
+  // Sockets report IPv4 peers in canonical dotted form, plain or IPv4-mapped: no parser needed.
+  if (isCanonicalIpv4(text)) return { address: text, family: 4 };
+  if (text.startsWith('::ffff:') && isCanonicalIpv4(text.slice(7))) return { address: text.slice(7), family: 4 };
+  return sourceAddressFull(text);
+}
+
+/** sourceAddress without the fast paths: the reference they are tested against. */
+export function sourceAddressFull(text: string): { address: string; family: IpFamily } | null {
+  try {
+    const a = ipaddr.parse(text);
+    if (a.kind() === 'ipv4') return { address: a.toString(), family: 4 };
+    const v6 = a as ipaddr.IPv6;
+    if (v6.isIPv4MappedAddress()) return { address: v6.toIPv4Address().toString(), family: 4 };
+    return { address: v6.toRFC5952String(), family: 6 };
+  } catch {
+    return null;
+  }
 }
 
 /** An address's bytes (4 or 16) as 32-bit words, so prefix tests and IPv4 extraction are integer work. */

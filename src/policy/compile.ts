@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
 import { DEFAULT_TUNNEL_PROTOCOLS, type Mode } from './vocabulary.js';
-import { embeddedIpv4, parseCidr, toWords, v4Text, type Cidr, type EmbeddedIpv4 } from '../net/ip.js';
+import { embeddedIpv4, parseCidr, sourceAddress, toWords, v4Text, type Cidr, type EmbeddedIpv4 } from '../net/ip.js';
 import { CidrIndex, NameIndex } from './host-index.js';
 import { compileRequestRule, type HttpFacts, type RequestMatcher } from './request-rules.js';
 import { loadSecrets } from './secrets.js';
@@ -388,6 +388,25 @@ export function compilePolicy(
     return false;
   }
 
+  // Source address -> agent name (or null): a pure function of this compiled policy, memoised since the
+  // same few client addresses recur on every request. Bounded: cleared whole when full.
+  const sourceMemo = new Map<string, string | null>();
+  function agentBySource(text: string): string | null {
+    const hit = sourceMemo.get(text);
+    if (hit !== undefined) return hit;
+    const src = sourceAddress(text);
+    let best: CAgent | null = null;
+    if (src !== null) {
+      bySource.lookup(src.address, src.family, (a) => {
+        if (best === null || a.order < best.order) best = a;
+      });
+    }
+    const name = best === null ? null : (best as CAgent).name;
+    if (sourceMemo.size >= 1024) sourceMemo.clear();
+    sourceMemo.set(text, name);
+    return name;
+  }
+
   function identify(input: IdentifyInput): Identity {
     if (input.authPresent) {
       const a = input.username !== undefined ? agents.get(input.username) : undefined;
@@ -405,14 +424,8 @@ export function compilePolicy(
       }
       if (best !== null) return { ok: true, agent: best.name };
     }
-    const src = sourceAddress(input.sourceAddress);
-    if (src !== null) {
-      let best: CAgent | null = null;
-      bySource.lookup(src.address, src.family, (a) => {
-        if (best === null || a.order < best.order) best = a;
-      });
-      if (best !== null) return { ok: true, agent: (best as CAgent).name };
-    }
+    const bySrc = bySource.size === 0 ? null : agentBySource(input.sourceAddress);
+    if (bySrc !== null) return { ok: true, agent: bySrc };
     if (spec.requireAuth) return { ok: false, reason: 'auth_required', message: 'proxy credentials required' };
     return { ok: true, agent: null };
   }
@@ -484,19 +497,6 @@ const NO_ADDRS: readonly ipaddr.IPv4[] = Object.freeze([]);
 function embeddedOf(v6: string): EmbeddedIpv4 | null {
   try {
     return embeddedIpv4(toWords(ipaddr.IPv6.parse(v6).toByteArray()));
-  } catch {
-    return null;
-  }
-}
-
-/** Client addresses arrive IPv4-mapped on dual-stack listeners; sources are written as IPv4. */
-function sourceAddress(text: string): { address: string; family: 4 | 6 } | null {
-  try {
-    const a = ipaddr.parse(text);
-    if (a.kind() === 'ipv4') return { address: a.toString(), family: 4 };
-    const v6 = a as ipaddr.IPv6;
-    if (v6.isIPv4MappedAddress()) return { address: v6.toIPv4Address().toString(), family: 4 };
-    return { address: v6.toRFC5952String(), family: 6 };
   } catch {
     return null;
   }
