@@ -85,18 +85,27 @@ interface UrlParts {
 }
 
 /** Parse an absolute http(s) URL by hand: the path is kept byte-exact, never decoded or re-encoded. */
-function parseAbsolute(url: string, schemes: Record<string, number>, allowFragment: boolean): UrlParts {
-  const m = SCHEME.exec(url);
-  if (!m) throw new TargetError('expected an absolute http:// URL');
-  const scheme = m[1].toLowerCase();
-  const defaultPort = schemes[scheme];
+function parseAbsolute(url: string, schemes: Readonly<Record<string, number>>, allowFragment: boolean): UrlParts {
+  // Nearly every proxy request starts with a lower-case "http://": skip the scheme regex for it.
+  let scheme: string;
+  let prefix: number;
+  if (url.startsWith('http://')) {
+    scheme = 'http';
+    prefix = 7;
+  } else {
+    const m = SCHEME.exec(url);
+    if (!m) throw new TargetError('expected an absolute http:// URL');
+    scheme = m[1].toLowerCase();
+    prefix = m[0].length;
+  }
+  const defaultPort = Object.hasOwn(schemes, scheme) ? schemes[scheme] : undefined;
   if (defaultPort === undefined) {
     if (scheme === 'https') {
       throw new TargetError('https:// URLs must be sent through the proxy with CONNECT, not as a plain request');
     }
     throw new TargetError('only http:// URLs are accepted');
   }
-  let rest = url.slice(m[0].length);
+  let rest = url.slice(prefix);
   const hash = rest.indexOf('#');
   if (hash !== -1) {
     if (!allowFragment) throw new TargetError('fragments (#) are not allowed in a request target');
@@ -104,7 +113,7 @@ function parseAbsolute(url: string, schemes: Record<string, number>, allowFragme
   }
   // The authority ends at the first '/' or '?'. A backslash stays inside it and is refused by the host
   // check, so a `\`-as-`/` reading (WHATWG) can never pick a different host than ours.
-  const end = rest.search(/[/?]/);
+  const end = authorityEnd(rest);
   const authority = end === -1 ? rest : rest.slice(0, end);
   const tail = end === -1 ? '' : rest.slice(end);
   const { host, port } = splitAuthority(authority, false);
@@ -116,16 +125,28 @@ function parseAbsolute(url: string, schemes: Record<string, number>, allowFragme
   return { target, path, query };
 }
 
+/** Index of the first '/' or '?' (where the authority ends), or -1. */
+function authorityEnd(s: string): number {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 47 || c === 63) return i;
+  }
+  return -1;
+}
+
+const PROXY_SCHEMES: Readonly<Record<string, number>> = Object.freeze({ http: 80 });
+const CHECK_SCHEMES: Readonly<Record<string, number>> = Object.freeze({ http: 80, https: 443 });
+
 /** Absolute-form target of a plain HTTP proxy request: http:// only (default port 80), no userinfo or fragment. */
 export function parseProxyUrl(url: string): { target: Target; path: string; query: string } {
   checkRaw(url);
-  return parseAbsolute(url, { http: 80 }, false);
+  return parseAbsolute(url, PROXY_SCHEMES, false);
 }
 
 /** A target as typed for `check`: "host:port", "[v6]:port", or an http(s):// URL (default 80 / 443). */
 export function parseCheckTarget(text: string): Target {
   checkRaw(text);
-  if (SCHEME.test(text)) return parseAbsolute(text, { http: 80, https: 443 }, true).target;
+  if (SCHEME.test(text)) return parseAbsolute(text, CHECK_SCHEMES, true).target;
   return parseConnectTarget(text);
 }
 

@@ -169,6 +169,13 @@ describe('parseProxyUrl', () => {
     targetError(() => parseProxyUrl(input));
   });
 
+  it('refuses schemes named like Object.prototype members (never read as a default port)', () => {
+    for (const u of ['constructor://example.com/', 'CONSTRUCTOR://example.com:8080/x']) {
+      expect(targetError(() => parseProxyUrl(u)).message, u).toBe('only http:// URLs are accepted');
+      expect(() => parseCheckTarget(u), u).toThrow(TargetError);
+    }
+  });
+
   it('explains that https:// must use CONNECT', () => {
     for (const u of ['https://example.com/', 'HTTPS://example.com:443/x']) {
       expect(targetError(() => parseProxyUrl(u)).message).toMatch(/CONNECT/);
