@@ -1,19 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGreeting, parseRequest, parseUserPass } from '../../src/capture/socks5-wire.js';
+import { prng } from '../helpers/prng.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { connectVia, greeting, RawSocks, requestDomain, requestIpv4, requestIpv6, userPass } from './socks-helpers.js';
-
-/** mulberry32: a seeded generator, so a failing run can be replayed from the seed in its message. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SEED = Number(process.env.SOCKS_FUZZ_SEED ?? 20261202);
 

@@ -2,27 +2,17 @@ import { describe, expect, it } from 'vitest';
 import { normalizeHost, normalizeHostFull } from '../../src/net/host.js';
 import { canonicalIp, canonicalIpFull, cidrContains, parseCidr, sourceAddress, sourceAddressFull } from '../../src/net/ip.js';
 import { compilePolicy, parsePolicyText } from '../../src/policy/index.js';
+import { prng } from '../helpers/prng.js';
 
 // The fast paths feed the address guard: one that answers differently from the full path on any
 // input is a bypass. They are checked here against the full path over a seeded corpus of every
 // spelling class a host or an address can take.
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const FULLWIDTH = (s: string) => s.replace(/[0-9]/g, (d) => String.fromCharCode(0xff10 + Number(d)));
 const DOTS = ['.', '。', '．', '｡'];
 
 function corpus(seed: number, size: number): string[] {
-  const r = rng(seed);
+  const r = prng(seed);
   const int = (n: number) => Math.floor(r() * n);
   const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
   const octet = () => pick([0, 1, 9, 10, 99, 100, 127, 169, 192, 254, 255, 256, 300, 999, int(256), int(256), int(256)]);
