@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { normalizeHost, normalizeHostFull } from '../../src/net/host.js';
 import { canonicalIp, canonicalIpFull, cidrContains, parseCidr, sourceAddress, sourceAddressFull } from '../../src/net/ip.js';
 import { compilePolicy, parsePolicyText } from '../../src/policy/index.js';
+import { parseConnectTarget, TargetError } from '../../src/net/target.js';
 import { prng } from '../helpers/prng.js';
 
 // The fast paths feed the address guard: one that answers differently from the full path on any
@@ -161,5 +162,27 @@ describe('fast paths agree with the full paths', () => {
       expect(policy.identify({ authPresent: false, sourceAddress: s }), JSON.stringify(s)).toEqual({ ok: true, agent: want });
     }
     expect(matched).toBeGreaterThan(1000);
+  });
+
+  it('ports: the hand-written port check accepts exactly /^[1-9][0-9]{0,4}$/ up to 65535', () => {
+    const r = prng(443);
+    const chars = '0123456789+-xXe. \u0661\uff11';
+    const ports = ['', '0', '1', '65535', '65536', '99999', '100000', '0443', '00', '443e1', '0x1bb', '+443', '-1', '１'];
+    for (let i = 0; i < 20_000; i++) {
+      let p = '';
+      const len = 1 + Math.floor(r() * 7);
+      for (let j = 0; j < len; j++) p += r() < 0.8 ? String(Math.floor(r() * 10)) : chars[Math.floor(r() * chars.length)];
+      ports.push(p);
+    }
+    let accepted = 0;
+    for (const p of ports) {
+      const want = /^[1-9][0-9]{0,4}$/.test(p) && Number(p) <= 65535 ? Number(p) : null;
+      const got = outcome(() => parseConnectTarget(`example.com:${p}`).port);
+      if (want === null) expect((got as { error?: string }).error, JSON.stringify(p)).toBe(TargetError.name);
+      else expect(got, JSON.stringify(p)).toEqual({ value: want });
+      if (want !== null) accepted++;
+    }
+    expect(accepted).toBeGreaterThan(1000);
+    expect(ports.length - accepted).toBeGreaterThan(1000);
   });
 });
