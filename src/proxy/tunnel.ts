@@ -63,7 +63,8 @@ export async function dialForTunnel(
 ): Promise<Socket | null> {
   const tc = performance.now();
   try {
-    const d = await dialVetted(v.addresses, port, core.limits.connectTimeoutMs);
+    // An opaque tunnel's upstream is only ever relayed (pair.ts reads it); an Upgrade's is read for its 101 first.
+    const d = await dialVetted(v.addresses, port, core.limits.connectTimeoutMs, { relay: refusal.checkContent !== false });
     rec.address = d.address;
     rec.timings.connectMs = roundMs(performance.now() - tc);
     settleVet(rec, v, refusal.status);
