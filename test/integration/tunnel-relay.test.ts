@@ -186,3 +186,50 @@ describe('tunnel relay', () => {
     }
   });
 });
+
+describe('idle tunnels', () => {
+  it('a relayed tunnel with no bytes either way is closed after --tunnel-idle-timeout; one that keeps talking stays open', async () => {
+    const echo = createServer((s) => {
+      s.on('error', () => s.destroy());
+      s.pipe(s);
+    });
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    const port = (echo.address() as { port: number }).port;
+    const idleMs = 600;
+    const p = await startTestProxy({ flags: { allow: [`127.0.0.1/32:${port}`], deny: [], allowAddress: ['127.0.0.1/32'] }, limits: { tunnelIdleMs: idleMs, headersTimeoutMs: 5_000 } });
+    try {
+      const head = `GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`;
+      const open = async () => {
+        const t = await openTunnel(p.port, port);
+        let echoed = t.rest.length;
+        t.socket.on('data', (c: Buffer) => (echoed += c.length));
+        t.socket.resume();
+        t.socket.write(head);
+        const closed = new Promise<void>((r) => t.socket.once('close', () => r()));
+        return { ...t, closed, echoed: () => echoed };
+      };
+      const active = await open();
+      const idle = await open();
+      // The active tunnel sends a byte every idleMs / 6 for over three idle periods: it is never idle that long.
+      let sent = 0;
+      while (sent < 20) {
+        active.socket.write('x');
+        sent++;
+        await new Promise((r) => setTimeout(r, idleMs / 6));
+      }
+      expect(active.socket.destroyed).toBe(false);
+      for (let i = 0; i < 100 && active.echoed() < head.length + sent; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(active.echoed()).toBe(head.length + sent);
+      // The idle one (checked, relayed once, then silent) was closed, and its record written with its bytes.
+      await idle.closed;
+      const rec = await p.sink.waitFor((r) => r.method === 'CONNECT' && r.port === port && r.bytesUp === head.length);
+      expect(rec).toMatchObject({ verdict: 'allow', status: 200, bytesDown: head.length });
+      // Once the active one stops talking, it is closed too.
+      await active.closed;
+      await p.sink.waitFor((r) => r.method === 'CONNECT' && r.port === port && r.bytesUp === head.length + sent);
+    } finally {
+      await p.close();
+      echo.close();
+    }
+  });
+});
