@@ -27,7 +27,10 @@ function onDrain(this: Paired): void {
 }
 
 function onEnd(this: Paired): void {
-  // Half-close, as pipe() does: the FIN goes on to the other side, which may still send.
+  // The FIN goes on to the other side, as pipe() does. Client sockets are not half-open (the listener's
+  // default), so a client's FIN also ends the tunnel towards it: a tunnel ends when either side leaves,
+  // which is what records and shutdown rely on. Clients that half-close and then wait for the answer
+  // (`nc -N`) are not served; see docs/performance.md, "seen and left alone".
   const peer = this[PEER];
   if (!peer.writableEnded) peer.end();
 }
