@@ -5,14 +5,17 @@
 // do) and the npm `proxy` package; the origin and this load generator sit on CPU 1. Rounds rotate the
 // target order. Reports ops/s, ratios to direct and to the floor, proxy CPU µs per op and RSS; then
 // records/store on vs off for S1, the memory figures (idle, per idle tunnel, churn, after load) and the
-// policy micro-benchmark.
+// policy micro-benchmark. `features`: S1/S3 of production against production plus inspection, request rules,
+// a brokered secret, SOCKS5 and transparent listeners, none of them matched. `inspected`: requests inside
+// an open inspected tunnel against S3, and a new inspected tunnel against a new uninspected one, in units
+// of a reference TLS server's CPU per handshake (bench/lib/tls-ref.mjs).
 //   node bench/run.mjs [--quick] [--duration S] [--rounds N] [--clients N]
-//                      [--only s1,s2,s3,store,memory,policy,inspect] [--targets floor,node-proxy,agent-egress]
+//                      [--only s1,s2,s3,store,features,inspected,memory,policy,inspect] [--targets floor,node-proxy,agent-egress]
 //                      [--idle-tunnels N] [--churn S] [--cpu-prof] [--proxy-arg=--flag ...] [--node-arg=--flag ...]
 //                      [--bare-node]   (without the V8 flags agent-egress ships with, lib/proxy.mjs PRODUCTION_NODE_ARGS)
 // Needs dist/ (npx tsc -p .). Results: bench/results/bench-<time>.{json,md} and latest.{json,md}.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -22,6 +25,8 @@ import { closedLoop, s1Op, openTunnel, KeepAlive } from './lib/loadgen.mjs';
 import { cpuMicros, rssKiB, hwmKiB, rssSampler } from './lib/procstat.mjs';
 import { startProxy, serveFlags, hasTaskset, freePort, PRODUCTION_NODE_ARGS } from './lib/proxy.mjs';
 import { ensureNodeProxy, startFloor, startNodeProxy, NODE_PROXY_VERSION } from './lib/anchors.mjs';
+import { FEATURES_ENV, inspectedConnect, startTlsRef, writeFeaturesPolicy, writeInspectedPolicy } from './lib/inspected.mjs';
+import { CLI } from './lib/proxy.mjs';
 
 const BENCH = fileURLToPath(new URL('.', import.meta.url));
 const { values: opt } = parseArgs({
@@ -29,7 +34,7 @@ const { values: opt } = parseArgs({
     quick: { type: 'boolean', default: false },
     duration: { type: 'string' },
     clients: { type: 'string', default: '32' },
-    only: { type: 'string', default: 's1,s2,s3,store,memory,policy,inspect' },
+    only: { type: 'string', default: 's1,s2,s3,store,features,inspected,memory,policy,inspect' },
     targets: { type: 'string', default: 'floor,node-proxy,agent-egress' },
     rounds: { type: 'string' },
     'idle-tunnels': { type: 'string' },
@@ -63,7 +68,7 @@ if (PIN) execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)], {
 
 const work = mkdtempSync(join(tmpdir(), 'ae-bench-'));
 const log = (...a) => console.error('[bench]', ...a);
-const results = { rounds: ROUNDS, startedAt: new Date().toISOString(), node: process.version, cpus: cpus().length, pinned: PIN, durationMs: DURATION_MS, clients: CLIENTS, runs: [], store: [], memory: null, refIdle: {}, policy: null, inspect: null };
+const results = { rounds: ROUNDS, startedAt: new Date().toISOString(), node: process.version, cpus: cpus().length, pinned: PIN, durationMs: DURATION_MS, clients: CLIENTS, runs: [], store: [], features: [], inspected: [], memory: null, refIdle: {}, policy: null, inspect: null };
 
 // --- origin (self-signed cert, test-only)
 execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(work, 'key.pem'), '-out', join(work, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
@@ -89,8 +94,27 @@ const storeOn = async () => [
   ...(flags.has('--admin-listen') ? ['--admin-listen', `127.0.0.1:${await freePort()}`] : []),
 ];
 const storeOff = hasStore ? ['--no-store'] : [];
+// The inspection CA (agent-egress certs init --inspect) and the policies of the features/inspected configurations.
+let inspectCa = null;
+function ensureInspectCa() {
+  if (inspectCa) return inspectCa;
+  const dir = join(work, 'inspect-ca');
+  execFileSync(process.execPath, [CLI, 'certs', 'init', '--inspect', '--dir', dir], { stdio: 'ignore' });
+  inspectCa = { cert: join(dir, 'inspect-ca.pem'), key: join(dir, 'inspect-ca-key.pem'), pem: readFileSync(join(dir, 'inspect-ca.pem'), 'utf8') };
+  return inspectCa;
+}
+const caFlags = () => ['--inspect-ca', ensureInspectCa().cert, '--inspect-ca-key', ensureInspectCa().key];
 const CONFIGS = {
   production: async () => [...allow, '--log-file', join(work, 'decisions.log'), ...(await storeOn())],
+  // Production plus every feature since, configured for other destinations than the bench's own.
+  features: async () => [
+    ...(await CONFIGS.production()),
+    '--policy', writeFeaturesPolicy(work), ...caFlags(),
+    '--socks-listen', `127.0.0.1:${await freePort()}`,
+    '--transparent-listen', '127.0.0.1:0',
+  ],
+  // Production plus inspection of the origin's HTTPS port, whose certificate the proxy trusts via --upstream-ca.
+  inspected: async () => [...(await CONFIGS.production()), '--policy', writeInspectedPolicy(work, ports.https), ...caFlags(), '--upstream-ca', join(work, 'cert.pem')],
   records_off: () => [...allow, '--no-decision-log', ...storeOff],
   store_off: () => [...allow, '--log-file', join(work, 'decisions-nostore.log'), ...storeOff],
 };
@@ -100,7 +124,10 @@ const profArgs = opt['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(BENCH, 
 async function proxyFor(name, extra = []) {
   // The shipped V8 flags unless --bare-node; --node-arg adds to them (a later flag wins in V8).
   const base = opt['bare-node'] ? [] : PRODUCTION_NODE_ARGS;
-  return startProxy({ args: [...(await cfgArgs(name)), ...extra], cpu: PROXY_CPU, nodeArgs: [...profArgs, ...base, ...opt['node-arg']], stderrFile: true });
+  const env = name === 'features' ? FEATURES_ENV : undefined;
+  const p = await startProxy({ args: [...(await cfgArgs(name)), ...extra], cpu: PROXY_CPU, nodeArgs: [...profArgs, ...base, ...opt['node-arg']], stderrFile: true, env });
+  p.label = name === 'production' ? 'agent-egress' : name;
+  return p;
 }
 const refPorts = [ports.http, ports.https, ports.tcp];
 
@@ -108,6 +135,7 @@ const refPorts = [ports.http, ports.https, ports.tcp];
 function scenario(id, proxy) {
   const kaProxyReq = Buffer.from(`GET http://127.0.0.1:${ports.http}/small HTTP/1.1\r\nHost: 127.0.0.1:${ports.http}\r\n\r\n`);
   const kaDirectReq = Buffer.from(`GET /small HTTP/1.1\r\nHost: 127.0.0.1:${ports.http}\r\n\r\n`);
+  const kaDirectHttpsReq = Buffer.from(`GET /small HTTP/1.1\r\nHost: 127.0.0.1:${ports.https}\r\n\r\n`);
   const largeReq = Buffer.from(`GET /large HTTP/1.1\r\nHost: 127.0.0.1:${ports.http}\r\n\r\n`);
   const net = (port) => () => openPlain(port);
   switch (id) {
@@ -120,6 +148,14 @@ function scenario(id, proxy) {
       const connect = proxy ? () => openTunnel(proxy.port, '127.0.0.1', ports.http) : net(ports.http);
       return { unit: 'MB/s', clients: id === 's2_bulk_1' ? 1 : 8, makeClient: () => new KeepAlive(connect), op: (c) => c.request(largeReq) };
     }
+    case 's1_inspected':
+      // A new inspected tunnel per op (leaf cached after the warm-up): CONNECT, TLS to the minted leaf, GET.
+      return { unit: 'tunnels/s', clients: CLIENTS, op: s1Op({ proxy, originPort: ports.https, tlsInside: true, tlsOptions: { host: '127.0.0.1', ca: inspectCa.pem, rejectUnauthorized: true } }) };
+    case 'inspected_ka':
+      // Keep-alive GETs inside one already-open inspected tunnel per client.
+      return { unit: 'req/s', clients: CLIENTS, makeClient: () => new KeepAlive(inspectedConnect(proxy.port, ports.https, inspectCa.pem)), op: (c) => c.request(kaDirectHttpsReq) };
+    case 'tls_handshake':
+      return { unit: 'handshakes/s', clients: CLIENTS, op: proxy.op };
     case 's3_forward': {
       const connect = net(proxy ? proxy.port : ports.http);
       const req = proxy ? kaProxyReq : kaDirectReq;
@@ -140,8 +176,9 @@ async function openPlain(port) {
 /** One measured run; proxy CPU is read at the start and end of the measured window only. */
 async function run(id, proxy, label) {
   const sc = scenario(id, proxy);
-  let cpu0 = 0;
-  let cpu1 = 0;
+  let cpu0 = null;
+  let cpu1 = null;
+  const t0 = performance.now();
   if (proxy) {
     setTimeout(() => (cpu0 = cpuMicros(proxy.pid)), WARMUP_MS);
     setTimeout(() => (cpu1 = cpuMicros(proxy.pid)), WARMUP_MS + DURATION_MS);
@@ -151,6 +188,10 @@ async function run(id, proxy, label) {
   const peakKiB = sampler ? sampler.stop() : null;
   if (proxy && !proxy.alive()) throw new Error(`proxy died during ${id}:\n${proxy.stderr().slice(-2000)}`);
   const rate = sc.unit === 'MB/s' ? r.bytes / 1e6 / r.seconds : r.ops / r.seconds;
+  // On a busy machine the last op can end before the end-of-window timer has run: read it now (late by
+  // the same little the window's last ops were).
+  if (proxy && cpu1 === null) cpu1 = cpuMicros(proxy.pid);
+  if (proxy && cpu0 === null) throw new Error(`${id}: the warm-up timer never ran (${(performance.now() - t0).toFixed(0)} ms)`);
   const cpuUs = proxy ? cpu1 - cpu0 : null;
   const row = {
     scenario: id,
@@ -223,6 +264,55 @@ try {
         await proxy.stop();
       }
     }
+  }
+
+  // 2b. Features configured but not matched: S1 and S3 of production and features, each proxy started once,
+  // scenarios and configurations interleaved (order rotated per round).
+  if (only.has('features')) {
+    const proxies = [await proxyFor('production'), await proxyFor('features')];
+    for (const p of proxies) log(`${p.label}: ${p.command}`);
+    await sleep(1000);
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const id of ['s1_connect', 's3_forward']) {
+        for (let k = 0; k < proxies.length; k++) {
+          const p = proxies[(k + round) % proxies.length];
+          const row = await run(id, p, p.label);
+          row.round = round;
+          results.features.push(row);
+        }
+      }
+    }
+    results.featuresCommand = proxies[1].command;
+    for (const p of proxies) await p.stop();
+  }
+
+  // 2c. Inspected HTTPS: requests inside open inspected tunnels against S3 (plain-HTTP forward), and a new
+  // inspected tunnel per op (cached leaf) against a new uninspected CONNECT + TLS tunnel; the unit of
+  // "one TLS handshake" is the reference TLS server's CPU per connection, pinned where the proxies are.
+  if (only.has('inspected')) {
+    ensureInspectCa();
+    const prod = await proxyFor('production');
+    const insp = await proxyFor('inspected');
+    const ref = await startTlsRef({ certFile: join(work, 'cert.pem'), keyFile: join(work, 'key.pem'), cpu: PROXY_CPU });
+    for (const p of [prod, insp, ref]) log(`${p.label}: ${p.command}`);
+    await sleep(1000);
+    const pairs = [
+      ['s3_forward', prod],
+      ['inspected_ka', insp],
+      ['s1_connect_tls', prod],
+      ['s1_inspected', insp],
+      ['tls_handshake', ref],
+    ];
+    for (let round = 0; round < ROUNDS; round++) {
+      for (let k = 0; k < pairs.length; k++) {
+        const [id, p] = pairs[(k + round) % pairs.length];
+        const row = await run(id, p, p.label);
+        row.round = round;
+        results.inspected.push(row);
+      }
+    }
+    results.inspectedCommand = insp.command;
+    for (const p of [prod, insp, ref]) await p.stop();
   }
 
   // 3. Memory: idle, per idle tunnel, churn, after load; the floor's idle and per-tunnel figures for reference.
@@ -387,6 +477,28 @@ if (results.store.length) {
     const rate = median(rows.map((r) => r.rate));
     lines.push(`| ${name} | ${fmt(rate)} | ${((rate / base - 1) * 100).toFixed(1)}% | ${fmt(median(rows.map((r) => r.proxyCpuUsPerOp)))} |`);
   }
+}
+if (results.features.length) {
+  const cpu = (id, target) => median(results.features.filter((r) => r.scenario === id && r.target === target).map((r) => r.proxyCpuUsPerOp));
+  const rate = (id, target) => median(results.features.filter((r) => r.scenario === id && r.target === target).map((r) => r.rate));
+  lines.push('', `Features configured, not matched (inspection CA + inspect rule, request rules, brokered secret, SOCKS5 and transparent listeners; ${ROUNDS} interleaved rounds, medians):`, '', '| scenario | production µs/op | features µs/op | features / production | production rate | features rate |', '|---|---:|---:|---:|---:|---:|');
+  for (const id of ['s1_connect', 's3_forward']) {
+    const [p, f] = [cpu(id, 'agent-egress'), cpu(id, 'features')];
+    lines.push(`| ${id} | ${fmt(p)} | ${fmt(f)} | ${(f / p).toFixed(3)}× | ${fmt(rate(id, 'agent-egress'))} | ${fmt(rate(id, 'features'))} |`);
+  }
+}
+if (results.inspected.length) {
+  const cpu = (id) => median(results.inspected.filter((r) => r.scenario === id).map((r) => r.proxyCpuUsPerOp));
+  const [s3, ka, tlsT, inspT, hs] = ['s3_forward', 'inspected_ka', 's1_connect_tls', 's1_inspected', 'tls_handshake'].map(cpu);
+  lines.push('', `Inspected HTTPS (${ROUNDS} interleaved rounds, medians; proxy CPU µs per op):`, '', '| figure | µs/op | target |', '|---|---:|---|');
+  lines.push(`| S3 plain-HTTP forward, per request | ${fmt(s3)} | |`);
+  lines.push(`| request inside an open inspected tunnel | ${fmt(ka)} = ${(ka / s3).toFixed(2)}× S3 | ≤ 2× |`);
+  lines.push(`| new uninspected CONNECT + TLS tunnel + GET | ${fmt(tlsT)} | |`);
+  lines.push(`| new inspected tunnel + GET, cached leaf | ${fmt(inspT)} = +${fmt(inspT - tlsT)} µs | |`);
+  lines.push(`| one TLS handshake (reference TLS server, per connection) | ${fmt(hs)} | |`);
+  lines.push(`| inspected − uninspected, in TLS handshakes | ${((inspT - tlsT) / hs).toFixed(2)} | ≤ 1 |`);
+  const errs = results.inspected.filter((r) => r.errors).map((r) => `${r.scenario}/round ${r.round}: ${r.errors} (${r.firstErrors.join('; ')})`);
+  if (errs.length) lines.push('', `errors: ${errs.join(', ')}`);
 }
 if (results.policy) {
   lines.push('', `policy decide(), ${results.policy.decisions.toLocaleString('en-US')} decisions per size:`, '', '| host rules | compile ms | ns per decide() | ns with normalizeHost |', '|---:|---:|---:|---:|');

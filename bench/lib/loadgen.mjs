@@ -25,7 +25,10 @@ export async function closedLoop({ clients, warmupMs, durationMs, makeClient, op
         try {
           const r = await op(c);
           const b = performance.now();
-          if (a >= start && b <= end) {
+          // Ops that end in the window count, as the proxy CPU read over the same window does: those that
+          // straddle the start and those that straddle the end cancel out on average (counting only ops
+          // that also started in the window lost up to `clients` ops, a bias when latencies are long).
+          if (b >= start && b <= end) {
             ops++;
             bytes += r.bytes;
             retries += r.retries ?? 0;
@@ -61,7 +64,7 @@ function withDeadline(sock, reject) {
  * Connection: close; the origin closes first and the client waits for its FIN. With tlsInside, a full
  * TLS handshake to the HTTPS origin happens inside the tunnel.
  */
-export function s1Op({ proxy, originPort, tlsInside = false }) {
+export function s1Op({ proxy, originPort, tlsInside = false, tlsOptions = null }) {
   const connectReq = Buffer.from(`CONNECT 127.0.0.1:${originPort} HTTP/1.1\r\nHost: 127.0.0.1:${originPort}\r\n\r\n`);
   const getReq = Buffer.from(`GET /small HTTP/1.1\r\nHost: 127.0.0.1:${originPort}\r\nConnection: close\r\n\r\n`);
   return () =>
@@ -95,7 +98,8 @@ export function s1Op({ proxy, originPort, tlsInside = false }) {
         if (!tlsInside) return exchange(raw);
         // The tunnel goes to an IP literal: no SNI (RFC 6066), where node would otherwise send "localhost",
         // which the tunnel content check refuses unless the policy allows that name.
-        const t = tls.connect({ socket: raw, servername: '', rejectUnauthorized: false, minVersion: 'TLSv1.3' }, () => exchange(t));
+        // tlsOptions: an inspected tunnel's client verifies the minted leaf against the inspection CA.
+        const t = tls.connect({ socket: raw, servername: '', rejectUnauthorized: false, minVersion: 'TLSv1.3', ...tlsOptions }, () => exchange(t));
         t.on('error', fail);
       };
       raw.on('connect', () => {

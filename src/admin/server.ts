@@ -1,5 +1,4 @@
 import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify';
-import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { ServerResponse } from 'node:http';
 import type { Server as NetServer, Socket } from 'node:net';
@@ -35,7 +34,8 @@ export interface AdminServerOptions {
   metricsAuth?: boolean;
   store: DecisionStore;
   policy: PolicyHolder;
-  metricsRegistry: Registry;
+  /** A prom-client Registry, or serve's LazyRegistry (prom-client loaded on the first scrape). */
+  metricsRegistry: { readonly contentType: string; metrics(): Promise<string> };
   ready: () => boolean;
   logger?: Logger;
   /** Names besides IP literals and localhost that the admin API answers to (DNS rebinding guard). */

@@ -1,4 +1,4 @@
-import { Counter, type Registry } from 'prom-client';
+import { defineMetrics, type MetricsTarget } from './lazy-registry.js';
 import { weightOf, type DecisionRecord } from './record.js';
 import type { DecisionSink } from './sink.js';
 import { displaySafe } from './display.js';
@@ -33,7 +33,7 @@ export interface SpikeOptions {
   /** Agents tracked; the least recently seen is evicted. Default 1000. */
   maxAgents?: number;
   webhook?: WebhookTarget;
-  registry?: Registry;
+  registry?: MetricsTarget;
   /** Also called with each alert (exact values), besides the one warn line written to `logger`. */
   onAlert?: (alert: SpikeAlert) => void;
   logger?: { warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
@@ -77,7 +77,8 @@ function displayAlert(a: SpikeAlert): SpikeAlert {
 export class SpikeDetector implements DecisionSink {
   private readonly o: Required<Omit<SpikeOptions, 'webhook' | 'registry' | 'onAlert' | 'logger'>>;
   private readonly agents = new Map<string, AgentState>();
-  private readonly counter: Counter<'agent'> | null;
+  /** Alerts fired per agent ('' for none), in first-fired order, read by the metric at scrape time. */
+  private readonly fired = new Map<string, number>();
   private readonly webhook: WebhookSender | null;
   private closed = false;
 
@@ -91,9 +92,21 @@ export class SpikeDetector implements DecisionSink {
       maxAgents: opts.maxAgents ?? 1000,
     };
     this.webhook = opts.webhook ? new WebhookSender(opts.webhook, opts.logger, 'spike alert webhook failed') : null;
-    this.counter = opts.registry
-      ? new Counter({ name: 'agent_egress_spike_alerts_total', help: 'Deny spike alerts fired, by agent', labelNames: ['agent'], registers: [opts.registry] })
-      : null;
+    const fired = this.fired;
+    if (opts.registry) {
+      defineMetrics(opts.registry, (prom, registry) => {
+        new prom.Counter({
+          name: 'agent_egress_spike_alerts_total',
+          help: 'Deny spike alerts fired, by agent',
+          labelNames: ['agent'],
+          registers: [registry],
+          collect() {
+            this.reset();
+            for (const [agent, n] of fired) this.inc({ agent }, n);
+          },
+        });
+      });
+    }
   }
 
   /** The thresholds in force (defaults filled in), for the dashboard's chart. */
@@ -174,7 +187,8 @@ export class SpikeDetector implements DecisionSink {
       multiplier: this.o.multiplier,
       topDestinations: [...counts.values()].sort((a, b) => b.count - a.count).slice(0, 10),
     };
-    this.counter?.inc({ agent: agent ?? '' });
+    const k = agent ?? '';
+    this.fired.set(k, (this.fired.get(k) ?? 0) + 1);
     try {
       this.opts.logger?.warn({ alert: displayAlert(alert) }, `deny spike: agent ${agent === null ? '(anonymous)' : displaySafe(agent)} had ${alert.denies} denies in ${formatWindow(this.o.windowMs)}`);
       this.opts.onAlert?.(alert);

@@ -22,6 +22,9 @@ export function displaySafe(value: string): string {
   });
 }
 
+// Every character UNSAFE can match lies outside printable ASCII (DEL and C1 included).
+const NOT_PRINTABLE_ASCII = /[^\x20-\x7e]/;
+
 /** JSON.stringify, with every character displaySafe() would escape written as a JSON \u escape instead. */
 export function safeJson(value: unknown): string {
   return safeJsonText(JSON.stringify(value));
@@ -32,6 +35,9 @@ export function safeJson(value: unknown): string {
  * so only string contents change, and only in how they are spelled.
  */
 export function safeJsonText(json: string): string {
+  // Printable ASCII only (most records): nothing to escape, and this test is far cheaper than the
+  // Unicode-property scan below.
+  if (!NOT_PRINTABLE_ASCII.test(json)) return json;
   return json.replace(UNSAFE, (ch) => {
     let out = '';
     for (let i = 0; i < ch.length; i++) out += `\\u${ch.charCodeAt(i).toString(16).padStart(4, '0')}`;

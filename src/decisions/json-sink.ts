@@ -1,8 +1,8 @@
-import { Counter, type Registry } from 'prom-client';
 import type { DecisionRecord } from './record.js';
 import type { DecisionSink } from './sink.js';
 import { safeJson } from './display.js';
 import { openLineOut, type LineOut } from './line-out.js';
+import { defineMetrics, type MetricsTarget } from './lazy-registry.js';
 
 const FLUSH_MS = 100;
 
@@ -70,17 +70,19 @@ export class JsonLinesSink implements DecisionSink {
     return this.droppedCount;
   }
 
-  /** Expose the loss as a counter on this registry. */
-  registerMetrics(registry: Registry): void {
+  /** Expose the loss as a counter on this registry (built lazily or not). */
+  registerMetrics(registry: MetricsTarget): void {
     const sink = this;
-    new Counter({
-      name: 'agent_egress_decision_log_dropped_records_total',
-      help: 'Decision records not written to the JSON-lines log (its reader too slow or gone); the store still has them',
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(sink.dropped);
-      },
+    defineMetrics(registry, (prom, r) => {
+      new prom.Counter({
+        name: 'agent_egress_decision_log_dropped_records_total',
+        help: 'Decision records not written to the JSON-lines log (its reader too slow or gone); the store still has them',
+        registers: [r],
+        collect() {
+          this.reset();
+          this.inc(sink.dropped);
+        },
+      });
     });
   }
 

@@ -95,6 +95,14 @@ class PipeOut implements LineOut {
 class FileOut implements LineOut {
   private readonly dest: InstanceType<typeof SonicBoom>;
   private giveUp = false;
+  /**
+   * Lines gathered here and handed to sonic-boom a batch at a time: its write() measures its whole pending
+   * string per call (flattening it), which per line cost more than the line's own write.
+   */
+  private buf = '';
+  private lines = 0;
+  /** Lines in the batch being handed over: a 'drop' then loses all of them. */
+  private handing = 0;
 
   constructor(path: string | undefined, maxBytes: number, ev: LineOutEvents) {
     this.dest = new SonicBoom({
@@ -104,15 +112,35 @@ class FileOut implements LineOut {
       // A busy destination is retried (every 100 ms) while running; past the close deadline it is given up on.
       retryEAGAIN: () => !this.giveUp,
     });
-    this.dest.on('drop', () => ev.onDrop());
+    this.dest.on('drop', () => {
+      for (let i = 0; i < Math.max(1, this.handing); i++) ev.onDrop();
+    });
     this.dest.on('error', (err: Error) => ev.onError(err));
   }
 
   write(line: string): void {
-    this.dest.write(line);
+    this.buf += line;
+    this.lines++;
+    if (this.buf.length >= BATCH_BYTES) this.hand();
+  }
+
+  private hand(): void {
+    if (!this.buf) return;
+    const b = this.buf;
+    this.handing = this.lines;
+    this.buf = '';
+    this.lines = 0;
+    try {
+      this.dest.write(b);
+    } catch {
+      /* destroyed: the error event told */
+    } finally {
+      this.handing = 0;
+    }
   }
 
   flush(): void {
+    this.hand();
     try {
       this.dest.flush();
     } catch {
@@ -141,7 +169,10 @@ class FileOut implements LineOut {
       try {
         // end() waits for the file to open first: a start-up that fails early closes cleanly too.
         if ((this.dest as unknown as { destroyed?: boolean }).destroyed) done();
-        else this.dest.end();
+        else {
+          this.hand();
+          this.dest.end();
+        }
       } catch {
         done();
       }

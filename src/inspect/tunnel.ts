@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import type { Client } from 'undici';
+import type { Pool } from 'undici';
 import { isUpstreamTimeout } from '../proxy/upstream-errors.js';
 import { roundMs, startRecord, type DecisionRecord } from '../decisions/record.js';
 import { type Reason } from '../policy/vocabulary.js';
@@ -20,6 +20,7 @@ import { sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } f
 import type { VetContext, VetOutcome } from '../proxy/vet.js';
 import type { LeafMinter } from './mint.js';
 import { connectUpstreamTls, UpstreamTlsError } from './upstream.js';
+import { UpstreamPools, type UpstreamKey } from './pool.js';
 
 /** What inspection needs beyond the proxy core: the leaf minter and the roots origins must chain to. */
 export interface Inspector {
@@ -37,12 +38,25 @@ interface Tunnel {
   parent: DecisionRecord;
   client: string;
   address: string;
-  upstream: Client;
+  /** The pool of verified connections to this tunnel's origin (shared with this agent's other tunnels to it). */
+  upstream: Pool;
   /** Roots the origin must chain to, for the extra TLS connection an inner Upgrade opens. */
   ca: string[];
 }
 
 const TUNNELS = new WeakMap<Socket, Tunnel>();
+const POOLS = new WeakMap<Inspector, UpstreamPools>();
+
+/** The inspector's upstream pools; undici is loaded with the first inspected or plain-HTTP request, not at start. */
+async function poolsFor(inspector: Inspector, core: ProxyCore): Promise<UpstreamPools> {
+  let p = POOLS.get(inspector);
+  if (p === undefined) {
+    const { Pool: PoolClass } = await import('undici');
+    p = POOLS.get(inspector) ?? new UpstreamPools(PoolClass, inspector.upstreamCa, core.limits);
+    POOLS.set(inspector, p);
+  }
+  return p;
+}
 
 function hostHeader(t: Target): string {
   const h = t.host.kind === 'ip' && t.host.family === 6 ? `[${t.host.value}]` : t.host.value;
@@ -106,16 +120,25 @@ export async function handleInspected(
   const authority = `${name}:${target.port}`;
   rec.inspected = true;
   const tc = performance.now();
-  let first: { socket: TLSSocket; address: string };
+  const key: UpstreamKey = { agent, address: v.addresses[0], port: target.port, name, isIp };
+  // A verified idle connection to the first vetted address (this agent's, same name) stands for the dial
+  // before the 200; otherwise the origin is dialled and verified now. SOCKS5 replies name the upstream
+  // socket's local end, so they always dial.
+  let first: { socket: TLSSocket; address: string } | null = null;
+  let pool: Pool | null = null;
   let secureContext;
-  let UndiciClient: typeof Client;
+  let pools: UpstreamPools;
   try {
-    // undici is loaded with the first inspected or plain-HTTP request, not at start.
-    [first, secureContext, { Client: UndiciClient }] = await Promise.all([
-      connectUpstreamTls(v.addresses, target.port, name, isIp, inspector.upstreamCa, core.limits.connectTimeoutMs),
-      inspector.minter.contextFor(name, isIp),
-      import('undici'),
-    ]);
+    pools = await poolsFor(inspector, core);
+    pool = replies ? null : pools.warm(key);
+    if (pool !== null) {
+      secureContext = await inspector.minter.contextFor(name, isIp);
+    } else {
+      [first, secureContext] = await Promise.all([
+        connectUpstreamTls(v.addresses, target.port, name, isIp, inspector.upstreamCa, core.limits.connectTimeoutMs),
+        inspector.minter.contextFor(name, isIp),
+      ]);
+    }
   } catch (err) {
     const { status, reason } = upstreamFailure(err);
     rec.timings.connectMs = roundMs(performance.now() - tc);
@@ -127,40 +150,20 @@ export async function handleInspected(
     else refuseSocket(socket, r, json);
     return emit(core, rec, t0);
   }
-  rec.address = first.address;
+  const address = first?.address ?? key.address;
+  rec.address = address;
   rec.timings.connectMs = roundMs(performance.now() - tc);
   if (socket.destroyed) {
-    first.socket.destroy();
+    first?.socket.destroy();
     settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: null });
     return emit(core, rec, t0);
   }
   settle(rec, { verdict: v.verdict, mode: v.mode, reason: v.reason, rule: v.rule, status: 200 });
+  // Every upstream connection of this tunnel goes to its vetted address with the same verification; the
+  // one opened (and verified) before the 200, if any, is used first.
+  const upstream = pools.take({ ...key, address }, first?.socket ?? null);
 
-  let spare: TLSSocket | null = first.socket;
-  const upstream = new UndiciClient(`https://${target.host.kind === 'ip' && target.host.family === 6 ? `[${name}]` : name}:${target.port}`, {
-    pipelining: 1,
-    keepAliveTimeout: 4_000,
-    headersTimeout: core.limits.requestIdleMs,
-    bodyTimeout: core.limits.requestIdleMs,
-    // Every upstream connection goes to this tunnel's vetted address with the same verification; the
-    // first one is the connection opened (and verified) before the 200.
-    connect: (_opts, cb) => {
-      if (spare && !spare.destroyed) {
-        const s = spare;
-        spare = null;
-        // Never call back synchronously: undici's client is still inside its connect step and stalls.
-        process.nextTick(() => cb(null, s));
-        return;
-      }
-      spare = null;
-      connectUpstreamTls([first.address], target.port, name, isIp, inspector.upstreamCa, core.limits.connectTimeoutMs).then(
-        (c) => cb(null, c.socket),
-        (e: Error) => cb(e, null),
-      );
-    },
-  });
-
-  if (replies) replies.established(first.socket);
+  if (replies && first) replies.established(first.socket);
   else socket.write(`HTTP/1.1 200 Connection established\r\nX-Agent-Egress-Decision: ${rec.id}\r\n\r\n`);
   if (head.length > 0) socket.unshift(head);
   const tls = new TLSSocket(socket, {
@@ -179,14 +182,12 @@ export async function handleInspected(
       else cb(new Error(why.message));
     },
   });
-  const tunnel: Tunnel = { core, ctx, agent, target, v, parent: rec, client: rec.client, address: first.address, upstream, ca: inspector.upstreamCa };
+  const tunnel: Tunnel = { core, ctx, agent, target, v, parent: rec, client: rec.client, address, upstream, ca: inspector.upstreamCa };
   TUNNELS.set(tls, tunnel);
 
   const finish = trackTunnel(core, rec, t0, () => {
     tls.destroy();
     socket.destroy();
-    spare?.destroy();
-    void upstream.destroy().catch(() => undefined);
     return { up: socket.bytesRead, down: socket.bytesWritten };
   });
   tls.on('error', (err: NodeJS.ErrnoException) => {

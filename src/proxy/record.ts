@@ -24,8 +24,12 @@ export function settleVet(rec: DecisionRecord, v: VetOutcome, status: number | n
   const reason = failure ?? v.reason;
   const a = v.decision ? attribute(v.decision, { verdict: v.verdict, reason }) : { rule: v.rule };
   settle(rec, { verdict: v.verdict, mode: v.mode, reason, rule: a.rule, status });
-  if (a.policy) rec.detail = { ...rec.detail, policy: a.policy };
-  if (v.error) rec.detail = { ...rec.detail, error: v.error };
-  if (v.hint) rec.detail = { ...rec.detail, hint: v.hint.text, allowedPorts: v.hint.allowedPorts };
-  if (v.approval) rec.detail = { ...rec.detail, approval: v.approval };
+  // One new detail object however many of these apply (a settle may run twice: a refusal after the vet).
+  if (!a.policy && !v.error && !v.hint && !v.approval) return;
+  const d: Record<string, unknown> = { ...rec.detail };
+  if (a.policy) d.policy = a.policy;
+  if (v.error) d.error = v.error;
+  if (v.hint) (d.hint = v.hint.text, d.allowedPorts = v.hint.allowedPorts);
+  if (v.approval) d.approval = v.approval;
+  rec.detail = d;
 }

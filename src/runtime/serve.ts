@@ -13,10 +13,11 @@ import type { VetContext } from '../proxy/vet.js';
 import { isLoopbackHost } from '../net/endpoint.js';
 import { formatListen, parseListen } from './listen.js';
 import { FilePolicyHolder } from './policy-holder.js';
-import { Registry } from 'prom-client';
 import { createStoreWriter, isFleetStore, type DecisionStore, type StoreLocation } from '../decisions/store/index.js';
 import { FleetSpikeFeed } from '../decisions/fleet-alerts.js';
 import { DecisionMetrics } from '../decisions/metrics.js';
+import { LazyRegistry } from '../decisions/lazy-registry.js';
+import type { Registry } from 'prom-client';
 import { SpikeDetector, type SpikeOptions } from '../decisions/alerts.js';
 import type { AdminServer } from '../admin/server.js';
 import { startLazyAdmin } from './lazy-admin.js';
@@ -90,7 +91,8 @@ export interface RunningEgress {
   socks: { server: SocksServer; address: { address: string; port: number } } | null;
   /** The transparent-capture listeners and which captured port each stands for; null = none. */
   transparent: TransparentListener | null;
-  metrics: Registry;
+  /** The metrics registry; reading this loads prom-client and builds it (serve itself waits for the first scrape). */
+  readonly metrics: Registry;
   /** The grants and, with the admin API, the approvals broker. */
   approvals: RunningApprovals;
   close(): Promise<void>;
@@ -143,7 +145,8 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       })
     : null;
   if (store) sinks.push(store);
-  const registry = new Registry();
+  // prom-client is loaded on the first scrape (or the first read of `metrics`), not at start.
+  const registry = new LazyRegistry();
   let proxyRef: ProxyServer | null = null;
   let socksRef: SocksServer | null = null;
   sinks.push(
@@ -160,8 +163,11 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     }),
   );
   jsonLines?.registerMetrics(registry);
-  // The firewall tools' runner and renderers only with --firewall-metrics.
-  if (cfg.firewallMetrics) (await import('./firewall-metrics.js')).registerFirewallMetrics(registry, cfg.firewallMetrics);
+  if (cfg.firewallMetrics) {
+    const tool = cfg.firewallMetrics;
+    const { registerFirewallMetrics } = await import('./firewall-metrics.js');
+    registry.define((_prom, r) => registerFirewallMetrics(r, tool));
+  }
   let fleetAlerts: FleetSpikeFeed | null = null;
   let alertSettings: AlertSettings | null = null;
   if (cfg.alerts !== false) {
@@ -312,7 +318,9 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     dns,
     socks,
     transparent,
-    metrics: registry,
+    get metrics() {
+      return registry.registry();
+    },
     approvals,
     close() {
       closing ??= (async () => {

@@ -113,7 +113,8 @@ export class RepeatIntake {
   }
 
   offer(rec: DecisionRecord): void {
-    if (!this.folder) return this.enqueue(rec);
+    // Only denials fold: every other record goes straight through, without a list per record.
+    if (!this.folder || rec.verdict !== 'deny') return this.enqueue(rec);
     const out: DecisionRecord[] = [];
     this.folder.offer(rec, out);
     for (const r of out) this.enqueue(r);
