@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { Pool } from 'undici';
@@ -11,7 +11,7 @@ import { emit, type ProxyCore } from '../proxy/core.js';
 import { DialError } from '../proxy/dial.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from '../proxy/headers.js';
 import { settle } from '../proxy/record.js';
-import { relay, upstreamBody } from '../proxy/relay.js';
+import { UpstreamExchange } from '../proxy/exchange.js';
 import { brokerRequest, normalizeRequestPath } from '../proxy/request-check.js';
 import { refuseResponse, refuseSocket } from '../proxy/respond.js';
 import { completeUpgrade } from '../proxy/forward.js';
@@ -297,40 +297,54 @@ async function innerRequest(t: Tunnel, req: IncomingMessage, res: ServerResponse
   const a = admitInner(t, req, rec, refuse);
   if (!a) return;
   core.counters.activeRequests++;
-  let down = 0;
-  const body = upstreamBody(req, res);
-  const tc = performance.now();
-  const verdict = { verdict: rec.verdict, mode: rec.mode, reason: rec.reason, rule: rec.rule };
-  try {
-    const r = await t.upstream.request({
-      path: a.path + a.query,
-      method: req.method as 'GET',
-      headers: a.headers,
-      body: body.body,
-      signal: body.signal,
-    });
-    rec.timings.connectMs = roundMs(performance.now() - tc);
-    settle(rec, { ...verdict, status: r.statusCode });
-    const headers = forwardResponseHeaders(r.headers);
+  const x = new InnerExchange(t, rec, t0, label, json, req, res);
+  t.upstream.dispatch({ path: a.path + a.query, method: req.method ?? 'GET', headers: a.headers, body: x.body() }, x);
+}
+
+/** One request inside an inspected tunnel, sent on the tunnel's pool (proxy/exchange.ts). */
+class InnerExchange extends UpstreamExchange {
+  private readonly tc = performance.now();
+  private readonly verdict: Pick<DecisionRecord, 'verdict' | 'mode' | 'reason' | 'rule'>;
+
+  constructor(
+    private readonly t: Tunnel,
+    private readonly rec: DecisionRecord,
+    private readonly t0: number,
+    private readonly label: string,
+    private readonly json: boolean,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ) {
+    super(req, res);
+    this.verdict = { verdict: rec.verdict, mode: rec.mode, reason: rec.reason, rule: rec.rule };
+  }
+
+  protected head(status: number, upstream: IncomingHttpHeaders): Record<string, string | string[]> {
+    const rec = this.rec;
+    rec.timings.connectMs = roundMs(performance.now() - this.tc);
+    settle(rec, { ...this.verdict, status });
+    const headers = forwardResponseHeaders(upstream);
     headers['x-agent-egress-decision'] = rec.id;
-    res.writeHead(r.statusCode, headers);
-    r.body.on('data', (c: Buffer) => (down += c.length));
-    await relay(r.body, res);
-  } catch (err) {
-    if (!res.headersSent) {
-      const { status, reason } = upstreamFailure(err);
-      settle(rec, { ...verdict, reason, status });
-      rec.detail = { ...rec.detail, error: String((err as Error).message).slice(0, 200) };
-      refuseResponse(res, { status, reason, rule: rec.rule, decisionId: rec.id, target: label }, json, true);
-    } else {
-      rec.detail = { ...rec.detail, error: String((err as Error).message).slice(0, 200), truncated: true };
-      res.destroy();
+    return headers;
+  }
+
+  protected end(err: unknown): void {
+    const { rec, res } = this;
+    if (err) {
+      if (!res.headersSent) {
+        const { status, reason } = upstreamFailure(err);
+        settle(rec, { ...this.verdict, reason, status });
+        rec.detail = { ...rec.detail, error: String((err as Error).message).slice(0, 200) };
+        refuseResponse(res, { status, reason, rule: rec.rule, decisionId: rec.id, target: this.label }, this.json, true);
+      } else {
+        rec.detail = { ...rec.detail, error: String((err as Error).message).slice(0, 200), truncated: true };
+        res.destroy();
+      }
     }
-  } finally {
-    core.counters.activeRequests--;
-    rec.bytesUp = body.sent();
-    rec.bytesDown = down;
-    emit(core, rec, t0);
+    this.t.core.counters.activeRequests--;
+    rec.bytesUp = this.up;
+    rec.bytesDown = this.down;
+    emit(this.t.core, rec, this.t0);
   }
 }
 

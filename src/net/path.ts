@@ -55,6 +55,7 @@ const enc = (b: number): string => '%' + HEX[b >> 4] + HEX[b & 15];
 export function normalizePath(raw: string): string {
   if (raw === '' || raw === '*') throw new PathError('the path must start with "/"');
   if (raw.charCodeAt(0) !== 0x2f) throw new PathError('the path must start with "/"');
+  if (alreadyNormal(raw)) return raw;
   let out = '';
   for (let i = 0; i < raw.length; i++) {
     const c = raw.charCodeAt(i);
@@ -90,6 +91,24 @@ export function normalizePath(raw: string): string {
     out += rawOk(c) ? raw[i] : enc(c);
   }
   return removeDotSegments(out);
+}
+
+/**
+ * True when normalising would return `raw` unchanged, so most requests skip the rebuild: every
+ * character may stay raw (no escape, nothing to encode or refuse), and no "//" or "/." exists, so there
+ * is no empty, "." or ".." segment for removeDotSegments to drop. Conservative: anything else takes the
+ * full path below.
+ */
+function alreadyNormal(raw: string): boolean {
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (!rawOk(c)) return false;
+    if (c === 0x2f) {
+      const n = raw.charCodeAt(i + 1);
+      if (n === 0x2f || n === 0x2e) return false;
+    }
+  }
+  return true;
 }
 
 /** RFC 3986 §5.2.4 on a path that starts with "/", with empty segments collapsed. */

@@ -1,5 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 
+/** What checkHead reads: an IncomingMessage, or a head parsed without node:http (connect-head.ts). */
+export type CheckedHead = Pick<IncomingMessage, 'httpVersionMajor' | 'httpVersionMinor' | 'rawHeaders'>;
+
 /**
  * What HTTP/1.1 (RFC 9112) says a server must reject and Node's strict parser lets through. Checked
  * before anything else (no identity, no policy decision), so a malformed request is never acted on.
@@ -24,7 +27,7 @@ export function checkRequestLine(line: string): NonConformance | null {
 }
 
 /** Version and headers, on the parsed request: every request on a connection, pipelined or not. */
-export function checkHead(req: IncomingMessage): NonConformance | null {
+export function checkHead(req: CheckedHead): NonConformance | null {
   if (req.httpVersionMajor !== 1) {
     // llhttp reports a request line without a version as 0.9; HTTP/0.9 itself has no headers to check.
     if (req.httpVersionMajor === 0) return { status: 400, message: 'request line without HTTP/1.x version' };

@@ -1,23 +1,27 @@
-import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { formatAuthority, parseConnectTarget, TargetError } from '../net/target.js';
 import { clientLabel, emit, identify, type ProxyCore } from './core.js';
 import { refuseSocket, wantsJson } from './respond.js';
 import { startRecord } from '../decisions/record.js';
 import { checkHead } from './conformance.js';
+import type { RequestHead } from './connect-head.js';
 import { settle, settleVet } from './record.js';
 import { dialForTunnel, splice, vetTunnel } from './tunnel.js';
 import { handleInspected } from '../inspect/tunnel.js';
 
+
+function destroySelf(this: Socket): void {
+  this.destroy();
+}
 
 /**
  * CONNECT host:port. The client hears 200 only once the upstream socket is connected to a vetted
  * address; the client's first bytes (pipelined after the request head or not) are then checked against
  * the authorised name and the rule's protocols (src/capture) and relayed unchanged.
  */
-export async function handleConnect(core: ProxyCore, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+export async function handleConnect(core: ProxyCore, req: RequestHead, socket: Socket, head: Buffer): Promise<void> {
   const t0 = performance.now();
-  socket.on('error', () => socket.destroy());
+  socket.on('error', destroySelf);
   const ctx = core.context();
   const rec = startRecord(clientLabel(socket), 'CONNECT', req.url ?? '', null, ctx.policy.hash);
   const json = wantsJson(req.headers.accept);

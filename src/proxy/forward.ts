@@ -1,6 +1,6 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Agent } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
 import { isConnectTimeout, isUpstreamTimeout } from './upstream-errors.js';
 import { parseProxyUrl, TargetError, type Target } from '../net/target.js';
 import type { DecisionRecord } from '../decisions/record.js';
@@ -10,7 +10,7 @@ import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
 import { roundMs, startRecord } from '../decisions/record.js';
 import { checkHead } from './conformance.js';
 import { settle, settleVet } from './record.js';
-import { relay, upstreamBody } from './relay.js';
+import { UpstreamExchange } from './exchange.js';
 import { dialForTunnel, splice } from './tunnel.js';
 import { responseHead, sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from './upgrade.js';
 import { vetDestination, type VetOutcome } from './vet.js';
@@ -102,7 +102,8 @@ async function admit(
   }
   const path = np.path;
   rec.path = core.recordOpts.logQuery ? path + parsed.query : path;
-  const authority = `${req.method} ${hostHeader(target)}`;
+  const expected = hostHeader(target);
+  const authority = `${req.method} ${expected}`;
 
   const who = identify(ctx, req.headers, req.socket);
   if (!who.ok) {
@@ -123,7 +124,6 @@ async function admit(
     return null;
   }
   const sent = req.headers.host;
-  const expected = hostHeader(target);
   if (sent !== undefined && sent.toLowerCase() !== expected) {
     // RFC 9112 §3.2.2: the absolute-form authority wins; note the mismatch (it is how Host-based bypasses look).
     rec.detail = { ...rec.detail, hostHeaderMismatch: String(sent).slice(0, 255) };
@@ -132,7 +132,7 @@ async function admit(
   if (!b.ok) {
     settle(rec, { verdict: 'deny', mode: v.mode, reason: 'secret_not_allowed', rule: v.rule, status: 403 });
     rec.detail = { ...rec.detail, secret: b.secret };
-    refuse({ status: 403, reason: 'secret_not_allowed', rule: v.rule, decisionId: rec.id, target: `${req.method} ${expected}` });
+    refuse({ status: 403, reason: 'secret_not_allowed', rule: v.rule, decisionId: rec.id, target: authority });
     emit(core, rec, t0);
     return null;
   }
@@ -156,66 +156,90 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
     req.resume();
     return;
   }
-  const { target, v } = a;
   core.counters.activeRequests++;
-  let down = 0;
-  const body = upstreamBody(req, res);
-  const tc = performance.now();
-  try {
-    const upstream = await requestVetted(agent, v.addresses, target.port, rec, {
-      path: a.path + a.query,
-      method: req.method as 'GET',
-      headers: a.headers,
-      body: body.body,
-      signal: body.signal,
-      headersTimeout: core.limits.requestIdleMs,
-      bodyTimeout: core.limits.requestIdleMs,
-    });
-    rec.timings.connectMs = roundMs(performance.now() - tc);
-    settleVet(rec, v, upstream.statusCode);
-    const headers = forwardResponseHeaders(upstream.headers);
-    headers['x-agent-egress-decision'] = rec.id;
-    res.writeHead(upstream.statusCode, headers);
-    upstream.body.on('data', (c: Buffer) => (down += c.length));
-    await relay(upstream.body, res);
-  } catch (err) {
-    const timeout = isUpstreamTimeout(err);
-    if (!res.headersSent) {
-      const status = timeout ? 504 : 502;
-      const reason = timeout ? 'upstream_timeout' : 'upstream_error';
-      settleVet(rec, v, status, reason);
-      rec.detail = { ...rec.detail, error: errorText(err) };
-      const cause = (err as { code?: unknown }).code;
-      refuseResponse(res, { status, reason, decisionId: rec.id, target: `${req.method} ${hostHeader(target)}`, cause: typeof cause === 'string' ? cause : undefined }, json, true);
-    } else {
-      // Headers already went out: the only honest signal left is to cut the connection.
-      rec.detail = { ...rec.detail, error: errorText(err), truncated: true };
-      res.destroy();
-    }
-  } finally {
-    core.counters.activeRequests--;
-    rec.bytesUp = body.sent();
-    rec.bytesDown = down;
-    emit(core, rec, t0);
-  }
+  new PlainExchange(core, agent, rec, t0, a, json, req, res).start();
 }
 
-type UpstreamOptions = Omit<Parameters<Agent['request']>[0], 'origin'>;
-
 /**
- * Send to the first vetted address that accepts a connection. Only connect-phase failures move on to
- * the next address: by then undici has not read the body, so nothing is sent twice.
+ * One forwarded request. Sent to the first vetted address that accepts a connection: only connect-phase
+ * failures move on to the next address, and by then undici has not read the body, so nothing is sent twice.
  */
-async function requestVetted(agent: Agent, addresses: string[], port: number, rec: DecisionRecord, opts: UpstreamOptions) {
-  for (let i = 0; ; i++) {
-    rec.address = addresses[i];
-    try {
-      return await agent.request({ ...opts, origin: originFor(addresses[i], port) });
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      const connectFailed = isConnectTimeout(err) || code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH';
-      if (!connectFailed || i === addresses.length - 1) throw err;
+class PlainExchange extends UpstreamExchange {
+  private readonly opts: Dispatcher.DispatchOptions & { origin: string };
+  private index = 0;
+  private readonly tc = performance.now();
+
+  constructor(
+    private readonly core: ProxyCore,
+    private readonly agent: Agent,
+    private readonly rec: DecisionRecord,
+    private readonly t0: number,
+    private readonly a: Admitted,
+    private readonly json: boolean,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ) {
+    super(req, res);
+    const limits = core.limits;
+    this.opts = {
+      origin: originFor(a.v.addresses[0], a.target.port),
+      path: a.path + a.query,
+      method: req.method ?? 'GET',
+      headers: a.headers,
+      body: this.body(),
+      headersTimeout: limits.requestIdleMs,
+      bodyTimeout: limits.requestIdleMs,
+    };
+    rec.address = a.v.addresses[0];
+  }
+
+  start(): void {
+    this.agent.dispatch(this.opts, this);
+  }
+
+  protected override retry(err: Error): boolean {
+    const addresses = this.a.v.addresses;
+    const code = (err as { code?: string }).code;
+    const connectFailed = isConnectTimeout(err) || code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH';
+    if (!connectFailed || this.index === addresses.length - 1) return false;
+    const next = addresses[++this.index];
+    this.rec.address = next;
+    this.opts.origin = originFor(next, this.a.target.port);
+    this.start();
+    return true;
+  }
+
+  protected head(status: number, upstream: IncomingHttpHeaders): Record<string, string | string[]> {
+    const rec = this.rec;
+    rec.timings.connectMs = roundMs(performance.now() - this.tc);
+    settleVet(rec, this.a.v, status);
+    const headers = forwardResponseHeaders(upstream);
+    headers['x-agent-egress-decision'] = rec.id;
+    return headers;
+  }
+
+  protected end(err: unknown): void {
+    const { core, rec, res, a } = this;
+    if (err) {
+      if (!res.headersSent) {
+        const timeout = isUpstreamTimeout(err);
+        const status = timeout ? 504 : 502;
+        const reason = timeout ? 'upstream_timeout' : 'upstream_error';
+        settleVet(rec, a.v, status, reason);
+        rec.detail = { ...rec.detail, error: errorText(err) };
+        const cause = (err as { code?: unknown }).code;
+        const target = `${this.req.method} ${hostHeader(a.target)}`;
+        refuseResponse(res, { status, reason, decisionId: rec.id, target, cause: typeof cause === 'string' ? cause : undefined }, this.json, true);
+      } else {
+        // Headers already went out: the only honest signal left is to cut the connection.
+        rec.detail = { ...rec.detail, error: errorText(err), truncated: true };
+        res.destroy();
+      }
     }
+    core.counters.activeRequests--;
+    rec.bytesUp = this.up;
+    rec.bytesDown = this.down;
+    emit(core, rec, this.t0);
   }
 }
 

@@ -46,7 +46,12 @@ export function forwardRequestHeaders(raw: string[], host: string): string[] {
 /** Response headers from undici (lower-case keys; arrays for repeats) minus hop-by-hop ones. */
 export function forwardResponseHeaders(h: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const conn = h.connection;
-  const drop = conn ? new Set(String(conn).split(',').map((t) => t.trim().toLowerCase())) : null;
+  let drop: Set<string> | null = null;
+  if (conn) {
+    const c = String(conn).toLowerCase();
+    // Nearly every answer says just keep-alive or close, both hop-by-hop already: no set to build.
+    if (c !== 'keep-alive' && c !== 'close') drop = new Set(c.split(',').map((t) => t.trim()));
+  }
   const out: Record<string, string | string[]> = {};
   for (const k in h) {
     const v = h[k];

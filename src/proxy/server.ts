@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Agent } from 'undici';
 import type { DecisionSink } from '../decisions/sink.js';
 import { handleConnect } from './connect.js';
+import { ConnectHeadParser } from './connect-head.js';
 import { createInnerServer, type Inspector } from '../inspect/tunnel.js';
 import { clientLabel, emit, type ProxyCore } from './core.js';
 import { ConnectionCount } from './admission.js';
@@ -41,6 +42,46 @@ export interface ProxyStats {
   activeConnections: number;
   activeTunnels: number;
   activeRequests: number;
+}
+
+/** What a plain connection's head reader keeps on the socket until the head is handed on. */
+interface HeadState {
+  owner: ProxyServer;
+  buf: Buffer;
+  /** Set once the first bytes say CONNECT. */
+  parser: ConnectHeadParser | null;
+  timer: NodeJS.Timeout;
+}
+const HEAD = Symbol('agent-egress.head');
+type Reading = Socket & { [HEAD]?: HeadState };
+const EMPTY = Buffer.alloc(0);
+const CONNECT_SP = Buffer.from('CONNECT ', 'latin1');
+
+function onHeadData(this: Reading, chunk: Buffer): void {
+  const st = this[HEAD];
+  if (st) st.owner.headBytes(this, st, chunk);
+}
+
+function onHeadTimeout(socket: Reading): void {
+  const st = socket[HEAD];
+  if (!st) return;
+  stopReading.call(socket);
+  socket.pause();
+  st.owner.headTimeout(socket);
+}
+
+/** The head was handed on, refused, or the socket closed: the reader lets go of the socket. */
+function stopReading(this: Reading): void {
+  const st = this[HEAD];
+  if (!st) return;
+  clearTimeout(st.timer);
+  this[HEAD] = undefined;
+  this.off('data', onHeadData);
+  this.off('close', stopReading);
+}
+
+function destroySelf(this: Socket): void {
+  this.destroy();
 }
 
 /** One proxy listener: connection admission, the CONNECT / request / upgrade handlers, and graceful shutdown. */
@@ -129,49 +170,70 @@ export class ProxyServer {
       const rec = startRecord(clientLabel(socket), 'CONNECTION', '', null, this.core.context().policy.hash);
       settle(rec, { verdict: 'deny', mode: 'enforce', reason: 'limit_exceeded', rule: null, status: 503 });
       rec.detail = { limit: over };
-      socket.on('error', () => socket.destroy());
+      socket.on('error', destroySelf);
       refuseSocket(socket, { status: 503, reason: 'limit_exceeded', decisionId: rec.id });
       emit(this.core, rec, t0);
       return;
     }
     if (this.tls) this.server.emit('connection', socket);
-    else this.checkFirstLine(socket);
+    else this.readHead(socket);
   }
 
   /**
-   * Read the first request line byte-exactly before the HTTP server sees the connection: llhttp accepts
-   * several spaces between its parts, which RFC 9112 §3 does not. (On a TLS listener the bytes are
-   * encrypted here; the version and header checks in conformance.ts still apply to every request.)
+   * The first bytes of a plain connection, read here before any HTTP parser sees them. A CONNECT is
+   * parsed here in full (connect-head.ts) and goes straight to handleConnect: a tunnel never costs an
+   * llhttp parser, an IncomingMessage or the HTTP server's per-connection listeners. Anything else is
+   * handed to the HTTP server once its request line checked out byte-exactly: llhttp accepts several
+   * spaces between its parts, which RFC 9112 §3 does not. (On a TLS listener the bytes are encrypted
+   * here; the version and header checks in conformance.ts still apply to every request.) The handlers
+   * are shared functions that find their state on the socket: nothing is allocated per connection but
+   * that state and one timer (the head deadline).
    */
-  private checkFirstLine(socket: Socket): void {
-    let buf: Buffer = Buffer.alloc(0);
-    const timer = setTimeout(() => {
-      done();
-      this.refuseUnparsed(socket, 408, `request head not received within ${this.core.limits.headersTimeoutMs} ms`, 'ERR_HTTP_REQUEST_TIMEOUT');
-    }, this.core.limits.headersTimeoutMs);
-    const done = () => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('close', done);
-    };
-    const onData = (chunk: Buffer) => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+  private readHead(socket: Socket): void {
+    const s = socket as Reading;
+    s[HEAD] = { owner: this, buf: EMPTY, parser: null, timer: setTimeout(onHeadTimeout, this.core.limits.headersTimeoutMs, s) };
+    socket.on('data', onHeadData);
+    socket.on('close', stopReading);
+    socket.on('error', destroySelf);
+  }
+
+  /** More bytes of a head. Called by onHeadData only (public for that module function, not an API). */
+  headBytes(socket: Reading, st: HeadState, chunk: Buffer): void {
+    const buf = (st.buf = st.buf.length === 0 ? chunk : Buffer.concat([st.buf, chunk]));
+    const max = this.core.limits.maxHeaderBytes;
+    if (!st.parser) {
       let start = 0;
       while (start < buf.length && (buf[start] === 13 || buf[start] === 10)) start++;
-      const nl = buf.indexOf(10, start);
-      if (nl === -1 && buf.length <= this.core.limits.maxHeaderBytes) return;
-      done();
-      socket.pause();
-      const bad = nl === -1 ? null : checkRequestLine(buf.toString('latin1', 0, nl + 1));
-      if (bad) return this.refuseUnparsed(socket, bad.status, bad.message, 'request_line');
-      // Hand over as if nothing had been read: Node resumes the socket when its parser attaches.
-      socket.unshift(buf);
-      (socket as { readableFlowing: boolean | null }).readableFlowing = null;
-      this.server.emit('connection', socket);
-    };
-    socket.on('data', onData);
-    socket.on('close', done);
-    socket.on('error', () => socket.destroy());
+      if (buf.length - start >= CONNECT_SP.length && buf.compare(CONNECT_SP, 0, CONNECT_SP.length, start, start + CONNECT_SP.length) === 0) {
+        st.parser = new ConnectHeadParser(max);
+      } else {
+        const nl = buf.indexOf(10, start);
+        if (nl === -1 && buf.length <= max) return;
+        stopReading.call(socket);
+        socket.pause();
+        const bad = nl === -1 ? null : checkRequestLine(buf.toString('latin1', 0, nl + 1));
+        if (bad) return this.refuseUnparsed(socket, bad.status, bad.message, 'request_line');
+        // Hand over as if nothing had been read: Node resumes the socket when its parser attaches.
+        socket.unshift(buf);
+        (socket as { readableFlowing: boolean | null }).readableFlowing = null;
+        this.server.emit('connection', socket);
+        return;
+      }
+    }
+    const r = st.parser.feed(buf);
+    if (r === null) return;
+    stopReading.call(socket);
+    // Not flowing and not paused, as node:http leaves a socket it emits 'connect' with: whoever reads next resumes it.
+    socket.pause();
+    (socket as { readableFlowing: boolean | null }).readableFlowing = null;
+    if ('error' in r) return this.refuseUnparsed(socket, r.error.status, r.error.message, r.error.code);
+    const head = r.end === buf.length ? EMPTY : buf.subarray(r.end);
+    handleConnect(this.core, r.head, socket, head).catch((err) => this.crashGuard(err, socket));
+  }
+
+  /** The head deadline passed. Called by onHeadTimeout only. */
+  headTimeout(socket: Socket): void {
+    this.refuseUnparsed(socket, 408, `request head not received within ${this.core.limits.headersTimeoutMs} ms`, 'ERR_HTTP_REQUEST_TIMEOUT');
   }
 
   private reattach(socket: Socket, head: Buffer): void {

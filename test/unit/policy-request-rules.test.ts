@@ -221,3 +221,28 @@ describe('secrets and brokering', () => {
     });
   }
 });
+
+describe('normalizePath: the unchanged-path shortcut agrees with the full normalisation', () => {
+  // "%61" is an escaped "a", which the full path decodes back: normalising p and p with one "a" escaped
+  // must agree, and the escaped form never takes the shortcut. Deterministic inputs (LCG), no "%" of their own.
+  it('on 5000 generated paths of slashes, dots and path characters', () => {
+    const alphabet = ['/', '/', '.', '.', 'a', 'b', '-', '~', ':', '@', ';', ' ', '\\', '"', '*'];
+    let seed = 12345;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+    let compared = 0;
+    let unchanged = 0;
+    for (let i = 0; i < 5000; i++) {
+      let p = '/a';
+      const len = next() % 12;
+      for (let k = 0; k < len; k++) p += alphabet[next() % alphabet.length];
+      const escaped = p.replace('a', '%61');
+      expect(norm(p), p).toBe(norm(escaped));
+      compared++;
+      if (norm(p) === p) unchanged++;
+    }
+    expect(compared).toBe(5000);
+    // Both branches are exercised: paths left as they are, and paths the normalisation changes or refuses.
+    expect(unchanged).toBeGreaterThan(100);
+    expect(unchanged).toBeLessThan(4900);
+  });
+});
