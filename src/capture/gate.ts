@@ -8,8 +8,8 @@ import type { ProxyCore } from '../proxy/core.js';
 import { settle } from '../proxy/record.js';
 import { refuseSocket, type Refusal } from '../proxy/respond.js';
 import { decideTunnel } from '../proxy/vet.js';
-import { judge, type Expectation } from './judge.js';
-import { peek } from './peek.js';
+import { judge, type Expectation, type Seen } from './judge.js';
+import { peekWith } from './peek.js';
 
 /** What an opaque tunnel was authorised for, to hold its first bytes against. */
 export interface TunnelCheck {
@@ -56,31 +56,43 @@ export function recordTarget(rec: DecisionRecord): Target | null {
 const ALERT_UNRECOGNIZED_NAME = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70]);
 const ALERT_ACCESS_DENIED = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31]);
 
+const NOTHING = Buffer.alloc(0);
+
 /**
  * Peek the client's first bytes (after it was told "connected", before anything is relayed) and judge
- * them. On a pass the bytes are put back on the client socket, unchanged, for the splice to relay and
- * true is returned. On a refusal the record says why, the client gets a TLS alert or an HTTP 403 inside
- * the tunnel (or just the close), `finish` ends the tunnel, and false is returned. Report mode records
- * the refusal and relays all the same.
+ * them. On a pass, `pass` gets the bytes read, unchanged, for the splice to relay first (the client
+ * socket is left paused). On a refusal the record says why, the client gets a TLS alert or an HTTP 403
+ * inside the tunnel (or just the close), `finish` ends the tunnel, and `pass` is never called. Report
+ * mode records the refusal and passes all the same. Anything thrown while judging ends the tunnel
+ * unrelayed (fail closed).
  */
-export async function gateTunnel(core: ProxyCore, rec: DecisionRecord, client: Socket, check: TunnelCheck, finish: () => void): Promise<boolean> {
-  if (check.exp.protocols.includes('any')) return true;
+export function gateTunnel(core: ProxyCore, rec: DecisionRecord, client: Socket, check: TunnelCheck, finish: () => void, pass: (first: Buffer) => void): void {
+  if (check.exp.protocols.includes('any')) return pass(NOTHING);
   // A tunnel idle for --tunnel-idle-timeout is closed as idle, the check or not: the shorter deadline wins.
   const idleFirst = core.limits.tunnelIdleMs < core.limits.headersTimeoutMs;
   const timeoutMs = idleFirst ? core.limits.tunnelIdleMs : core.limits.headersTimeoutMs;
-  const { buf, seen } = await peek(client, { timeoutMs, maxHeaderBytes: core.limits.maxHeaderBytes });
+  peekWith(client, { timeoutMs, maxHeaderBytes: core.limits.maxHeaderBytes }, (buf, seen) => {
+    let verdict: Buffer | null;
+    try {
+      verdict = judgePeeked(rec, client, check, finish, buf, seen, idleFirst, timeoutMs);
+    } catch {
+      return finish();
+    }
+    if (verdict !== null) pass(verdict);
+  });
+}
+
+/** The gate's answer to what the peek saw: the bytes to relay, or null (refused, or the tunnel ended). */
+function judgePeeked(rec: DecisionRecord, client: Socket, check: TunnelCheck, finish: () => void, buf: Buffer, seen: Seen, idleFirst: boolean, timeoutMs: number): Buffer | null {
   if (client.destroyed || seen.kind === 'closed' || (idleFirst && seen.kind === 'timeout')) {
     // The client left, or went idle, before saying anything decisive: nothing was relayed, and the
     // tunnel's record stays as decided.
     finish();
-    return false;
+    return null;
   }
   const j = judge(seen, check.exp, timeoutMs);
   rec.detail = { ...rec.detail, ...j.detail };
-  if (j.ok) {
-    if (buf.length > 0) client.unshift(buf);
-    return true;
-  }
+  if (j.ok) return buf;
   if (rec.verdict === 'deny') {
     // A report-mode tunnel the policy would already have refused keeps that reason; the check is noted.
     rec.detail = { ...rec.detail, contentCheck: j.reason, error: j.message };
@@ -89,13 +101,10 @@ export async function gateTunnel(core: ProxyCore, rec: DecisionRecord, client: S
     settle(rec, { verdict: 'deny', mode: check.mode, reason: j.reason, rule, status: j.protocol === 'http' && check.mode === 'enforce' ? 403 : rec.status });
     rec.detail = { ...rec.detail, error: j.message, ...(rule === null && check.rule ? { tunnelRule: check.rule } : {}) };
   }
-  if (check.mode === 'report') {
-    if (buf.length > 0) client.unshift(buf);
-    return true;
-  }
+  if (check.mode === 'report') return buf;
   const t = check.exp.target;
   answerInTunnel(client, j.protocol, { status: 403, reason: j.reason, message: j.message, decisionId: rec.id, target: `${t.host.value}:${t.port}` }, finish);
-  return false;
+  return null;
 }
 
 /**

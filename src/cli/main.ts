@@ -1,12 +1,5 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { createRequire } from 'node:module';
-import { registerServe } from './commands/serve.js';
-import { registerCheck } from './commands/check.js';
-import { registerPolicy } from './commands/policy.js';
-import { registerLog } from './commands/log.js';
-import { registerFirewall } from './commands/firewall.js';
-import { registerCerts } from './commands/certs.js';
-import { registerApprovals } from './commands/approvals.js';
 import { UsageError, usageLine } from './parse.js';
 
 const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -47,24 +40,46 @@ function commandPath(cmd: Command): string {
   return names.join(' ');
 }
 
-export function buildProgram(): Command {
+type Register = (program: Command) => void;
+
+/**
+ * Each command's module, loaded only when it is needed: a command's module pulls in everything it runs
+ * (the log readers, the firewall renderers, the certificate tools, ...), and a long-running `serve` would
+ * otherwise carry all of it in memory (docs/performance.md, memory). In help order.
+ */
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  serve: async () => (await import('./commands/serve.js')).registerServe,
+  check: async () => (await import('./commands/check.js')).registerCheck,
+  policy: async () => (await import('./commands/policy.js')).registerPolicy,
+  log: async () => (await import('./commands/log.js')).registerLog,
+  firewall: async () => (await import('./commands/firewall.js')).registerFirewall,
+  certs: async () => (await import('./commands/certs.js')).registerCerts,
+  approvals: async () => (await import('./commands/approvals.js')).registerApprovals,
+};
+
+/**
+ * The commands `argv` runs: the one it names, or, when it names none (help, `--version`, a misspelt
+ * command that commander should answer with a suggestion), all of them.
+ */
+export function commandsFor(argv: string[]): string[] {
+  const first = argv[2];
+  return first !== undefined && Object.hasOwn(COMMANDS, first) ? [first] : Object.keys(COMMANDS);
+}
+
+/** The program with the given commands registered (all by default). */
+export async function buildProgram(commands: string[] = Object.keys(COMMANDS)): Promise<Command> {
   const program = new Command('agent-egress')
     .description('Egress firewall for AI agents: a forward HTTP/HTTPS proxy that allows only what a policy names.')
     .version(pkg.version);
-  registerServe(program);
-  registerCheck(program);
-  registerPolicy(program);
-  registerLog(program);
-  registerFirewall(program);
-  registerCerts(program);
-  registerApprovals(program);
+  const registers = await Promise.all(commands.map((name) => COMMANDS[name]!()));
+  for (const register of registers) register(program);
   configureUsageErrors(program);
   return program;
 }
 
 /** Exit codes: 0 help/version, 2 any usage error (README: "a bad flag is one line and exit 2"). */
 export async function main(argv: string[]): Promise<void> {
-  const program = buildProgram();
+  const program = await buildProgram(commandsFor(argv));
   try {
     await program.parseAsync(argv);
   } catch (err) {

@@ -63,7 +63,8 @@ export async function dialForTunnel(
 ): Promise<Socket | null> {
   const tc = performance.now();
   try {
-    const d = await dialVetted(v.addresses, port, core.limits.connectTimeoutMs);
+    // An opaque tunnel's upstream is only ever relayed (pair.ts reads it); an Upgrade's is read for its 101 first.
+    const d = await dialVetted(v.addresses, port, core.limits.connectTimeoutMs, { relay: refusal.checkContent !== false });
     rec.address = d.address;
     rec.timings.connectMs = roundMs(performance.now() - tc);
     settleVet(rec, v, refusal.status);
@@ -130,15 +131,13 @@ export function splice(core: ProxyCore, rec: DecisionRecord, t0: number, client:
     client.on('close', finish);
     client.on('error', finish);
     upstream.on('close', finish);
-    gateTunnel(core, rec, client, check, finish).then(
-      (pass) => {
-        if (!pass) return;
-        upstream.off('close', finish);
-        if (upstream.destroyed) return finish();
-        relayBoth(core, client, upstream, finish);
-      },
-      () => finish(),
-    );
+    gateTunnel(core, rec, client, check, finish, (first) => {
+      upstream.off('close', finish);
+      if (upstream.destroyed) return finish();
+      // The checked bytes go first, straight to the upstream (not put back on the client to be read again).
+      if (first.length > 0) upstream.write(first);
+      relayBoth(core, client, upstream, finish);
+    });
     return;
   }
   client.on('close', finish);

@@ -1,5 +1,4 @@
 import cluster, { type Worker } from 'node:cluster';
-import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
 import type { AdminServer } from '../admin/server.js';
@@ -26,16 +25,6 @@ const CRASH_LIMIT = 5;
 const CRASH_WINDOW_MS = 60_000;
 const ADMIN_ENV = 'AGENT_EGRESS_CLUSTER_ADMIN';
 
-/** "auto" = one worker per core; a number as given. */
-export function parseWorkers(text: string): number {
-  if (text === 'auto') return availableParallelism();
-  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 256) throw new Error(`--workers takes a number from 1 to 256 or "auto", got ${JSON.stringify(text)}`);
-  return Number(text);
-}
-
-export function isClusterWorker(): boolean {
-  return cluster.isWorker;
-}
 
 /**
  * In a worker: the primary serves the admin API, so the worker runs none, but still refuses to reach

@@ -28,8 +28,8 @@ import { resolveAdminAuth, logAdminAuth } from '../admin/token-file.js';
 import type { DnsFilterHandle } from '../dns/index.js';
 import { startInspector } from './inspect.js';
 import { startApprovals, type ApprovalsConfig, type RunningApprovals } from './approvals.js';
-import { SocksServer } from '../capture/socks5.js';
-import { TransparentListener } from '../capture/transparent.js';
+import type { SocksServer } from '../capture/socks5.js';
+import type { TransparentListener } from '../capture/transparent.js';
 import type { TransparentMapping } from '../capture/mapping.js';
 
 export interface EgressConfig {
@@ -217,6 +217,8 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
     self.push({ address: address.address, port: address.port });
     if (cfg.socks) {
       const l = parseListen(cfg.socks.listen);
+      // Each capture front door is loaded only when its listener is configured.
+      const { SocksServer } = await import('../capture/socks5.js');
       const server = new SocksServer({ context: () => ctx, sink, logger, limits: cfg.limits, inspector });
       socks = { server, address: await server.listen(l.host, l.port) };
       socksRef = server;
@@ -263,6 +265,7 @@ export async function startEgress(cfg: EgressConfig): Promise<RunningEgress> {
       for (const l of dns.listeners) self.push({ address: l.address, port: l.port });
     }
     if (cfg.transparent?.length) {
+      const { TransparentListener } = await import('../capture/transparent.js');
       transparent = new TransparentListener({ context: () => ctx, sink, logger, limits: cfg.limits, mappings: cfg.transparent });
       for (const b of await transparent.listen()) {
         self.push({ address: b.address, port: b.port });

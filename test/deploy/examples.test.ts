@@ -63,8 +63,8 @@ describe('shipped policies and quoted commands', () => {
   });
 
   it('every agent-egress command quoted in the README, docs and examples uses real commands and flags', async () => {
-    const { buildProgram } = (await import(join(ROOT, 'dist/cli/main.js'))) as { buildProgram: () => Command };
-    const program = buildProgram();
+    const { buildProgram } = (await import(join(ROOT, 'dist/cli/main.js'))) as { buildProgram: () => Promise<Command> };
+    const program = await buildProgram();
     let checked = 0;
     const problems: string[] = [];
     for (const file of documents) {
@@ -79,8 +79,8 @@ describe('shipped policies and quoted commands', () => {
   });
 
   it('the checker itself refuses a wrong flag and a wrong subcommand', async () => {
-    const { buildProgram } = (await import(join(ROOT, 'dist/cli/main.js'))) as { buildProgram: () => Command };
-    const program = buildProgram();
+    const { buildProgram } = (await import(join(ROOT, 'dist/cli/main.js'))) as { buildProgram: () => Promise<Command> };
+    const program = await buildProgram();
     const [a, b, c] = quotedCommands('run `agent-egress log query --verdict deny` or\nagent-egress policy sugest --since 1h\nagent-egress serve \\\n  --no-store | jq');
     expect(problem(program, a)).toMatch(/--verdict/);
     expect(problem(program, b)).toMatch(/sugest/);

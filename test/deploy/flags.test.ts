@@ -58,8 +58,8 @@ describe('deployment environment variables are ones serve reads', () => {
   // A renamed variable would be ignored silently: the proxy would start on its defaults (a local SQLite
   // store, the host name as replica name) instead of failing.
   const served = async () => {
-    const { buildProgram } = (await import(join(ROOT, 'dist/cli/main.js'))) as { buildProgram: () => import('commander').Command };
-    const serve = buildProgram().commands.find((c) => c.name() === 'serve')!;
+    const { buildProgram } = (await import(join(ROOT, 'dist/cli/main.js'))) as { buildProgram: () => Promise<import('commander').Command> };
+    const serve = (await buildProgram()).commands.find((c) => c.name() === 'serve')!;
     return new Set(serve.options.map((o) => (o as unknown as { envVar?: string }).envVar).filter(Boolean));
   };
   const composeEnv = (file: string) =>

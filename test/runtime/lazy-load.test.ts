@@ -15,11 +15,13 @@ const BIN = join(ROOT, 'bin/agent-egress.js');
 const HOOK = join(ROOT, 'test/fixtures/record-loads.mjs');
 const dir = mkdtempSync(join(tmpdir(), 'ae-lazy-'));
 const loads = join(dir, 'loads.txt');
+const files = join(dir, 'files.txt');
+const loadedFiles = (): string[] => (existsSync(files) ? readFileSync(files, 'utf8').split('\n').filter(Boolean) : []);
 const loaded = () => new Set(existsSync(loads) ? readFileSync(loads, 'utf8').split('\n').filter(Boolean) : []);
 
 function serve(args: string[]): Promise<{ child: ChildProcess; stderr: () => string }> {
   return new Promise((ok, fail) => {
-    const child = spawn('node', ['--import', HOOK, BIN, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, AE_LOAD_LOG: loads } });
+    const child = spawn('node', ['--import', HOOK, BIN, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, AE_LOAD_LOG: loads, AE_FILE_LOG: files } });
     let err = '';
     const timer = setTimeout(() => fail(new Error(`serve did not start: ${err}`)), 20_000);
     child.stderr!.on('data', (d) => {
@@ -61,6 +63,19 @@ describe('serve loads what it does not use only when it is first used', () => {
     const l = loaded();
     expect(l.has('commander')).toBe(true); // the hook does record what is loaded
     for (const pkg of ['fastify', 'undici', 'dns-packet', '@peculiar/x509']) expect(l.has(pkg), pkg).toBe(false);
+    // The policy validator is compiled ahead of time: ajv's compiler is not loaded to check the policy.
+    expect([...l].filter((p) => p === 'ajv')).toEqual([]);
+  });
+
+  it('a single-process serve loads neither the cluster runtime, the other commands, the firewall tools nor the capture listeners it was not given', async () => {
+    const port = listenOf(proc.stderr(), 'listen');
+    const got = await rawExchange(port, connectRequest(`127.0.0.1:${origin.port}`) + `GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
+    expect(got).toMatch(/^HTTP\/1\.1 200 /);
+    const files = loadedFiles();
+    expect(files.some((f) => f.endsWith('/dist/cli/commands/serve.js'))).toBe(true); // the hook does see our own modules
+    for (const f of ['cli/commands/check.js', 'cli/commands/log.js', 'cli/commands/policy.js', 'cli/commands/firewall.js', 'cli/commands/certs.js', 'cli/commands/approvals.js', 'runtime/cluster.js', 'admin/client.js', 'firewall/iptables.js', 'firewall/apply.js', 'runtime/firewall-metrics.js', 'capture/socks5.js', 'capture/transparent.js', 'certs/init.js']) {
+      expect(files.some((x) => x.endsWith(`/dist/${f}`)), f).toBe(false);
+    }
   });
 
   it('the first admin request builds the admin API and is answered; the first plain request loads undici and is forwarded', async () => {

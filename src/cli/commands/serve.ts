@@ -3,7 +3,7 @@ import { RECORD_FORMATS, resolveLogFormats } from '../../decisions/record-format
 import { PolicyError } from '../../policy/types.js';
 import { DEFAULT_LIMITS } from '../../proxy/options.js';
 import { formatListen } from '../../runtime/listen.js';
-import { attachWorker, isClusterWorker, parseWorkers, reportWorkerStartFailure, runPrimary, workerConfig } from '../../runtime/cluster.js';
+import { isClusterWorker, parseWorkers } from '../../runtime/workers.js';
 import { buildPolicy } from '../../runtime/policy-holder.js';
 import { createOpLogger, OP_LOG_FORMATS, reportModeWarning, type OpLogFormat } from '../../runtime/oplog.js';
 import { startEgress, type EgressConfig } from '../../runtime/serve.js';
@@ -184,6 +184,7 @@ export function registerServe(program: Command): void {
           // Validate before forking anything: never start half-configured.
           const report = reportModeWarning(buildPolicy(cfg.policyFile, cfg.flags, process.env, { inspectCa: !!cfg.inspect?.caFile }).spec);
           if (report) logger.warn({ agents: report.agents }, report.msg);
+          const { runPrimary } = await import('../../runtime/cluster.js');
           await runPrimary(cfg, workers, logger);
         } catch (err) {
           if (err instanceof PolicyError) console.error(`agent-egress: invalid policy\n${err.message}`);
@@ -193,19 +194,21 @@ export function registerServe(program: Command): void {
         return;
       }
       const clustered = isClusterWorker();
+      // node:cluster and the aggregating metrics registry only for a worker (and the primary, above).
+      const cluster = clustered ? await import('../../runtime/cluster.js') : null;
       let running;
       try {
-        running = await startEgress(clustered ? workerConfig(cfg) : cfg);
+        running = await startEgress(cluster ? cluster.workerConfig(cfg) : cfg);
       } catch (err) {
         // Never start half-configured: a bad policy or listen address is exit 2 with the reason.
         // A worker hands the reason to the primary, which says it once for all workers.
-        if (clustered) await reportWorkerStartFailure(err instanceof PolicyError ? `invalid policy: ${err.message}` : (err as Error).message);
+        if (cluster) await cluster.reportWorkerStartFailure(err instanceof PolicyError ? `invalid policy: ${err.message}` : (err as Error).message);
         else if (err instanceof PolicyError) console.error(`agent-egress: invalid policy\n${err.message}`);
         else console.error(`agent-egress: cannot start: ${(err as Error).message}`);
         process.exit(2);
       }
       const r = running;
-      if (clustered) attachWorker(r);
+      if (cluster) cluster.attachWorker(r);
       logger.info(
         {
           listen: formatListen(r.address),
