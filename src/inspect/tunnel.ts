@@ -1,4 +1,4 @@
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { Pool } from 'undici';
@@ -9,11 +9,11 @@ import type { Target } from '../net/target.js';
 import { normalizeHost } from '../net/host.js';
 import { emit, type ProxyCore } from '../proxy/core.js';
 import { DialError } from '../proxy/dial.js';
-import { forwardRequestHeaders, forwardResponseHeaders } from '../proxy/headers.js';
+import { forwardRequestHeaders } from '../proxy/headers.js';
 import { settle } from '../proxy/record.js';
-import { UpstreamExchange } from '../proxy/exchange.js';
+import { RecordedExchange } from '../proxy/exchange.js';
 import { brokerRequest, normalizeRequestPath } from '../proxy/request-check.js';
-import { refuseResponse, refuseSocket } from '../proxy/respond.js';
+import { refuseResponse, refuseSocket, type Refusal } from '../proxy/respond.js';
 import { completeUpgrade } from '../proxy/forward.js';
 import { trackTunnel, type TunnelReplies } from '../proxy/tunnel.js';
 import { sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from '../proxy/upgrade.js';
@@ -302,49 +302,29 @@ async function innerRequest(t: Tunnel, req: IncomingMessage, res: ServerResponse
 }
 
 /** One request inside an inspected tunnel, sent on the tunnel's pool (proxy/exchange.ts). */
-class InnerExchange extends UpstreamExchange {
-  private readonly tc = performance.now();
+class InnerExchange extends RecordedExchange {
+  /** The decision the request was admitted with: the origin's status or a failure is settled onto it. */
   private readonly verdict: Pick<DecisionRecord, 'verdict' | 'mode' | 'reason' | 'rule'>;
 
-  constructor(
-    private readonly t: Tunnel,
-    private readonly rec: DecisionRecord,
-    private readonly t0: number,
-    private readonly label: string,
-    private readonly json: boolean,
-    req: IncomingMessage,
-    res: ServerResponse,
-  ) {
-    super(req, res);
+  constructor(t: Tunnel, rec: DecisionRecord, t0: number, label: string, json: boolean, req: IncomingMessage, res: ServerResponse) {
+    super(t.core, rec, t0, label, json, req, res);
     this.verdict = { verdict: rec.verdict, mode: rec.mode, reason: rec.reason, rule: rec.rule };
   }
 
-  protected head(status: number, upstream: IncomingHttpHeaders): Record<string, string | string[]> {
-    const rec = this.rec;
-    rec.timings.connectMs = roundMs(performance.now() - this.tc);
-    settle(rec, { ...this.verdict, status });
-    const headers = forwardResponseHeaders(upstream);
-    headers['x-agent-egress-decision'] = rec.id;
-    return headers;
+  protected settleStatus(status: number, reason?: Reason): void {
+    settle(this.rec, { ...this.verdict, ...(reason ? { reason } : {}), status });
   }
 
-  protected end(err: unknown): void {
-    const { rec, res } = this;
-    if (err) {
-      if (!res.headersSent) {
-        const { status, reason } = upstreamFailure(err);
-        settle(rec, { ...this.verdict, reason, status });
-        rec.detail = { ...rec.detail, error: String((err as Error).message).slice(0, 200) };
-        refuseResponse(res, { status, reason, rule: rec.rule, decisionId: rec.id, target: this.label }, this.json, true);
-      } else {
-        rec.detail = { ...rec.detail, error: String((err as Error).message).slice(0, 200), truncated: true };
-        res.destroy();
-      }
-    }
-    this.t.core.counters.activeRequests--;
-    rec.bytesUp = this.up;
-    rec.bytesDown = this.down;
-    emit(this.t.core, rec, this.t0);
+  protected failure(err: unknown): { status: number; reason: Reason } {
+    return upstreamFailure(err);
+  }
+
+  protected errorText(err: unknown): string {
+    return String((err as Error).message).slice(0, 200);
+  }
+
+  protected refusalExtra(): Partial<Refusal> {
+    return { rule: this.rec.rule };
   }
 }
 

@@ -1,6 +1,11 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import { roundMs, type DecisionRecord } from '../decisions/record.js';
+import type { Reason } from '../policy/vocabulary.js';
+import { emit, type ProxyCore } from './core.js';
+import { forwardResponseHeaders } from './headers.js';
+import { refuseResponse, type Refusal } from './respond.js';
 
 /** The client went away (or the response was destroyed) before the whole body was written. */
 export class PrematureCloseError extends Error {
@@ -134,4 +139,68 @@ export abstract class UpstreamExchange implements Dispatcher.DispatchHandler {
 /** What an AbortSignal's abort() carries, so a record reads the same as when request() was aborted. */
 function abortError(): Error {
   return new DOMException('This operation was aborted', 'AbortError');
+}
+
+/**
+ * An exchange that is one decision record: plain HTTP (forward.ts) and a request inside an inspected
+ * tunnel (inspect/tunnel.ts) keep it the same way. The answer's head settles the record with the origin's
+ * status; a failure before it is answered 502/504 and recorded with why; a failure after it cuts the
+ * connection and marks the record truncated; then the bytes each way and the record go out, once.
+ */
+export abstract class RecordedExchange extends UpstreamExchange {
+  private readonly tc = performance.now();
+
+  constructor(
+    protected readonly core: ProxyCore,
+    protected readonly rec: DecisionRecord,
+    private readonly t0: number,
+    /** The refusal's target ("METHOD host"). */
+    private readonly label: string,
+    private readonly json: boolean,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ) {
+    super(req, res);
+  }
+
+  /** Settle the record with the origin's status, or with a failure's status and reason. */
+  protected abstract settleStatus(status: number, reason?: Reason): void;
+
+  /** What a failure before the answer is answered with. */
+  protected abstract failure(err: unknown): { status: number; reason: Reason };
+
+  /** The record's detail.error for a failure. */
+  protected abstract errorText(err: unknown): string;
+
+  /** What the refusal says besides status, reason, decision and target (read after the record is settled). */
+  protected abstract refusalExtra(err: unknown): Partial<Refusal>;
+
+  protected head(status: number, upstream: IncomingHttpHeaders): Record<string, string | string[]> {
+    const rec = this.rec;
+    rec.timings.connectMs = roundMs(performance.now() - this.tc);
+    this.settleStatus(status);
+    const headers = forwardResponseHeaders(upstream);
+    headers['x-agent-egress-decision'] = rec.id;
+    return headers;
+  }
+
+  protected end(err: unknown): void {
+    const { core, rec, res } = this;
+    if (err) {
+      if (!res.headersSent) {
+        const { status, reason } = this.failure(err);
+        this.settleStatus(status, reason);
+        rec.detail = { ...rec.detail, error: this.errorText(err) };
+        refuseResponse(res, { status, reason, decisionId: rec.id, target: this.label, ...this.refusalExtra(err) }, this.json, true);
+      } else {
+        // Headers already went out: the only honest signal left is to cut the connection.
+        rec.detail = { ...rec.detail, error: this.errorText(err), truncated: true };
+        res.destroy();
+      }
+    }
+    core.counters.activeRequests--;
+    rec.bytesUp = this.up;
+    rec.bytesDown = this.down;
+    emit(core, rec, this.t0);
+  }
 }

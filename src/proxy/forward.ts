@@ -1,16 +1,17 @@
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Agent, Dispatcher } from 'undici';
 import { isConnectTimeout, isUpstreamTimeout } from './upstream-errors.js';
 import { parseProxyUrl, TargetError, type Target } from '../net/target.js';
 import type { DecisionRecord } from '../decisions/record.js';
 import { clientLabel, emit, identify, type ProxyCore } from './core.js';
-import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
-import { refuseResponse, refuseSocket, wantsJson } from './respond.js';
+import { forwardRequestHeaders } from './headers.js';
+import { refuseResponse, refuseSocket, wantsJson, type Refusal } from './respond.js';
 import { roundMs, startRecord } from '../decisions/record.js';
 import { checkHead } from './conformance.js';
 import { settle, settleVet } from './record.js';
-import { UpstreamExchange } from './exchange.js';
+import { RecordedExchange } from './exchange.js';
+import type { Reason } from '../policy/vocabulary.js';
 import { dialForTunnel, splice } from './tunnel.js';
 import { responseHead, sendUpgrade, upgradeTokens, UpgradeTimeoutError, type UpgradeAnswer } from './upgrade.js';
 import { vetDestination, type VetOutcome } from './vet.js';
@@ -164,22 +165,21 @@ export async function handleRequest(core: ProxyCore, agent: Agent, req: Incoming
  * One forwarded request. Sent to the first vetted address that accepts a connection: only connect-phase
  * failures move on to the next address, and by then undici has not read the body, so nothing is sent twice.
  */
-class PlainExchange extends UpstreamExchange {
+class PlainExchange extends RecordedExchange {
   private readonly opts: Dispatcher.DispatchOptions & { origin: string };
   private index = 0;
-  private readonly tc = performance.now();
 
   constructor(
-    private readonly core: ProxyCore,
+    core: ProxyCore,
     private readonly agent: Agent,
-    private readonly rec: DecisionRecord,
-    private readonly t0: number,
+    rec: DecisionRecord,
+    t0: number,
     private readonly a: Admitted,
-    private readonly json: boolean,
+    json: boolean,
     req: IncomingMessage,
     res: ServerResponse,
   ) {
-    super(req, res);
+    super(core, rec, t0, `${req.method} ${hostHeader(a.target)}`, json, req, res);
     const limits = core.limits;
     this.opts = {
       origin: originFor(a.v.addresses[0], a.target.port),
@@ -209,37 +209,21 @@ class PlainExchange extends UpstreamExchange {
     return true;
   }
 
-  protected head(status: number, upstream: IncomingHttpHeaders): Record<string, string | string[]> {
-    const rec = this.rec;
-    rec.timings.connectMs = roundMs(performance.now() - this.tc);
-    settleVet(rec, this.a.v, status);
-    const headers = forwardResponseHeaders(upstream);
-    headers['x-agent-egress-decision'] = rec.id;
-    return headers;
+  protected settleStatus(status: number, reason?: Reason): void {
+    settleVet(this.rec, this.a.v, status, reason);
   }
 
-  protected end(err: unknown): void {
-    const { core, rec, res, a } = this;
-    if (err) {
-      if (!res.headersSent) {
-        const timeout = isUpstreamTimeout(err);
-        const status = timeout ? 504 : 502;
-        const reason = timeout ? 'upstream_timeout' : 'upstream_error';
-        settleVet(rec, a.v, status, reason);
-        rec.detail = { ...rec.detail, error: errorText(err) };
-        const cause = (err as { code?: unknown }).code;
-        const target = `${this.req.method} ${hostHeader(a.target)}`;
-        refuseResponse(res, { status, reason, decisionId: rec.id, target, cause: typeof cause === 'string' ? cause : undefined }, this.json, true);
-      } else {
-        // Headers already went out: the only honest signal left is to cut the connection.
-        rec.detail = { ...rec.detail, error: errorText(err), truncated: true };
-        res.destroy();
-      }
-    }
-    core.counters.activeRequests--;
-    rec.bytesUp = this.up;
-    rec.bytesDown = this.down;
-    emit(core, rec, this.t0);
+  protected failure(err: unknown): { status: number; reason: Reason } {
+    return isUpstreamTimeout(err) ? { status: 504, reason: 'upstream_timeout' } : { status: 502, reason: 'upstream_error' };
+  }
+
+  protected errorText(err: unknown): string {
+    return errorText(err);
+  }
+
+  protected refusalExtra(err: unknown): Partial<Refusal> {
+    const cause = (err as { code?: unknown }).code;
+    return { cause: typeof cause === 'string' ? cause : undefined };
   }
 }
 
