@@ -49,7 +49,7 @@ export function canonicalRecordJson(rec: DecisionRecord): string {
     let s: string;
     if (v === null) s = 'null';
     else if (typeof v === 'string') s = JSON.stringify(v);
-    else if (typeof v === 'number') s = Number.isFinite(v) ? String(v) : 'null';
+    else if (typeof v === 'number') s = num(v);
     else if (k === 'timings') s = timingsJson(v);
     else s = canonicalJson(v);
     out += (first ? '"' : ',"') + k + '":' + s;

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { formatAuthority, parseConnectTarget, TargetError } from '../net/target.js';
-import { clientLabel, emit, identify, type ProxyCore } from './core.js';
+import { clientLabel, destroySelf, emit, identify, type ProxyCore } from './core.js';
 import { refuseSocket, wantsJson } from './respond.js';
 import { startRecord } from '../decisions/record.js';
 import { checkHead } from './conformance.js';
@@ -8,11 +8,6 @@ import type { RequestHead } from './connect-head.js';
 import { settle, settleVet } from './record.js';
 import { dialForTunnel, splice, vetTunnel } from './tunnel.js';
 import { handleInspected } from '../inspect/tunnel.js';
-
-
-function destroySelf(this: Socket): void {
-  this.destroy();
-}
 
 /**
  * CONNECT host:port. The client hears 200 only once the upstream socket is connected to a vetted

@@ -52,6 +52,11 @@ export function rawCore(opts: { context: () => VetContext; sink: DecisionSink; l
   };
 }
 
+/** A socket's 'error' listener that closes it: one shared function, not a closure per connection. */
+export function destroySelf(this: Socket): void {
+  this.destroy();
+}
+
 export function emit(core: ProxyCore, rec: DecisionRecord, t0: number): void {
   rec.timings.totalMs = roundMs(performance.now() - t0);
   core.sink.write(rec);

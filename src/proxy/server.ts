@@ -8,7 +8,7 @@ import type { DecisionSink } from '../decisions/sink.js';
 import { handleConnect } from './connect.js';
 import { ConnectHeadParser } from './connect-head.js';
 import { createInnerServer, type Inspector } from '../inspect/tunnel.js';
-import { clientLabel, emit, type ProxyCore } from './core.js';
+import { clientLabel, destroySelf, emit, type ProxyCore } from './core.js';
 import { ConnectionCount } from './admission.js';
 import { handleRequest, handleUpgrade } from './forward.js';
 import { DEFAULT_LIMITS, SOCKET_HIGH_WATER_MARK, type ProxyLimits, type RecordOptions } from './options.js';
@@ -78,10 +78,6 @@ function stopReading(this: Reading): void {
   this[HEAD] = undefined;
   this.off('data', onHeadData);
   this.off('close', stopReading);
-}
-
-function destroySelf(this: Socket): void {
-  this.destroy();
 }
 
 /** One proxy listener: connection admission, the CONNECT / request / upgrade handlers, and graceful shutdown. */
